@@ -1,0 +1,69 @@
+"""Where things live: the repository, the shared data, run folders and stage outputs.
+
+Relative paths in parameters are resolved against the repository root, so a notebook
+opened in Jupyter (cwd = notebooks/) and one executed by the runner (cwd = its stage
+folder) see the same files.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+class MissingStageOutput(FileNotFoundError):
+    """An earlier stage's output is not in the run folder."""
+
+
+def resolve(path: str | Path) -> Path:
+    """Absolute path; relative ones are taken from the repository root."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (REPO_ROOT / p).resolve()
+
+
+def stage_dir(run_dir: str | Path, stage: str, create: bool = True) -> Path:
+    """The folder where stage `stage` (a notebook's stem, e.g. '20_train_drafters') writes."""
+    d = resolve(run_dir) / stage
+    if create:
+        d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _jsonable(x: Any) -> Any:
+    """numpy scalars/arrays and Paths -> plain JSON types."""
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def write_results(run_dir: str | Path, stage: str, results: dict) -> Path:
+    """Write a stage's machine-readable results as `<run_dir>/<stage>/results.json`."""
+    path = stage_dir(run_dir, stage) / "results.json"
+    path.write_text(json.dumps(_jsonable(results), indent=2, sort_keys=True))
+    return path
+
+
+def require_stage_file(run_dir: str | Path, stage: str, name: str, preset: str = "default") -> Path:
+    """Path of a file an earlier stage wrote; a clear error naming the command that makes it."""
+    path = stage_dir(run_dir, stage, create=False) / name
+    if not path.exists():
+        raise MissingStageOutput(
+            f"{path} is missing: it is written by notebook {stage}. Produce it with\n"
+            f"    python -m helpers.run --preset {preset} --out {resolve(run_dir)} --only {stage}\n"
+            f"(or run the whole suite: python -m helpers.run --preset {preset})"
+        )
+    return path
+
+
+def read_results(run_dir: str | Path, stage: str, preset: str = "default") -> dict:
+    """The results.json of an earlier stage (see require_stage_file for the error)."""
+    return json.loads(require_stage_file(run_dir, stage, "results.json", preset).read_text())
