@@ -1,0 +1,133 @@
+"""cross_modal: a drafter that reads both the draft model's output and the target's prefix.
+
+A small encoder-decoder Transformer: the encoder reads the draft model's generated ids, the
+causal decoder reads the target's accepted prefix (token 0 from the target's prefill) and
+cross-attends to the encoder, predicting the target's next token. Input and output share a
+compact vocabulary built from the training split (ids never seen in training map to UNK and
+can never be predicted). With `use_draft=False` the encoder sees only UNK: the same network
+becomes a neural content-free prior, the ablation that isolates what the draft adds.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..pairs import RecordedPair
+from .training import IGNORE, MISS, TrainConfig, chunks, fit, pad_batch, resolve_device
+
+PAD, UNK = 0, 1  # compact ids
+
+
+@dataclass
+class CrossModalConfig:
+    d_model: int = 256
+    n_heads: int = 4
+    enc_layers: int = 2
+    dec_layers: int = 2
+    d_ffn: int = 1024
+    dropout: float = 0.2      # small data: more than the seed's 0.1
+    max_len: int = 128
+    use_draft: bool = True    # False = ablation: decoder alone (content-free neural prior)
+
+
+class EncoderDecoder(nn.Module):
+    def __init__(self, cfg: CrossModalConfig, vocab: int):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(vocab, cfg.d_model, padding_idx=PAD)
+        self.src_pos = nn.Embedding(cfg.max_len, cfg.d_model)
+        self.tgt_pos = nn.Embedding(cfg.max_len, cfg.d_model)
+        self.net = nn.Transformer(cfg.d_model, cfg.n_heads, cfg.enc_layers, cfg.dec_layers, cfg.d_ffn,
+                                  cfg.dropout, activation="gelu", batch_first=True)
+        self.norm = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:  # (B, S), (B, T) -> (B, T, V)
+        S, T, dev = src.shape[1], tgt.shape[1], src.device
+        s = self.embed(src) + self.src_pos(torch.arange(S, device=dev))          # (B, S, D)
+        t = self.embed(tgt) + self.tgt_pos(torch.arange(T, device=dev))          # (B, T, D)
+        causal = nn.Transformer.generate_square_subsequent_mask(T, device=dev)
+        h = self.net(s, t, tgt_mask=causal, tgt_is_causal=True,
+                     src_key_padding_mask=src == PAD, memory_key_padding_mask=src == PAD)
+        return self.norm(h) @ self.embed.weight.T                                 # tied output
+
+
+class CrossModalDrafter:
+    def __init__(self, cfg: CrossModalConfig, device: str = "cpu", name: str | None = None):
+        self.cfg, self.device = cfg, resolve_device(device)
+        self.name = name or ("cross_modal" if cfg.use_draft else "target_prior_neural")
+
+    # --- vocabulary ---------------------------------------------------------------
+    def _build_vocab(self, train: Sequence[RecordedPair]) -> None:
+        ids = sorted({t for p in train for t in (*p.draft_ids, *p.target_ids)})
+        self.itos = [-1, -1] + ids                                   # compact -> global (-1: special)
+        self.stoi = {t: i + 2 for i, t in enumerate(ids)}
+
+    def _enc(self, ids, unk: int = UNK) -> list[int]:
+        return [self.stoi.get(t, unk) for t in ids][: self.cfg.max_len]
+
+    def _src(self, p: RecordedPair) -> list[int]:
+        return self._enc(p.draft_ids) if self.cfg.use_draft else [UNK]
+
+    # --- training -----------------------------------------------------------------
+    def _batches(self, pairs: Sequence[RecordedPair], shuffle: bool, rng) -> list:
+        out = []
+        for g in chunks(pairs, self.batch_size, shuffle, rng):
+            src = pad_batch([self._src(p) for p in g], PAD)                        # (B, S)
+            tgt = pad_batch([self._enc(p.target_ids[:-1]) for p in g], PAD)        # (B, T)
+            y = pad_batch([self._enc(p.target_ids[1:], MISS) for p in g], IGNORE, tgt.shape[1])
+            out.append(((src, tgt), y))
+        return out
+
+    def fit(self, train, val, tcfg: TrainConfig):
+        self.batch_size = tcfg.batch_size
+        self._build_vocab(train)
+        self.model = EncoderDecoder(self.cfg, len(self.itos)).to(self.device)
+        return fit(self.model, self._batches, train, val, tcfg, desc=self.name)
+
+    # --- inference ----------------------------------------------------------------
+    @torch.no_grad()
+    def _logits(self, p: RecordedPair, prefix: Sequence[int]) -> torch.Tensor:      # (len(prefix), V)
+        src = pad_batch([self._src(p)], PAD).to(self.device)
+        tgt = pad_batch([self._enc(prefix)], PAD).to(self.device)
+        lg = self.model(src, tgt)[0].cpu()
+        lg[:, :2] = -torch.inf                                       # PAD/UNK are never drafts
+        return lg
+
+    def predict_topk(self, pairs, k):
+        self.model.eval()
+        itos = torch.tensor(self.itos)
+        out = []
+        for p in pairs:
+            lg = self._logits(p, p.target_ids[:-1])                  # (L-1, V): position i predicts i+1
+            top = itos[lg.topk(k, dim=-1).indices].numpy()
+            need = len(p.target_ids) - 1 - top.shape[0]              # beyond max_len
+            out.append(np.vstack([top, -np.ones((need, k), dtype=top.dtype)]) if need > 0 else top)
+        return out
+
+    def propose(self, pair, prefix, n):
+        self.model.eval()
+        seq = list(prefix)
+        for _ in range(n):
+            seq.append(self.itos[int(self._logits(pair, seq)[-1].argmax())])
+        return seq[len(prefix):]
+
+    # --- persistence --------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        torch.save({"config": asdict(self.cfg), "name": self.name, "itos": self.itos,
+                    "state_dict": self.model.state_dict()}, path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> "CrossModalDrafter":
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        d = cls(CrossModalConfig(**ck["config"]), device, ck["name"])
+        d.itos = list(ck["itos"])
+        d.stoi = {t: i for i, t in enumerate(d.itos) if t >= 0}
+        d.model = EncoderDecoder(d.cfg, len(d.itos)).to(d.device)
+        d.model.load_state_dict(ck["state_dict"])
+        d.model.eval()
+        return d

@@ -1,0 +1,64 @@
+"""target_prior_ngram: a content-free control drafter.
+
+It predicts the target's next token from the target's own accepted prefix only, with an
+n-gram model of the target's training outputs (stupid backoff). Whatever a drafter that
+also reads the draft model's output gains over this one is what the event camera adds.
+"""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..pairs import RecordedPair
+from .base import pad_topk
+
+BACKOFF = 0.4  # stupid-backoff discount per order dropped (Brants et al. 2007)
+
+
+@dataclass
+class NgramPrior:
+    order: int = 4                       # n: predict from the last n-1 target tokens
+    name: str = "target_prior_ngram"
+
+    def fit(self, train: Sequence[RecordedPair]) -> "NgramPrior":
+        if self.order < 1:
+            raise ValueError(f"ngram order must be >= 1, got {self.order}")
+        self.counts: dict[tuple, Counter] = defaultdict(Counter)
+        for p in train:
+            t = list(p.target_ids)
+            for i in range(1, len(t)):
+                for n in range(0, self.order):       # context length n = 0 .. order-1
+                    if i - n < 0:
+                        break
+                    self.counts[tuple(t[i - n:i])][t[i]] += 1
+        self.n_contexts = len(self.counts)
+        return self
+
+    def _topk(self, prefix: Sequence[int], k: int) -> list[int]:
+        scores: dict[int, float] = {}
+        for n in range(min(self.order - 1, len(prefix)), -1, -1):
+            ctx = tuple(prefix[len(prefix) - n:]) if n else ()
+            c = self.counts.get(ctx)
+            if not c:
+                continue
+            total, w = sum(c.values()), BACKOFF ** (self.order - 1 - n)
+            for tok, cnt in c.items():
+                if tok not in scores:  # a longer context's estimate wins
+                    scores[tok] = w * cnt / total
+            if len(scores) >= k:
+                break
+        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+        return pad_topk([t for t, _ in ranked], k)
+
+    def predict_topk(self, pairs, k):
+        return [np.array([self._topk(p.target_ids[: i + 1], k) for i in range(len(p.target_ids) - 1)],
+                         dtype=np.int64).reshape(-1, k) for p in pairs]
+
+    def propose(self, pair, prefix, n):
+        seq = list(prefix)
+        for _ in range(n):
+            seq.append(self._topk(seq, 1)[0])
+        return seq[len(prefix):]

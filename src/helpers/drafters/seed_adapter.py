@@ -1,0 +1,142 @@
+"""seed_token_adapter: the study's TokenAdapter, architecture and recipe as published.
+
+Embedding(V+10, 512) + learned positions (128) -> 4-layer causal TransformerEncoder (d 512,
+8 heads, FFN 2048, GELU, dropout 0.1) -> LayerNorm -> Linear(512, V+10); ~45.5 M params for
+the LLaMA vocabulary. It reads only the draft's generated ids: output i (having seen draft
+0..i) predicts target token i+1. It never sees the target's accepted prefix, so in SD its
+drafts for a step starting at target position k are simply its outputs k-1, k, ...
+
+Speed option `output_vocab="train"`: the parameters stay exactly the seed's, but logits are
+computed only for the rows of the output layer whose ids occur as training targets (a few
+thousand of 32,010). A token never seen as a training target only ever has its logit pushed
+down by training, so it is practically never predicted; dropping it from the softmax saves
+over half the CPU time. Label smoothing then spreads over that set instead of all 32,010.
+Test-time targets outside the set count as misses (label MISS), never as ignored.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..pairs import RecordedPair
+from .training import IGNORE, MISS, TrainConfig, chunks, fit, pad_batch, resolve_device
+
+EXTRA_IDS = 10  # the seed's 32010 = 32000 text ids + 10 spare; the first spare is the pad
+
+
+@dataclass
+class AdapterConfig:
+    text_vocab: int = 32000   # the models' text vocabulary
+    d_model: int = 512
+    n_heads: int = 8
+    n_layers: int = 4
+    d_ffn: int = 2048
+    dropout: float = 0.1
+    max_len: int = 128        # positions (the seed padded every sequence to 128)
+    output_vocab: str = "full"  # "full" (the seed) or "train" (softmax over training-target ids only)
+
+    @property
+    def vocab(self) -> int:
+        return self.text_vocab + EXTRA_IDS
+
+    @property
+    def pad_id(self) -> int:
+        return self.text_vocab
+
+
+class TokenAdapter(nn.Module):
+    def __init__(self, cfg: AdapterConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab, cfg.d_model)
+        self.pos = nn.Embedding(cfg.max_len, cfg.d_model)
+        layer = nn.TransformerEncoderLayer(cfg.d_model, cfg.n_heads, cfg.d_ffn, cfg.dropout,
+                                           activation="gelu", batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab)
+
+        # ids whose logits are computed (all when output_vocab == "full"); set by fit()
+        self.register_buffer("out_ids", torch.arange(cfg.vocab), persistent=True)
+
+    def forward(self, draft: torch.Tensor) -> torch.Tensor:     # (B, T) -> (B, T, len(out_ids))
+        T = draft.shape[1]
+        h = self.embed(draft) + self.pos(torch.arange(T, device=draft.device))  # (B, T, D)
+        causal = nn.Transformer.generate_square_subsequent_mask(T, device=draft.device)
+        h = self.norm(self.encoder(h, mask=causal, is_causal=True))             # (B, T, D)
+        if len(self.out_ids) == self.cfg.vocab:
+            return self.head(h)
+        return h @ self.head.weight[self.out_ids].T + self.head.bias[self.out_ids]
+
+
+class SeedAdapterDrafter:
+    name = "seed_token_adapter"
+
+    def __init__(self, cfg: AdapterConfig, device: str = "cpu"):
+        self.cfg, self.device = cfg, resolve_device(device)
+        self.model = TokenAdapter(cfg).to(self.device)
+
+    def _batches(self, pairs: Sequence[RecordedPair], shuffle: bool, rng) -> list:
+        out = []
+        for group in chunks(pairs, self.batch_size, shuffle, rng):
+            T = min(self.cfg.max_len, max(max(len(p.draft_ids), len(p.target_ids) - 1) for p in group))
+            x = pad_batch([p.draft_ids for p in group], self.cfg.pad_id, T)        # (B, T)
+            y = pad_batch([p.target_ids[1:] for p in group], IGNORE, T)          # (B, T) global ids
+            y = torch.where(y == IGNORE, y, self._to_out[y.clamp(min=0)])      # -> output index or MISS
+            out.append(((x,), y))
+        return out
+
+    def _set_out_ids(self, ids: torch.Tensor) -> None:
+        self.model.out_ids = ids.to(self.model.out_ids.device)
+        self._to_out = torch.full((self.cfg.vocab,), MISS, dtype=torch.long)
+        self._to_out[ids.cpu()] = torch.arange(len(ids))
+
+    def fit(self, train, val, tcfg: TrainConfig):
+        self.batch_size = tcfg.batch_size
+        if self.cfg.output_vocab == "train":
+            self._set_out_ids(torch.tensor(sorted({t for p in train for t in p.target_ids[1:]})))
+        elif self.cfg.output_vocab == "full":
+            self._set_out_ids(torch.arange(self.cfg.vocab))
+        else:
+            raise ValueError(f"output_vocab must be 'full' or 'train', got {self.cfg.output_vocab!r}")
+        return fit(self.model, self._batches, train, val, tcfg, desc=self.name)
+
+    @torch.no_grad()
+    def _logits(self, pairs: Sequence[RecordedPair]) -> list[torch.Tensor]:
+        self.model.eval()
+        out = []
+        for p in pairs:
+            T = min(self.cfg.max_len, max(len(p.draft_ids), len(p.target_ids) - 1))
+            x = pad_batch([p.draft_ids], self.cfg.pad_id, T).to(self.device)
+            out.append(self.model(x)[0, : len(p.target_ids) - 1].cpu())       # (L-1, V)
+        return out
+
+    def predict_topk(self, pairs, k):
+        res = []
+        for p, lg in zip(pairs, self._logits(pairs)):
+            top = self.model.out_ids.cpu()[lg.topk(k, dim=-1).indices].numpy()  # (L-1, k) global ids
+            need = len(p.target_ids) - 1 - top.shape[0]                        # beyond max_len
+            res.append(np.vstack([top, -np.ones((need, k), dtype=top.dtype)]) if need > 0 else top)
+        return res
+
+    def propose(self, pair, prefix, n):
+        top1 = self.predict_topk([pair], 1)[0][:, 0]
+        k = len(prefix)
+        return [int(top1[i]) if i < len(top1) else -1 for i in range(k - 1, k - 1 + n)]
+
+    def save(self, path: str | Path) -> None:
+        torch.save({"config": asdict(self.cfg), "state_dict": self.model.state_dict()}, path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> "SeedAdapterDrafter":
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        d = cls(AdapterConfig(**ck["config"]), device)
+        d._set_out_ids(ck["state_dict"]["out_ids"])
+        d.model.load_state_dict(ck["state_dict"])
+        d.model.eval()
+        return d

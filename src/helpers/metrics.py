@@ -1,0 +1,180 @@
+"""Token-alignment and speculative-decoding metrics. Pure functions on id sequences.
+
+Notation, stated once: the *target* (Video-LLaVA) is the model whose greedy output must be
+reproduced; the *draft* (EventGPT) output is evidence a drafter may use. Target token 0
+comes from the target's own prefill; a drafter predicts target token i+1 from whatever it
+sees up to i. `preds[i]` is therefore always a prediction of `target[i + 1]`.
+
+Greedy SD on recorded pairs is exact: the target's greedy continuation of its own accepted
+prefix is its recorded output. For a drafter that is deterministic given (draft output,
+target prefix), the greedy drafts of a verify step match the target for exactly as long as
+its teacher-forced top-1 predictions do (while drafts match, the drafter's context *is* the
+true prefix). So SD acceptance follows from the teacher-forced correctness vector alone;
+`simulate_sd_with_proposals` checks that claim against an explicit propose/verify loop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+# --- the seed study's metrics ------------------------------------------------------------
+
+def token_match(preds: np.ndarray, target: Sequence[int]) -> tuple[int, int]:
+    """(correct, total) of top-1 predictions `preds[i]` (shape (>=L-1,) or (>=L-1, k)) of
+    target[i+1], over the L-1 positions the target defines. The study's 'acceptance rate'."""
+    nxt = np.asarray(target[1:])
+    p = np.asarray(preds)
+    top1 = p[: len(nxt), 0] if p.ndim == 2 else p[: len(nxt)]
+    return int((top1 == nxt).sum()), len(nxt)
+
+
+def topk_match(preds: np.ndarray, target: Sequence[int]) -> tuple[int, int]:
+    """(hits, total): target[i+1] among the k candidates preds[i, :] (shape (L-1, k))."""
+    nxt = np.asarray(target[1:])
+    p = np.asarray(preds)[: len(nxt)]
+    return int((p == nxt[:, None]).any(axis=1).sum()), len(nxt)
+
+
+def direct_match(draft: Sequence[int], target: Sequence[int]) -> tuple[int, int]:
+    """The study's 'direct' baseline: draft[i] == target[i], no shift. Denominator = target
+    length (a missing draft position counts as a miss), so it shares the denominator family
+    of the other rates instead of the study's mixed ones."""
+    n = len(target)
+    m = min(len(draft), n)
+    return int((np.asarray(draft[:m]) == np.asarray(target[:m])).sum()), n
+
+
+def leading_matches(pred: Sequence[int], actual: Sequence[int]) -> int:
+    """Length of the leading run where pred[i] == actual[i]: what greedy SD accepts."""
+    n = 0
+    for a, b in zip(pred, actual):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
+def rate(pairs_of_counts: Sequence[tuple[int, int]]) -> float:
+    """Micro-average of (hits, total) counts: every target position weighs the same."""
+    hits = sum(h for h, _ in pairs_of_counts)
+    total = sum(t for _, t in pairs_of_counts)
+    return hits / total if total else float("nan")
+
+
+# --- exact greedy speculative decoding on a recorded pair --------------------------------
+
+@dataclass
+class SDTrace:
+    """One pair's greedy SD run. accepted[s] = drafts accepted in verify step s (0..gamma);
+    emitted[s] = tokens the step adds (accepted + the target's bonus/correction token,
+    capped at the end of the recorded output)."""
+    gamma: int
+    accepted: list[int] = field(default_factory=list)
+    emitted: list[int] = field(default_factory=list)
+
+    @property
+    def steps(self) -> int:
+        return len(self.accepted)
+
+
+def simulate_sd(correct: Sequence[bool], gamma: int) -> SDTrace:
+    """Greedy SD from teacher-forced correctness: correct[i] says whether the drafter's top-1
+    given the true prefix target[:i+1] equals target[i+1]. Target token 0 is the prefill's."""
+    if gamma < 1:
+        raise ValueError(f"gamma must be >= 1, got {gamma}")
+    c = np.asarray(correct, dtype=bool)
+    length = len(c) + 1  # target tokens
+    trace, k = SDTrace(gamma), 1  # k = tokens already produced
+    while k < length:
+        remaining = length - k
+        window = c[k - 1: k - 1 + min(gamma, remaining)]
+        n = int(np.argmin(window)) if not window.all() else len(window)
+        emitted = min(n + 1, remaining)
+        trace.accepted.append(n)
+        trace.emitted.append(emitted)
+        k += emitted
+    return trace
+
+
+def simulate_sd_with_proposals(propose: Callable[[list[int], int], list[int]],
+                               target: Sequence[int], gamma: int) -> SDTrace:
+    """Reference propose/verify loop: propose(prefix, n) returns n greedy drafts after
+    `prefix`; the 'target' verifies against its recorded greedy output. Slow, for tests."""
+    trace, k, length = SDTrace(gamma), 1, len(target)
+    while k < length:
+        remaining = length - k
+        drafts = propose(list(target[:k]), min(gamma, remaining))
+        n = leading_matches(drafts, target[k: k + len(drafts)])
+        emitted = min(n + 1, remaining)
+        trace.accepted.append(n)
+        trace.emitted.append(emitted)
+        k += emitted
+    return trace
+
+
+@dataclass
+class SDSummary:
+    gamma: int
+    n_pairs: int
+    steps: int
+    mat: float                      # mean tokens per verify step, target's bonus token included (plain decoding = 1.0)
+    tau: float                      # mean accepted drafts per verify step, bonus excluded
+    accept_hist: list[int]          # accept_hist[n] = verify steps that accepted n drafts, n = 0..gamma
+    slot_acceptance: list[float]    # P(draft j accepted | draft j-1 accepted), j = 1..gamma
+    first_step_accepted: list[int]  # drafts accepted in each pair's first verify step
+
+
+def summarize_sd(traces: Sequence[SDTrace]) -> SDSummary:
+    """Pool verify steps of many pairs (micro-average, as Spec-Bench's MAT)."""
+    if not traces:
+        raise ValueError("no SD traces to summarize")
+    gamma = traces[0].gamma
+    acc = np.concatenate([np.asarray(t.accepted, dtype=int) for t in traces])
+    emi = np.concatenate([np.asarray(t.emitted, dtype=int) for t in traces])
+    hist = np.bincount(acc, minlength=gamma + 1)
+    reached = np.array([(acc >= j - 1).sum() for j in range(1, gamma + 1)], dtype=float)
+    passed = np.array([(acc >= j).sum() for j in range(1, gamma + 1)], dtype=float)
+    slot = np.divide(passed, reached, out=np.full(gamma, np.nan), where=reached > 0)
+    return SDSummary(
+        gamma=gamma, n_pairs=len(traces), steps=int(len(acc)),
+        mat=float(emi.mean()), tau=float(acc.mean()), accept_hist=hist.tolist(),
+        slot_acceptance=slot.tolist(),
+        first_step_accepted=[t.accepted[0] if t.accepted else 0 for t in traces],
+    )
+
+
+def correctness_by_position(corrects: Sequence[Sequence[bool]], max_len: int) -> np.ndarray:
+    """Mean teacher-forced correctness at each predicted target position 1..max_len-1
+    (NaN where no pair reaches it). Shape (max_len - 1,)."""
+    out = np.full(max_len - 1, np.nan)
+    for i in range(max_len - 1):
+        vals = [c[i] for c in corrects if len(c) > i]
+        if vals:
+            out[i] = float(np.mean(vals))
+    return out
+
+
+# --- Leviathan et al. (2023), i.i.d. acceptance model -------------------------------------
+
+def expected_tokens_per_step(alpha: float, gamma: int) -> float:
+    """E[tokens per target call] = (1 - alpha^(gamma+1)) / (1 - alpha)."""
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    return float(gamma + 1) if alpha == 1 else (1 - alpha ** (gamma + 1)) / (1 - alpha)
+
+
+def walltime_improvement(alpha: float, gamma: int, c: float) -> float:
+    """Expected speedup over plain decoding with draft/target step cost ratio c:
+    (1 - alpha^(gamma+1)) / ((1 - alpha)(gamma c + 1))."""
+    if c < 0:
+        raise ValueError(f"cost ratio c must be >= 0, got {c}")
+    return expected_tokens_per_step(alpha, gamma) / (gamma * c + 1)
+
+
+def speedup_from_mat(mat: float, gamma: int, c: float) -> float:
+    """Decode-phase speedup implied by a *measured* MAT: each verify step costs gamma draft
+    steps plus one target step (verifying gamma+1 tokens costs about one decode step)."""
+    return mat / (gamma * c + 1)

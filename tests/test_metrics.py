@@ -1,0 +1,119 @@
+"""Metrics against hand-computed cases and the seed report's printed samples."""
+import json
+
+import numpy as np
+import pytest
+
+from helpers import metrics
+from conftest import DEV_PAIRS, require_shared
+
+# The seed report's rows: "Adapter Output" (position i predicts target i+1) and "VL Actual"
+# (which already starts at the target's second token).
+SEED_SAMPLES = [
+    dict(egpt=[512, 278, 9088, 29892, 727, 338, 263, 1559, 14089, 287, 373, 278, 2625, 310, 263],
+         adapter=[1820, 3161, 297, 445, 9088, 3160, 263, 1559, 19500, 1623, 263, 11952, 29892, 263, 29892],
+         vl=[1820, 3161, 297, 445, 9088, 3160, 263, 1559, 19500, 1623, 263, 281, 4015, 6520, 29892],
+         accepted=11),
+    dict(egpt=[450, 9088, 1401, 919, 29879, 263, 19716, 411, 263, 7962, 19405, 15284, 322, 2343, 4366],
+         adapter=[1967, 1401, 263, 29879, 263, 263, 11952, 411, 263, 263, 19500, 1623, 278, 6520, 29889],
+         vl=[1967, 5680, 263, 1559, 19500, 1623, 263, 281, 4015, 6520, 29892, 22047, 491, 10697, 322],
+         accepted=1),
+    dict(egpt=[450, 9088, 3697, 263, 1559, 19500, 373, 263, 6520, 411, 1790, 1559, 14432, 310, 372],
+         adapter=[1967, 1401, 1048, 263, 1559, 19500, 1623, 263, 6520, 411, 263, 29892, 19500, 29889, 278],
+         vl=[9088, 338, 1048, 263, 1559, 19500, 1623, 263, 281, 4015, 6520, 297, 263, 14378, 681],
+         accepted=0),
+]
+
+
+@pytest.mark.parametrize("i", range(3))
+def test_seed_report_leading_matches(i):
+    s = SEED_SAMPLES[i]
+    assert metrics.leading_matches(s["adapter"], s["vl"]) == s["accepted"]
+
+
+@pytest.mark.parametrize("i", range(3))
+def test_seed_samples_through_sd_simulation(i):
+    """The same count falls out of the SD simulation's first verify step (gamma large enough)."""
+    s = SEED_SAMPLES[i]
+    target = [450] + s["vl"]                      # reinstate the prefill token
+    correct = np.array(s["adapter"]) == np.array(target[1:])
+    trace = metrics.simulate_sd(correct, gamma=15)
+    assert trace.accepted[0] == s["accepted"]
+    # token match as the study coded it: output i vs target i+1
+    hits, total = metrics.token_match(np.array(s["adapter"]), target)
+    assert total == 15 and hits == int(correct.sum())
+
+
+def test_sample0_is_clip0_of_dev_pairs():
+    doc = json.loads(require_shared(DEV_PAIRS).read_text())
+    r = doc["results"][0]
+    assert r["sample_idx"] == 0
+    assert r["egpt_tokens"][:15] == SEED_SAMPLES[0]["egpt"]
+    assert r["vl_tokens"][1:16] == SEED_SAMPLES[0]["vl"]
+
+
+def test_token_topk_direct_hand_cases():
+    target = [5, 6, 7, 8]
+    preds = np.array([[6, 1], [0, 7], [8, 2]])    # predicts target[1:] = 6, 7, 8
+    assert metrics.token_match(preds, target) == (2, 3)
+    assert metrics.topk_match(preds, target) == (3, 3)
+    assert metrics.direct_match([5, 9, 7], target) == (2, 4)   # missing 4th draft token = miss
+    assert metrics.rate([(2, 3), (1, 1)]) == pytest.approx(0.75)
+
+
+def test_simulate_sd_hand_case():
+    # 9 target tokens -> 8 predictable positions
+    correct = [1, 1, 0, 1, 1, 1, 1, 0]
+    t = metrics.simulate_sd(correct, gamma=3)
+    # step 1 at k=1: window c[0:3]=[1,1,0] -> 2 accepted + correction -> k=4
+    # step 2 at k=4: window c[3:6]=[1,1,1] -> 3 accepted + bonus -> k=8
+    # step 3 at k=8: remaining 1, window c[7:8]=[0] -> 0 accepted + 1 -> k=9
+    assert t.accepted == [2, 3, 0] and t.emitted == [3, 4, 1]
+    s = metrics.summarize_sd([t])
+    assert s.mat == pytest.approx(8 / 3) and s.tau == pytest.approx(5 / 3)
+    assert s.accept_hist == [1, 0, 1, 1]
+    assert s.slot_acceptance[0] == pytest.approx(2 / 3)   # slot 1 accepted in 2 of 3 steps
+    assert s.slot_acceptance[2] == pytest.approx(1 / 2)   # of the 2 reaching slot 3, 1 accepted
+
+
+def test_all_correct_and_all_wrong():
+    n = 49
+    perfect = metrics.summarize_sd([metrics.simulate_sd([True] * n, gamma=5)])
+    assert perfect.accept_hist[-1] == perfect.steps - 1     # every full step accepts all drafts
+    assert sum(t for t in [perfect.mat * perfect.steps]) == pytest.approx(n)
+    plain = metrics.summarize_sd([metrics.simulate_sd([False] * n, gamma=5)])
+    assert plain.mat == 1.0 and plain.tau == 0.0 and plain.steps == n
+
+
+def test_proposal_loop_equals_shortcut_for_prefix_dependent_drafter():
+    """A drafter that conditions on the prefix: explicit propose/verify == correctness shortcut."""
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        target = rng.integers(0, 4, size=rng.integers(2, 30)).tolist()
+
+        def next_tok(prefix):                    # deterministic, prefix-dependent rule
+            return (prefix[-1] * 3 + len(prefix)) % 4
+
+        def propose(prefix, n):
+            seq = list(prefix)
+            for _ in range(n):
+                seq.append(next_tok(seq))
+            return seq[len(prefix):]
+
+        correct = [next_tok(target[: i + 1]) == target[i + 1] for i in range(len(target) - 1)]
+        for gamma in (1, 3, 5):
+            a = metrics.simulate_sd(correct, gamma)
+            b = metrics.simulate_sd_with_proposals(propose, target, gamma)
+            assert (a.accepted, a.emitted) == (b.accepted, b.emitted)
+
+
+def test_leviathan_formulas():
+    assert metrics.expected_tokens_per_step(0.0, 5) == 1.0
+    assert metrics.expected_tokens_per_step(1.0, 5) == 6.0
+    assert metrics.expected_tokens_per_step(0.5, 2) == pytest.approx(1.75)
+    assert metrics.walltime_improvement(0.5, 2, 0.25) == pytest.approx(1.75 / 1.5)
+    assert metrics.speedup_from_mat(3.0, 4, 0.5) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        metrics.expected_tokens_per_step(1.5, 5)
+    with pytest.raises(ValueError):
+        metrics.simulate_sd([True], gamma=0)
