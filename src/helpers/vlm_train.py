@@ -52,6 +52,33 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
 
 
+# ----------------------------------------------------------------------------- data
+def load_examples(entries, kind: str, n_frames: int = 8) -> list[tuple[np.ndarray, str, str]]:
+    """Manifest entries (helpers.dataset.load_manifest) -> (pixel_input, question, answer).
+
+    draft: event image(s) as (H, W, 3) (one chunk) or (T, H, W, 3), answer = draft_answer;
+    target: n_frames sampled frames (F, H, W, 3) from the clip's mp4, answer = target_answer.
+    Pixels are read once per clip and shared by its questions.
+    """
+    from PIL import Image
+
+    from helpers.video import sample_frames
+
+    cache: dict = {}
+    out = []
+    for e in entries:
+        if e["clip_id"] not in cache:
+            if kind == "draft":
+                imgs = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in e["event_image_paths"]])
+                cache[e["clip_id"]] = imgs[0] if len(imgs) == 1 else imgs
+            elif kind == "target":
+                cache[e["clip_id"]] = sample_frames(e["video_path"], n_frames)
+            else:
+                raise KeyError(f"kind must be 'draft' or 'target', not {kind!r}")
+        out.append((cache[e["clip_id"]], e["query"], e[f"{kind}_answer"]))
+    return out
+
+
 # ----------------------------------------------------------------------------- batches
 def tokenize_examples(model, tokenizer, examples) -> list[tuple[list[int], list[int]]]:
     """(prompt ids with expanded placeholders, answer ids + eos) per example."""
@@ -65,7 +92,17 @@ def tokenize_examples(model, tokenizer, examples) -> list[tuple[list[int], list[
     return out
 
 
-def collate(model, tokenizer, examples, tokenized, idx) -> dict:
+def prepare_pixels(model, examples) -> list[torch.Tensor]:
+    """Preprocessed pixel tensor per example, computed once per distinct input array (the
+    questions of a clip share one, see load_examples) and kept in fp16 to halve memory."""
+    done: dict[int, torch.Tensor] = {}
+    for pixel_input, _, _ in examples:
+        if id(pixel_input) not in done:
+            done[id(pixel_input)] = vlm.pixel_tensor(model, pixel_input).half()
+    return [done[id(x)] for x, _, _ in examples]
+
+
+def collate(model, tokenizer, examples, tokenized, idx, pixels_cache=None) -> dict:
     """Right-padded batch: input_ids/attention_mask/labels (B, T) and the pixel tensor."""
     seqs = [tokenized[i][0] + tokenized[i][1] for i in idx]
     T = max(map(len, seqs))
@@ -77,7 +114,8 @@ def collate(model, tokenizer, examples, tokenized, idx) -> dict:
         input_ids[b, :len(p) + len(a)] = torch.tensor(p + a)
         labels[b, len(p):len(p) + len(a)] = torch.tensor(a)
         attention_mask[b, :len(p) + len(a)] = 1
-    pixels = torch.stack([vlm.pixel_tensor(model, examples[i][0]) for i in idx])
+    pixels = torch.stack([pixels_cache[i].float() if pixels_cache else vlm.pixel_tensor(model, examples[i][0])
+                          for i in idx])
     if vlm.model_kind(model) == "target":
         pixels = pixels.squeeze(1)  # (B, F, 3, S, S)
     else:
@@ -94,7 +132,7 @@ def _loss(model, batch, device, autocast: bool) -> tuple[torch.Tensor, int]:
 
 
 @torch.no_grad()
-def evaluate_loss(model, tokenizer, examples, cfg: TrainConfig, tokenized=None) -> float:
+def evaluate_loss(model, tokenizer, examples, cfg: TrainConfig, tokenized=None, pixels_cache=None) -> float:
     """Token-weighted mean answer loss over `examples`."""
     device = resolve_device(cfg.device)
     tokenized = tokenized or tokenize_examples(model, tokenizer, examples)
@@ -103,7 +141,8 @@ def evaluate_loss(model, tokenizer, examples, cfg: TrainConfig, tokenized=None) 
     autocast = cfg.bf16_autocast and device.type == "cuda"
     for s in range(0, len(examples), cfg.batch_size):
         idx = list(range(s, min(s + cfg.batch_size, len(examples))))
-        loss, n = _loss(model, collate(model, tokenizer, examples, tokenized, idx), device, autocast)
+        batch = collate(model, tokenizer, examples, tokenized, idx, pixels_cache)
+        loss, n = _loss(model, batch, device, autocast)
         total, n_tokens = total + float(loss) * n, n_tokens + n
     return total / max(n_tokens, 1)
 
@@ -122,6 +161,7 @@ def train_vlm(model, tokenizer, examples, val_examples, cfg: TrainConfig) -> dic
     model.to(device)
     tokenized = tokenize_examples(model, tokenizer, examples)
     val_tokenized = tokenize_examples(model, tokenizer, val_examples)
+    pixels, val_pixels = prepare_pixels(model, examples), prepare_pixels(model, val_examples)
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.max_epochs
     warmup = max(1, int(cfg.warmup_frac * total_steps))
@@ -150,7 +190,8 @@ def train_vlm(model, tokenizer, examples, val_examples, cfg: TrainConfig) -> dic
                    disable=not cfg.progress, leave=False)
         for s in bar:
             idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size].tolist()
-            loss, n = _loss(model, collate(model, tokenizer, examples, tokenized, idx), device, autocast)
+            batch = collate(model, tokenizer, examples, tokenized, idx, pixels)
+            loss, n = _loss(model, batch, device, autocast)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -159,7 +200,7 @@ def train_vlm(model, tokenizer, examples, val_examples, cfg: TrainConfig) -> dic
             total, n_tokens = total + float(loss.detach()) * n, n_tokens + n
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         train_s = time.perf_counter() - t0
-        val_loss = evaluate_loss(model, tokenizer, val_examples, cfg, val_tokenized) if val_examples else float("nan")
+        val_loss = evaluate_loss(model, tokenizer, val_examples, cfg, val_tokenized, val_pixels) if val_examples else float("nan")
         row = {"epoch": epoch, "train_loss": total / max(n_tokens, 1), "val_loss": val_loss,
                "lr": opt.param_groups[0]["lr"], "train_s": train_s,
                "examples_per_s": len(examples) / train_s}
