@@ -202,7 +202,10 @@ def _book(rep: RunReport, git: dict, book_src, log) -> dict[str, Any]:
     status = book_mod.BookStatus(rep.preset, git.get("commit"), git.get("dirty"),
                                  prov.now_iso().replace("T", " ").replace("+00:00", " UTC"),
                                  {s.stem: s.status for s in rep.stages}, failed)
-    res = book_mod.build_book(rep.run_dir, nbs, status, book_src, log=log)
+    try:
+        res = book_mod.build_book(rep.run_dir, nbs, status, book_src, log=log)
+    except Exception as e:  # a broken book source must not hide the stages' report
+        res = book_mod.BookResult("failed", errors=[f"{type(e).__name__}: {e}"])
     log(f"[book] {res.status} in {res.wall_s:.1f}s -> {res.index_html}"
         + "".join(f"\n  {e}" for e in res.errors))
     return {"status": res.status, "current": res.status == "ok" and not failed,
