@@ -83,6 +83,11 @@ def test_cli_exit_code_and_only_reuses_earlier_outputs(tmp_path, capsys):
     capsys.readouterr()
     assert main(args + ["--no-book", "--set", "fail=true"]) == 1
     assert "RuntimeError" in capsys.readouterr().out
+    # reusing a stage whose last run failed still counts as a failure: the book is not current
+    rep = run_suite("toy", only=["20_second"], out=out, notebooks_dir=nbd, params_dir=pdir,
+                    book=False, progress=False)
+    assert rep.stages[0].status == "failed" and rep.stages[0].reused and rep.exit_code == 1
+    assert rep.stages[0].cell == 3 and "(earlier run)" in rep.stages[0].message
 
 
 def test_validation_happens_before_anything_runs(tmp_path, capsys):
