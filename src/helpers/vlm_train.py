@@ -11,6 +11,7 @@ import copy
 import datetime
 import json
 import math
+import os
 import subprocess
 import time
 from dataclasses import asdict, dataclass, fields
@@ -39,6 +40,8 @@ class TrainConfig:
     progress: bool = True       # tqdm bars
     cpu_threads: int = 0        # >0: torch.set_num_threads for training (tiny models: 1 is often
                                 # fastest; 2 threads collapse when another process holds a core)
+    time_budget_s: float = 0.0  # >0: after epoch 0, max_epochs is lowered so that training ends
+                                # within this budget; the cosine schedule is stretched to match
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -163,10 +166,11 @@ def train_vlm(model, tokenizer, examples, val_examples, cfg: TrainConfig) -> dic
     val_tokenized = tokenize_examples(model, tokenizer, val_examples)
     pixels, val_pixels = prepare_pixels(model, examples), prepare_pixels(model, val_examples)
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.max_epochs
-    warmup = max(1, int(cfg.warmup_frac * total_steps))
+    max_epochs = cfg.max_epochs  # may be lowered after epoch 0 by cfg.time_budget_s
+    warmup = max(1, int(cfg.warmup_frac * steps_per_epoch * cfg.max_epochs))
 
     def lr_factor(step: int) -> float:
+        total_steps = steps_per_epoch * max_epochs
         if step < warmup:
             return (step + 1) / warmup
         progress = (step - warmup) / max(1, total_steps - warmup)
@@ -182,7 +186,8 @@ def train_vlm(model, tokenizer, examples, val_examples, cfg: TrainConfig) -> dic
     history = {"epochs": [], "best_epoch": None, "best_val_loss": float("inf"), "device": str(device),
                "n_train": len(examples), "n_val": len(val_examples), "config": asdict(cfg)}
     best_state, bad_epochs, t_start = None, 0, time.perf_counter()
-    for epoch in range(cfg.max_epochs):
+    epoch = 0
+    while epoch < max_epochs:
         model.train()
         order = rng.permutation(len(examples))
         t0, total, n_tokens = time.perf_counter(), 0.0, 0
@@ -205,6 +210,10 @@ def train_vlm(model, tokenizer, examples, val_examples, cfg: TrainConfig) -> dic
                "lr": opt.param_groups[0]["lr"], "train_s": train_s,
                "examples_per_s": len(examples) / train_s}
         history["epochs"].append(row)
+        if epoch == 0 and cfg.time_budget_s > 0:
+            per_epoch_s = time.perf_counter() - t_start
+            max_epochs = max(1, min(cfg.max_epochs, int(cfg.time_budget_s // per_epoch_s)))
+            history["max_epochs_in_budget"] = max_epochs
         if cfg.progress:
             print(f"{vlm.model_kind(model)} epoch {epoch}: train {row['train_loss']:.4f} "
                   f"val {val_loss:.4f} ({row['examples_per_s']:.1f} ex/s)")
@@ -215,6 +224,7 @@ def train_vlm(model, tokenizer, examples, val_examples, cfg: TrainConfig) -> dic
             bad_epochs += 1
             if bad_epochs >= cfg.patience:
                 break
+        epoch += 1
     model.load_state_dict(best_state)
     model.eval()
     history["train_s"] = time.perf_counter() - t_start
@@ -235,7 +245,8 @@ def git_commit() -> str:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                               text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        # a copy of the tree without .git (the GPU machine): the caller may pass the commit
+        return os.environ.get("HELPERS_GIT_COMMIT", "unknown")
 
 
 def save_shipped(model, tokenizer, out_dir, manifest: dict | None = None, dtype=torch.float16) -> Path:

@@ -1,0 +1,109 @@
+"""How grounded a model's answers are: objects, colours and motion checked against the scene graph.
+
+An answer is reduced to three sets of facts by word patterns over the world's closed vocabulary
+(the captions of `helpers.captions` use it, so the models do too):
+- objects: vehicle kinds, pedestrians and roadside kinds (`OBJECT_PATTERNS`);
+- colours: the world's colour names (`world.COLOURS`), after removing phrases where a colour
+  word is not an object's colour (white lane lines, a traffic light "showing red", an orange sky);
+- motion: agent states (parked, ahead, oncoming, crossing, walking, standing).
+The scene graph gives the true sets. Per category, pooled over answers (micro average):
+    recall    = |answer ∩ scene| / |scene|    (how much of what is there the answer names)
+    precision = |answer ∩ scene| / |answer|   (1 - precision = hallucinated facts)
+Two references frame a model's figures: the reference captions of its own register (the
+ceiling: the draft register never names colours, and names static objects only when the
+camera moves) and the model's answers scored against another clip's scene graph (chance:
+what a fluent answer that ignores the pixels would score).
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable, Sequence
+
+from helpers.world import COLOURS
+
+CATEGORIES = ("objects", "colours", "motion")
+OBJECT_PATTERNS = {
+    "car": r"\bcars?\b", "truck": r"\btrucks?\b", "bus": r"\bbus(es)?\b",
+    "cyclist": r"\bcyclists?\b|\bbicycles?\b", "pedestrian": r"\bpedestrians?\b|\bperson\b(?! on a bicycle)|\bpeople\b",
+    "tree": r"\btrees?\b", "building": r"\bbuildings?\b", "street_light": r"\bstreetlights?\b",
+    "traffic_light": r"\btraffic lights?\b", "sign": r"\bsigns?\b",
+}
+MOTION_PATTERNS = {
+    "parked": r"\bparked\b",
+    "ahead": r"driving (down the road )?ahead|stopped ahead|moving away from the viewer",
+    "oncoming": r"opposite (direction|lane)|towards the viewer",
+    "crossing": r"\bcrossing\b",
+    "walking": r"\bwalking\b",
+    "standing": r"\bstanding\b",
+}
+# colour words that do not name an object's colour
+NOT_OBJECT_COLOUR = r"white lines?|showing (red|green)|glowing orange"
+
+
+def answer_facts(text: str) -> dict[str, set[str]]:
+    """{category: facts named in the text}."""
+    t = text.lower()
+    colour_text = re.sub(NOT_OBJECT_COLOUR, " ", t)
+    return {
+        "objects": {k for k, pat in OBJECT_PATTERNS.items() if re.search(pat, t)},
+        "colours": {c for c in COLOURS if re.search(rf"\b{c}\b", colour_text)},
+        "motion": {k for k, pat in MOTION_PATTERNS.items() if re.search(pat, t)},
+    }
+
+
+def scene_facts(scene: dict) -> dict[str, set[str]]:
+    """{category: true facts} from a scene graph (`world.scene_to_dict` form). A city
+    background counts as buildings (the captions mention the skyline's buildings)."""
+    objects = {a["kind"] for a in scene["agents"]} | {r["kind"] for r in scene["roadside"]}
+    if scene["background"] == "city":
+        objects.add("building")
+    return {"objects": objects, "colours": {a["colour"] for a in scene["agents"]},
+            "motion": {a["state"] for a in scene["agents"]}}
+
+
+def grounding_scores(answers: Sequence[str], scenes: Sequence[dict]) -> dict[str, dict[str, float]]:
+    """{category: {recall, precision, n_true, n_named}} pooled over (answer, scene) pairs."""
+    out = {}
+    per = [(answer_facts(a), scene_facts(s)) for a, s in zip(answers, scenes, strict=True)]
+    for c in CATEGORIES:
+        hit = sum(len(a[c] & s[c]) for a, s in per)
+        n_true = sum(len(s[c]) for _, s in per)
+        n_named = sum(len(a[c]) for a, _ in per)
+        out[c] = {"recall": hit / n_true if n_true else float("nan"),
+                  "precision": hit / n_named if n_named else float("nan"),
+                  "n_true": n_true, "n_named": n_named}
+    return out
+
+
+def shifted(items: Sequence, clip_ids: Sequence[str]) -> list:
+    """items re-paired with the next clip's (cyclic over distinct clips, in order): the
+    chance reference. Needs at least two clips."""
+    clips = list(dict.fromkeys(clip_ids))
+    if len(clips) < 2:
+        raise ValueError("the chance reference needs answers from at least two clips")
+    nxt = {c: clips[(i + 1) % len(clips)] for i, c in enumerate(clips)}
+    first = {}
+    for it, c in zip(items, clip_ids):
+        first.setdefault(c, it)
+    return [first[nxt[c]] for c in clip_ids]
+
+
+def grounding_table(answers: Sequence[str], references: Sequence[str], scenes: Sequence[dict],
+                    clip_ids: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """{'model', 'reference', 'chance'}: scores of the model's answers, of the reference
+    captions (same register) and of the model's answers against the next clip's scene."""
+    nan = {c: {"recall": float("nan"), "precision": float("nan"), "n_true": 0, "n_named": 0} for c in CATEGORIES}
+    return {"model": grounding_scores(answers, scenes),
+            "reference": grounding_scores(references, scenes),
+            "chance": grounding_scores(answers, shifted(scenes, clip_ids)) if len(set(clip_ids)) > 1 else nan}
+
+
+def flat_scores(table: dict, prefix: str = "") -> dict[str, float]:
+    """{'<prefix><source>_<category>_<recall|precision>': value}: for results.json and glue."""
+    return {f"{prefix}{src}_{c}_{m}": v[c][m] for src, v in table.items() for c in CATEGORIES
+            for m in ("recall", "precision")}
+
+
+def mean_words(texts: Iterable[str]) -> float:
+    texts = list(texts)
+    return sum(len(t.split()) for t in texts) / max(len(texts), 1)

@@ -1,0 +1,211 @@
+"""Train, evaluate and ship the synthetic world's two VLMs (draft on events, target on video).
+
+The shipped models live in `SHIPPED_DIR` (draft/, target/, tokenizer/, manifest.json). They
+were made on the GPU machine with this module's command line, in three steps:
+
+    python -m helpers.world_models data  --out /tmp/w --n-clips 2000 --seed 1000
+    python -m helpers.world_models train --data /tmp/w --kind draft  --out /tmp/ship &
+    python -m helpers.world_models train --data /tmp/w --kind target --out /tmp/ship & wait
+    python -m helpers.world_models ship  --data /tmp/w --out /tmp/ship
+
+(`all` runs the three in one process: notebook 02 uses it when `retrain_models` is true.)
+The training world's seed differs from the book's default world, so every clip of the book is
+unseen by the shipped models. Grounding (helpers.grounding) is measured on the training
+world's test split and written to the manifest.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from helpers import grounding, vlm, vlm_train
+from helpers.captions import QUESTIONS
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "assets" / "synthetic_vlm"
+KINDS = ("draft", "target")
+
+
+def device_name(device) -> str:
+    d = torch.device(device)
+    return torch.cuda.get_device_name(d) if d.type == "cuda" else "cpu"
+
+
+def world_tokenizer(entries, vocab_size: int = 1024):
+    """Byte-level BPE on the questions and both registers' answers of `entries`."""
+    texts = list(QUESTIONS) + [e["draft_answer"] for e in entries] + [e["target_answer"] for e in entries]
+    return vlm.train_tokenizer(texts, vocab_size=vocab_size)
+
+
+def split_entries(entries) -> dict[str, list[dict]]:
+    """Manifest entries per split (the dataset's own split by clip), in clip order."""
+    out = {s: [] for s in ("train", "val", "test")}
+    for e in sorted(entries, key=lambda e: (e["sample_idx"], e["question_idx"])):
+        out[e["split"]].append(e)
+    return out
+
+
+def first_clips(entries, n_clips: int) -> list[dict]:
+    """Entries of the first n_clips distinct clips (in the entries' order); n_clips <= 0: all."""
+    clips = list(dict.fromkeys(e["clip_id"] for e in entries))
+    keep = set(clips[:n_clips] if n_clips > 0 else clips)
+    return [e for e in entries if e["clip_id"] in keep]
+
+
+def answer_entries(model, tokenizer, entries, max_new_tokens: int = 50, progress: bool = True) -> list[dict]:
+    """Greedy answers of `model` (kind from its class) for manifest entries:
+    [{clip_id, question_idx, ids, text, timings_ms}] (pixels read once per clip)."""
+    from tqdm.auto import tqdm
+    kind = vlm.model_kind(model)
+    examples = vlm_train.load_examples(entries, kind)
+    out = []
+    for e, (pixels, question, _) in zip(entries, tqdm(examples, desc=f"{kind} answers", disable=not progress)):
+        ids, text, timings = vlm.generate_greedy(model, tokenizer, pixels, question, max_new_tokens)
+        out.append({"clip_id": e["clip_id"], "question_idx": e["question_idx"], "ids": ids, "text": text,
+                    "timings_ms": timings})
+    return out
+
+
+def read_scenes(entries) -> dict[str, dict]:
+    return {e["clip_id"]: json.loads(Path(e["scene_path"]).read_text()) for e in entries}
+
+
+def grounding_of(kind: str, entries, answers: list[str]) -> dict:
+    """helpers.grounding.grounding_table for one model's answers to `entries`."""
+    scenes = read_scenes(entries)
+    return grounding.grounding_table(answers, [e[f"{kind}_answer"] for e in entries],
+                                     [scenes[e["clip_id"]] for e in entries], [e["clip_id"] for e in entries])
+
+
+def train_one(kind: str, data_dir, tokenizer, vlm_cfg: vlm.VLMConfig, train_cfg: vlm_train.TrainConfig,
+              n_eval_clips: int = 40, max_new_tokens: int = 50):
+    """Train one model on the dataset's train split (val split: early stopping), then measure
+    its test loss and grounding on the first n_eval_clips test clips. Returns (model, info)."""
+    from helpers.dataset import load_manifest
+
+    data_dir = Path(data_dir)
+    parts = split_entries(load_manifest(data_dir))
+    t0 = time.perf_counter()
+    train_ex = vlm_train.load_examples(parts["train"], kind)
+    val_ex = vlm_train.load_examples(parts["val"], kind)
+    load_s = time.perf_counter() - t0
+    torch.manual_seed(train_cfg.seed)
+    build = vlm.build_draft_model if kind == "draft" else vlm.build_target_model
+    model = build(vlm_cfg, tokenizer)
+    history = vlm_train.train_vlm(model, tokenizer, train_ex, val_ex, train_cfg)
+    test_entries = first_clips(parts["test"], n_eval_clips)
+    test_loss = vlm_train.evaluate_loss(model, tokenizer, vlm_train.load_examples(test_entries, kind), train_cfg)
+    t1 = time.perf_counter()
+    answers = answer_entries(model, tokenizer, test_entries, max_new_tokens, progress=train_cfg.progress)
+    eval_s = time.perf_counter() - t1
+    summary = json.loads((data_dir / "dataset_summary.json").read_text())
+    info = {
+        "data": {"seed": summary["params"]["seed"], "n_clips": summary["n_clips"],
+                 "n_train_examples": len(train_ex), "n_val_examples": len(val_ex),
+                 "n_test_eval_examples": len(test_entries), "generator": "helpers.dataset.generate_dataset",
+                 "params": summary["params"]},
+        "vlm_config": asdict(vlm_cfg), "train_config": asdict(train_cfg),
+        "device": device_name(vlm_train.resolve_device(train_cfg.device)),
+        "history": history, "epochs_run": len(history["epochs"]), "best_epoch": history["best_epoch"],
+        "final_train_loss": history["epochs"][history["best_epoch"]]["train_loss"],
+        "best_val_loss": history["best_val_loss"], "test_loss": test_loss,
+        "train_s": history["train_s"], "load_s": load_s, "eval_s": eval_s,
+        "grounding": grounding_of(kind, test_entries, [a["text"] for a in answers]),
+        "eval_max_new_tokens": max_new_tokens,
+        "mean_answer_tokens": float(np.mean([len(a["ids"]) for a in answers])),
+        "samples": [{"clip_id": e["clip_id"], "question": e["query"], "answer": a["text"],
+                     "reference": e[f"{kind}_answer"]} for e, a in list(zip(test_entries, answers))[:6]],
+    }
+    return model, info
+
+
+def make_data(out_dir, n_clips: int, seed: int, vocab_size: int = 1024, n_workers: int | None = None,
+              progress: bool = True):
+    """The training world (helpers.dataset layout) and its tokenizer in out_dir/tokenizer."""
+    from helpers.dataset import generate_dataset, load_manifest
+    out = Path(out_dir)
+    summary = generate_dataset(out, n_clips=n_clips, seed=seed, n_workers=n_workers, progress=progress)
+    train = split_entries(load_manifest(out))["train"]
+    world_tokenizer(train, vocab_size).save_pretrained(out / "tokenizer")
+    return summary
+
+
+def ship(data_dir, out_dir, extra: dict | None = None) -> Path:
+    """Copy the tokenizer next to the trained draft/ and target/ folders and write the
+    top-level manifest.json (the two models' manifests without their samples' bulk)."""
+    data_dir, out = Path(data_dir), Path(out_dir)
+    if (out / "tokenizer").exists():
+        shutil.rmtree(out / "tokenizer")
+    shutil.copytree(data_dir / "tokenizer", out / "tokenizer")
+    manifest = {"made_by": "python -m helpers.world_models (see its docstring)",
+                "dataset_summary": json.loads((data_dir / "dataset_summary.json").read_text())}
+    for kind in KINDS:
+        manifest[kind] = vlm_train.read_manifest(out / kind)
+    manifest.update(extra or {})
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    return out
+
+
+def train_and_ship(data_dir, out_dir, vlm_cfg: vlm.VLMConfig, train_cfg: vlm_train.TrainConfig,
+                   n_eval_clips: int = 40, max_new_tokens: int = 50, kinds=KINDS) -> dict:
+    """train_one + save_shipped for each kind, then ship. Returns {kind: info}."""
+    from helpers.vlm import load_tokenizer
+    tokenizer = load_tokenizer(Path(data_dir) / "tokenizer")
+    infos = {}
+    for kind in kinds:
+        model, info = train_one(kind, data_dir, tokenizer, vlm_cfg, train_cfg, n_eval_clips, max_new_tokens)
+        vlm_train.save_shipped(model, tokenizer, Path(out_dir) / kind, info)
+        infos[kind] = info
+    ship(data_dir, out_dir)
+    return infos
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m helpers.world_models", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("step", choices=["data", "train", "ship", "all"])
+    ap.add_argument("--data", help="dataset folder (step data/all: where to write it)")
+    ap.add_argument("--out", help="shipping folder (draft/, target/, tokenizer/, manifest.json)")
+    ap.add_argument("--kind", choices=KINDS)
+    ap.add_argument("--n-clips", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=1000)
+    ap.add_argument("--vocab-size", type=int, default=1024)
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--time-budget-s", type=float, default=0.0)
+    ap.add_argument("--n-eval-clips", type=int, default=40)
+    ap.add_argument("--max-new-tokens", type=int, default=50)
+    ap.add_argument("--quiet", action="store_true")
+    a = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    train_cfg = vlm_train.TrainConfig(max_epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+                                      time_budget_s=a.time_budget_s, progress=not a.quiet)
+    if a.step in ("data", "all"):
+        s = make_data(a.data, a.n_clips, a.seed, a.vocab_size, a.workers, progress=not a.quiet)
+        print(f"data: {s.n_clips} clips in {s.wall_s:.1f} s ({s.clips_per_s:.1f} clips/s), "
+              f"{s.n_distinct_scenes} distinct scenes, captions {s.n_distinct_captions}", flush=True)
+    if a.step == "train":
+        from helpers.vlm import load_tokenizer
+        tokenizer = load_tokenizer(Path(a.data) / "tokenizer")
+        model, info = train_one(a.kind, a.data, tokenizer, vlm.VLMConfig(), train_cfg, a.n_eval_clips, a.max_new_tokens)
+        vlm_train.save_shipped(model, tokenizer, Path(a.out) / a.kind, info)
+        print(f"{a.kind}: {info['epochs_run']} epochs, {info['train_s']:.0f} s, val {info['best_val_loss']:.4f}, "
+              f"test {info['test_loss']:.4f}, grounding {json.dumps(grounding.flat_scores(info['grounding']))}",
+              flush=True)
+    if a.step == "all":
+        train_and_ship(a.data, a.out, vlm.VLMConfig(), train_cfg, a.n_eval_clips, a.max_new_tokens)
+    if a.step == "ship":
+        ship(a.data, a.out)
+    print(f"{a.step} done in {time.perf_counter() - t0:.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
