@@ -210,9 +210,11 @@ def train_vlm(model, tokenizer, examples, val_examples, cfg: TrainConfig) -> dic
                "lr": opt.param_groups[0]["lr"], "train_s": train_s,
                "examples_per_s": len(examples) / train_s}
         history["epochs"].append(row)
-        if epoch == 0 and cfg.time_budget_s > 0:
-            per_epoch_s = time.perf_counter() - t_start
-            max_epochs = max(1, min(cfg.max_epochs, int(cfg.time_budget_s // per_epoch_s)))
+        if epoch <= 1 and cfg.time_budget_s > 0:  # epoch 0 runs slow (warm-up): look again after epoch 1
+            elapsed_s = time.perf_counter() - t_start
+            last_epoch_s = time.perf_counter() - t0  # train + validation
+            more = int(max(0.0, cfg.time_budget_s - elapsed_s) // last_epoch_s)
+            max_epochs = max(epoch + 1, min(cfg.max_epochs, epoch + 1 + more))
             history["max_epochs_in_budget"] = max_epochs
         if cfg.progress:
             print(f"{vlm.model_kind(model)} epoch {epoch}: train {row['train_loss']:.4f} "

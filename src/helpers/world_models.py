@@ -183,11 +183,15 @@ def main(argv=None) -> None:
     ap.add_argument("--time-budget-s", type=float, default=0.0)
     ap.add_argument("--n-eval-clips", type=int, default=40)
     ap.add_argument("--max-new-tokens", type=int, default=50)
+    ap.add_argument("--patience", type=int, default=3)
+    ap.add_argument("--vlm-config", default="{}", help="JSON of helpers.vlm.VLMConfig fields")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
     train_cfg = vlm_train.TrainConfig(max_epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-                                      time_budget_s=a.time_budget_s, progress=not a.quiet)
+                                      time_budget_s=a.time_budget_s, patience=a.patience,
+                                      progress=not a.quiet)
+    vlm_cfg = vlm.VLMConfig.from_dict(json.loads(a.vlm_config))
     if a.step in ("data", "all"):
         s = make_data(a.data, a.n_clips, a.seed, a.vocab_size, a.workers, progress=not a.quiet)
         print(f"data: {s.n_clips} clips in {s.wall_s:.1f} s ({s.clips_per_s:.1f} clips/s), "
@@ -195,13 +199,13 @@ def main(argv=None) -> None:
     if a.step == "train":
         from helpers.vlm import load_tokenizer
         tokenizer = load_tokenizer(Path(a.data) / "tokenizer")
-        model, info = train_one(a.kind, a.data, tokenizer, vlm.VLMConfig(), train_cfg, a.n_eval_clips, a.max_new_tokens)
+        model, info = train_one(a.kind, a.data, tokenizer, vlm_cfg, train_cfg, a.n_eval_clips, a.max_new_tokens)
         vlm_train.save_shipped(model, tokenizer, Path(a.out) / a.kind, info)
         print(f"{a.kind}: {info['epochs_run']} epochs, {info['train_s']:.0f} s, val {info['best_val_loss']:.4f}, "
               f"test {info['test_loss']:.4f}, grounding {json.dumps(grounding.flat_scores(info['grounding']))}",
               flush=True)
     if a.step == "all":
-        train_and_ship(a.data, a.out, vlm.VLMConfig(), train_cfg, a.n_eval_clips, a.max_new_tokens)
+        train_and_ship(a.data, a.out, vlm_cfg, train_cfg, a.n_eval_clips, a.max_new_tokens)
     if a.step == "ship":
         ship(a.data, a.out)
     print(f"{a.step} done in {time.perf_counter() - t0:.1f} s", flush=True)
