@@ -5,7 +5,8 @@ An answer is reduced to three sets of facts by word patterns over the world's cl
 - objects: vehicle kinds, pedestrians and roadside kinds (`OBJECT_PATTERNS`);
 - colours: the world's colour names (`world.COLOURS`), after removing phrases where a colour
   word is not an object's colour (white lane lines, a traffic light "showing red", an orange sky);
-- motion: agent states (parked, ahead, oncoming, crossing, walking, standing).
+- motion: agent states (parked, ahead, oncoming, crossing, walking, standing);
+- scene: the clip's global facts (road layout, background, time of day, ego motion).
 The scene graph gives the true sets. Per category, pooled over answers (micro average):
     recall    = |answer ∩ scene| / |scene|    (how much of what is there the answer names)
     precision = |answer ∩ scene| / |answer|   (1 - precision = hallucinated facts)
@@ -21,7 +22,7 @@ from typing import Iterable, Sequence
 
 from helpers.world import COLOURS
 
-CATEGORIES = ("objects", "colours", "motion")
+CATEGORIES = ("objects", "colours", "motion", "scene")
 OBJECT_PATTERNS = {
     "car": r"\bcars?\b", "truck": r"\btrucks?\b", "bus": r"\bbus(es)?\b",
     "cyclist": r"\bcyclists?\b|\bbicycles?\b", "pedestrian": r"\bpedestrians?\b|\bperson\b(?! on a bicycle)|\bpeople\b",
@@ -36,6 +37,18 @@ MOTION_PATTERNS = {
     "walking": r"\bwalking\b",
     "standing": r"\bstanding\b",
 }
+# scene-level facts: road layout, background, time of day, ego motion (one true value each)
+SCENE_PATTERNS = {
+    "layout:straight": r"\bstraight\b", "layout:curving": r"\bcurv(ing|ed)\b", "layout:winding": r"\bwinding\b",
+    "layout:intersection": r"\bintersection\b|\bcrossroads\b",
+    "background:mountains": r"\bmountains?\b", "background:sea": r"\bocean\b|\bsea\b|\bwater\b",
+    "background:city": r"\bskyline\b|buildings in the (background|distance)",
+    "time:day": r"clear day|daylight|bright sky", "time:dusk": r"\bdusk\b|evening light|\bsunset\b",
+    "time:night": r"\bat night\b|\bin the dark\b",
+    "ego:stopped": r"camera is stationary|camera is stopped|camera appears to be still",
+    "ego:slow": r"moving slowly", "ego:moderate": r"camera is moving along|moderate speed",
+    "ego:fast": r"moving quickly|driving fast",
+}
 # colour words that do not name an object's colour
 NOT_OBJECT_COLOUR = r"white lines?|showing (red|green)|glowing orange"
 
@@ -48,6 +61,7 @@ def answer_facts(text: str) -> dict[str, set[str]]:
         "objects": {k for k, pat in OBJECT_PATTERNS.items() if re.search(pat, t)},
         "colours": {c for c in COLOURS if re.search(rf"\b{c}\b", colour_text)},
         "motion": {k for k, pat in MOTION_PATTERNS.items() if re.search(pat, t)},
+        "scene": {k for k, pat in SCENE_PATTERNS.items() if re.search(pat, t)},
     }
 
 
@@ -58,7 +72,9 @@ def scene_facts(scene: dict) -> dict[str, set[str]]:
     if scene["background"] == "city":
         objects.add("building")
     return {"objects": objects, "colours": {a["colour"] for a in scene["agents"]},
-            "motion": {a["state"] for a in scene["agents"]}}
+            "motion": {a["state"] for a in scene["agents"]},
+            "scene": {f"layout:{scene['road']['layout']}", f"background:{scene['background']}",
+                      f"time:{scene['time_of_day']}", f"ego:{scene['ego_motion']}"}}
 
 
 def grounding_scores(answers: Sequence[str], scenes: Sequence[dict]) -> dict[str, dict[str, float]]:
