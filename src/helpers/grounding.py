@@ -116,7 +116,7 @@ def grounding_table(answers: Sequence[str], references: Sequence[str], scenes: S
 
 def flat_scores(table: dict, prefix: str = "") -> dict[str, float]:
     """{'<prefix><source>_<category>_<recall|precision>': value}: for results.json and glue."""
-    return {f"{prefix}{src}_{c}_{m}": v[c][m] for src, v in table.items() for c in CATEGORIES
+    return {f"{prefix}{src}_{c}_{m}": v[c][m] for src, v in table.items() for c in CATEGORIES if c in v
             for m in ("recall", "precision")}
 
 

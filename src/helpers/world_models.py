@@ -136,13 +136,14 @@ def make_data(out_dir, n_clips: int, seed: int, vocab_size: int = 1024, n_worker
     return summary
 
 
-def ship(data_dir, out_dir, extra: dict | None = None) -> Path:
-    """Copy the tokenizer next to the trained draft/ and target/ folders and write the
-    top-level manifest.json (the two models' manifests without their samples' bulk)."""
+def ship(data_dir, out_dir, extra: dict | None = None, tokenizer_dir=None) -> Path:
+    """Copy the tokenizer (default: data_dir/tokenizer) next to the trained draft/ and target/
+    folders and write the top-level manifest.json (both models' manifests, the data summary)."""
     data_dir, out = Path(data_dir), Path(out_dir)
+    tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir else data_dir / "tokenizer"
     if (out / "tokenizer").exists():
         shutil.rmtree(out / "tokenizer")
-    shutil.copytree(data_dir / "tokenizer", out / "tokenizer")
+    shutil.copytree(tokenizer_dir, out / "tokenizer")
     manifest = {"made_by": "python -m helpers.world_models (see its docstring)",
                 "dataset_summary": json.loads((data_dir / "dataset_summary.json").read_text())}
     for kind in KINDS:
@@ -153,16 +154,18 @@ def ship(data_dir, out_dir, extra: dict | None = None) -> Path:
 
 
 def train_and_ship(data_dir, out_dir, vlm_cfg: vlm.VLMConfig, train_cfg: vlm_train.TrainConfig,
-                   n_eval_clips: int = 40, max_new_tokens: int = 50, kinds=KINDS) -> dict:
-    """train_one + save_shipped for each kind, then ship. Returns {kind: info}."""
+                   n_eval_clips: int = 40, max_new_tokens: int = 50, kinds=KINDS, tokenizer_dir=None) -> dict:
+    """train_one + save_shipped for each kind, then ship. tokenizer_dir: an existing tokenizer
+    (default: data_dir/tokenizer, written by make_data). Returns {kind: info}."""
     from helpers.vlm import load_tokenizer
-    tokenizer = load_tokenizer(Path(data_dir) / "tokenizer")
+    tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir else Path(data_dir) / "tokenizer"
+    tokenizer = load_tokenizer(tokenizer_dir)
     infos = {}
     for kind in kinds:
         model, info = train_one(kind, data_dir, tokenizer, vlm_cfg, train_cfg, n_eval_clips, max_new_tokens)
         vlm_train.save_shipped(model, tokenizer, Path(out_dir) / kind, info)
         infos[kind] = info
-    ship(data_dir, out_dir)
+    ship(data_dir, out_dir, tokenizer_dir=tokenizer_dir)
     return infos
 
 
