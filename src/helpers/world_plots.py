@@ -56,8 +56,8 @@ def sensor_panel(entries, clip_ids, answers: dict | None = None, bin_ms: float =
         t, on, off = event_rate(load_events(e["event_path"]), bin_ms)
         axes[r, 4].plot(t, on / 1e6, color="tab:red", label="ON")
         axes[r, 4].plot(t, off / 1e6, color="tab:blue", label="OFF")
-        axes[r, 4].set_xlabel("time (ms)"), axes[r, 4].set_ylabel("Mev/s")
-        axes[r, 4].set_title("event rate", fontsize=9), axes[r, 4].legend(fontsize=8)
+        axes[r, 4].set_xlabel("time (ms)")
+        axes[r, 4].set_title("event rate (million events/s)", fontsize=9), axes[r, 4].legend(fontsize=8)
         scene = json.loads(Path(e["scene_path"]).read_text())
         text = "scene graph: " + clip_scene_line(scene)
         if answers and cid in answers:
