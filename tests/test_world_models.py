@@ -1,0 +1,159 @@
+"""The synthetic world's shipped models, grounding scores, recorded pairs and chapters 01-03."""
+import json
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import pytest
+import torch
+import yaml
+
+from helpers import grounding, pairs, vlm
+from helpers.dataset import generate_dataset, load_manifest
+from helpers.paths import REPO_ROOT
+from helpers.record import record_pairs
+from helpers.world_models import SHIPPED_DIR, read_scenes
+
+STAGES = ["01_world", "02_models", "03_inference"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    draft, tokenizer = vlm.load_pretrained(SHIPPED_DIR / "draft", "draft")
+    target, _ = vlm.load_pretrained(SHIPPED_DIR / "target", "target")
+    return draft, target, tokenizer
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Three unseen clips (the book's seed), two questions each."""
+    d = tmp_path_factory.mktemp("world")
+    generate_dataset(d, n_clips=3, seed=0, progress=False, n_workers=1)
+    return [e for e in load_manifest(d) if e["question_idx"] in (0, 2)]
+
+
+# --------------------------------------------------------------------------- grounding
+def test_answer_facts_hand_cases():
+    f = grounding.answer_facts("The key elements in this scene include a red car parked on the side of a winding "
+                               "road, a person on a bicycle crossing the street, white lines along the edges, a "
+                               "traffic light showing green, and mountains in the background at night.")
+    assert f["objects"] == {"car", "cyclist", "traffic_light"}   # 'person on a bicycle' is no pedestrian
+    assert f["colours"] == {"red"}                                # lane lines and signals are no object colour
+    assert f["motion"] == {"parked", "crossing"}
+    assert f["scene"] == {"layout:winding", "background:mountains", "time:night"}
+
+
+def test_grounding_scores_hand_computed():
+    scene = {"agents": [{"kind": "car", "colour": "red", "state": "parked"},
+                        {"kind": "bus", "colour": "blue", "state": "oncoming"}],
+             "roadside": [{"kind": "tree"}], "background": "sea", "time_of_day": "day",
+             "road": {"layout": "straight"}, "ego_motion": "slow"}
+    s = grounding.grounding_scores(["A red car parked by a truck on a straight road."], [scene])
+    assert s["objects"]["recall"] == pytest.approx(1 / 3)   # car of {car, bus, tree}
+    assert s["objects"]["precision"] == pytest.approx(1 / 2)  # car of {car, truck}
+    assert s["colours"]["recall"] == pytest.approx(1 / 2)
+    assert s["motion"]["recall"] == pytest.approx(1 / 2)
+    assert s["scene"]["recall"] == pytest.approx(1 / 4)
+
+
+def test_shifted_pairs_each_clip_with_the_next():
+    assert grounding.shifted(["a", "a", "b", "c"], ["x", "x", "y", "z"]) == ["b", "b", "c", "a"]
+    with pytest.raises(ValueError):
+        grounding.shifted(["a"], ["x"])
+
+
+# --------------------------------------------------------------------------- shipped models
+def test_manifest_says_how_the_models_were_made():
+    m = json.loads((SHIPPED_DIR / "manifest.json").read_text())
+    for kind in ("draft", "target"):
+        k = m[kind]
+        assert k["data"]["seed"] != 0  # the book's default world (seed 0) is unseen
+        assert k["epochs_run"] >= 1 and k["train_s"] > 0 and k["test_loss"] < 1.0
+        assert len(k["git_commit"]) == 40 and k["device"]
+        assert set(k["grounding"]["model"]) == set(grounding.CATEGORIES)
+    assert m["target"]["n_visual_tokens_per_item"] * 8 > 5 * m["draft"]["n_visual_tokens_per_item"]
+    size = sum(p.stat().st_size for p in SHIPPED_DIR.rglob("*") if p.is_file())
+    assert size < 12e6
+
+
+def test_shipped_target_is_grounded_in_scene_facts_above_chance():
+    g = json.loads((SHIPPED_DIR / "manifest.json").read_text())["target"]["grounding"]
+    assert g["model"]["scene"]["recall"] > g["chance"]["scene"]["recall"] + 0.1
+
+
+def test_shipped_models_answer_unseen_clips(shipped, world):
+    draft, target, tokenizer = shipped
+    scenes = read_scenes(world)
+    answers = {"draft": [], "target": []}
+    for kind, model in (("draft", draft), ("target", target)):
+        from helpers.vlm_train import load_examples
+        for e, (pixels, q, _) in zip(world, load_examples(world, kind)):
+            ids, text, _ = vlm.generate_greedy(model, tokenizer, pixels, q, max_new_tokens=40)
+            assert text and all(0 <= t < len(tokenizer) for t in ids)
+            answers[kind].append(text)
+    # registers as in the recorded DSEC pairs: events -> "In the scene, there is ...", video -> colours
+    assert any(a.startswith(("In the scene", "The scene shows")) for a in answers["draft"])
+    assert any(grounding.answer_facts(a)["colours"] for a in answers["target"])
+    assert not any(grounding.answer_facts(a)["colours"] for a in answers["draft"])
+    t = grounding.grounding_scores(answers["target"], [scenes[e["clip_id"]] for e in world])
+    assert t["scene"]["recall"] > 0  # names at least one true scene-level fact
+
+
+# --------------------------------------------------------------------------- recorded pairs
+def test_record_pairs_deterministic_and_round_trips(shipped, world, tmp_path):
+    draft, target, tokenizer = shipped
+    some = world[:3]
+    a, extras = record_pairs(draft, target, tokenizer, some, max_new_tokens=12, progress=False)
+    b, _ = record_pairs(draft, target, tokenizer, some, max_new_tokens=12, progress=False)
+    strip = lambda ps: [(p.key, p.clip_index, p.draft_ids, p.target_ids, p.draft_text, p.target_text) for p in ps]
+    assert strip(a) == strip(b)
+    assert [p.clip_index for p in a] == sorted(p.clip_index for p in a)
+    assert [p.clip_id for p in a] == [e["clip_id"] for e in sorted(some, key=lambda e: (e["sample_idx"], e["question_idx"]))]
+    for p in a:
+        assert {"draft_prefill", "draft_decode", "target_prefill", "target_decode", "target_vision"} <= set(p.timings_ms)
+        assert all(v > 0 for k, v in p.timings_ms.items() if not k.endswith("decode_per_token"))
+    counts = next(iter(extras["token_counts"].values()))
+    assert counts["target_visual_tokens"] == 8 * counts["draft_visual_tokens"]
+    path = pairs.save_parquet(a, tmp_path / "pairs.parquet", vocab_size=len(tokenizer))
+    back = pairs.load_pairs(path)
+    assert back == a  # ids, texts and timings
+    tok = pairs.load_tokenizer(SHIPPED_DIR / "tokenizer")
+    assert tok.decode(list(a[0].target_ids), skip_special_tokens=True).strip() == a[0].target_text
+
+
+# --------------------------------------------------------------------------- chapters 01-03
+def test_world_chapters_smoke_run(tmp_path):
+    """Stages 01-03 with the smoke keys, through the runner, into a tmp run folder."""
+    from helpers.run import run_suite
+
+    keys = yaml.safe_load((REPO_ROOT / "params" / "_world_smoke_keys.yml").read_text())
+    keys = {k: v for k, v in keys.items() if k not in ("pairs_path", "tokenizer_path")}  # 10_data's keys
+    params_dir = tmp_path / "params"
+    params_dir.mkdir()
+    (params_dir / "wsmoke.yml").write_text(yaml.safe_dump({**keys, "notebooks": STAGES}))
+    rep = run_suite("wsmoke", out=tmp_path / "run", book=False, params_dir=params_dir, progress=False,
+                    log=lambda *a: None)
+    assert not rep.failures, [(s.stem, s.cell, s.message) for s in rep.failures]
+    run = tmp_path / "run"
+    world = json.loads((run / "01_world" / "results.json").read_text())
+    assert world["n_clips"] == keys["n_clips"] and world["n_distinct_scenes"] == keys["n_clips"]
+    models = json.loads((run / "02_models" / "results.json").read_text())
+    assert models["tokenizer_path"] == "src/helpers/assets/synthetic_vlm/tokenizer"
+    inf = json.loads((run / "03_inference" / "results.json").read_text())
+    assert inf["n_pairs"] == keys["n_clips"] * keys["n_questions"]
+    assert inf["pairs_path_param"] == "run:03_inference/pairs.parquet"
+    recorded = pairs.load_pairs(run / "03_inference" / "pairs.parquet")
+    assert len(recorded) == inf["n_pairs"]
+    assert sorted({p.clip_index for p in recorded}) == list(range(keys["n_clips"]))
+    assert inf["timings_ms"]["target_prefill"]["median"] > inf["timings_ms"]["draft_prefill"]["median"]
+    for stem in STAGES:
+        assert (run / stem / f"{stem}.ipynb").exists()
