@@ -157,3 +157,26 @@ def test_world_chapters_smoke_run(tmp_path):
     assert inf["timings_ms"]["target_prefill"]["median"] > inf["timings_ms"]["draft_prefill"]["median"]
     for stem in STAGES:
         assert (run / stem / f"{stem}.ipynb").exists()
+
+
+def test_retrain_models_path_trains_saves_and_reports(tmp_path):
+    """retrain_models: true trains both models on 01_world's split and 02 points at them."""
+    from helpers.run import run_suite
+
+    keys = {"n_clips": 4, "split_fractions": [0.5, 0.25, 0.25], "n_workers": 1, "n_show_clips": 1,
+            "retrain_models": True, "train_max_epochs": 1, "grounding_clips": 1, "max_new_tokens": 8,
+            "notebooks": STAGES[:2]}
+    params_dir = tmp_path / "params"
+    params_dir.mkdir()
+    (params_dir / "wretrain.yml").write_text(yaml.safe_dump(keys))
+    rep = run_suite("wretrain", out=tmp_path / "run", book=False, params_dir=params_dir, progress=False,
+                    log=lambda *a: None)
+    assert not rep.failures, [(s.stem, s.cell, s.message) for s in rep.failures]
+    res = json.loads((tmp_path / "run" / "02_models" / "results.json").read_text())
+    models = tmp_path / "run" / "02_models" / "models"
+    assert res["retrained"] and res["models_dir"] == str(models)
+    assert [r["epochs"] for r in res["training"]] == [1, 1]
+    for kind in ("draft", "target"):
+        assert (models / kind / "model.safetensors").exists()
+    # the shipped tokenizer is reused, so 10_data's tokenizer_path stays valid
+    assert (models / "tokenizer" / "tokenizer.json").read_text() == (SHIPPED_DIR / "tokenizer" / "tokenizer.json").read_text()
