@@ -65,7 +65,7 @@ def sensor_panel(entries, clip_ids, answers: dict | None = None, bin_ms: float =
             text += f"\ndraft (events): {d}\ntarget (video): {tg}"
         lines = "\n".join(textwrap.fill(line, wrap * 3) for line in text.split("\n"))
         axes[r, 0].text(0, -0.12, lines, transform=axes[r, 0].transAxes, va="top", fontsize=8.5)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=3.0)
     return fig
 
 
