@@ -180,3 +180,31 @@ def test_retrain_models_path_trains_saves_and_reports(tmp_path):
         assert (models / kind / "model.safetensors").exists()
     # the shipped tokenizer is reused, so 10_data's tokenizer_path stays valid
     assert (models / "tokenizer" / "tokenizer.json").read_text() == (SHIPPED_DIR / "tokenizer" / "tokenizer.json").read_text()
+
+
+def test_fact_matrix_and_aux_loss_trains_the_vision_tower():
+    """The optional vision fact loss (TrainConfig.aux_weight): targets from the scene graph, and
+    the vision tower's weights move differently with it than without it."""
+    import numpy as np
+
+    from helpers import vlm_train
+    scene = {"agents": [{"kind": "car", "colour": "red", "state": "parked"}], "roadside": [],
+             "background": "sea", "time_of_day": "day", "road": {"layout": "straight"}, "ego_motion": "slow"}
+    m = grounding.fact_matrix([scene])
+    on = {grounding.FACTS[i] for i in np.flatnonzero(m[0])}
+    assert on == {"objects:car", "colours:red", "motion:parked", "scene:layout:straight",
+                  "scene:background:sea", "scene:time:day", "scene:ego:slow"}
+    tok = vlm.train_tokenizer(["a red car", "a blue bus", "what is here?"] * 3, vocab_size=300)
+    rng = np.random.default_rng(0)
+    ex = [(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), "what is here?", a) for a in ("a red car", "a blue bus")] * 2
+    labels = rng.integers(0, 2, (len(ex), 5)).astype(np.float32)
+    cfg_small = vlm.VLMConfig(text_layers=1, vision_layers=1, image_size_px=48, text_hidden=64, text_intermediate=128)
+    towers = []
+    for aux in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = vlm.build_draft_model(cfg_small, tok)
+        cfg = vlm_train.TrainConfig(max_epochs=1, batch_size=2, progress=False, aux_weight=aux, device="cpu")
+        hist = vlm_train.train_vlm(model, tok, ex, [], cfg, labels=labels)
+        assert ("aux_loss" in hist["epochs"][0]) == (aux > 0)
+        towers.append(torch.cat([p.detach().flatten() for p in model.model.vision_tower.parameters()]))
+    assert not torch.allclose(towers[0], towers[1])

@@ -18,6 +18,8 @@ what a fluent answer that ignores the pixels would score).
 from __future__ import annotations
 
 import re
+
+import numpy as np
 from typing import Iterable, Sequence
 
 from helpers.world import COLOURS
@@ -75,6 +77,22 @@ def scene_facts(scene: dict) -> dict[str, set[str]]:
             "motion": {a["state"] for a in scene["agents"]},
             "scene": {f"layout:{scene['road']['layout']}", f"background:{scene['background']}",
                       f"time:{scene['time_of_day']}", f"ego:{scene['ego_motion']}"}}
+
+
+FACTS = ([f"objects:{k}" for k in OBJECT_PATTERNS] + [f"colours:{c}" for c in COLOURS]
+         + [f"motion:{k}" for k in MOTION_PATTERNS] + [f"scene:{k}" for k in SCENE_PATTERNS])
+
+
+def fact_matrix(scenes: Sequence[dict]) -> np.ndarray:
+    """Multi-hot (N, len(FACTS)) of each scene graph's true facts: training targets for the
+    vision towers (helpers.vlm_train's aux loss)."""
+    index = {f: i for i, f in enumerate(FACTS)}
+    out = np.zeros((len(scenes), len(FACTS)), np.float32)
+    for r, scene in enumerate(scenes):
+        for c, facts in scene_facts(scene).items():
+            for f in facts:
+                out[r, index[f"{c}:{f}"]] = 1.0
+    return out
 
 
 def grounding_scores(answers: Sequence[str], scenes: Sequence[dict]) -> dict[str, dict[str, float]]:

@@ -269,6 +269,11 @@ def _flat(features) -> torch.Tensor:
 @torch.no_grad()
 def encode_visual(model, pixels: torch.Tensor) -> torch.Tensor:
     """Vision tower + projector: visual embeddings (N_visual, D) in the LLM's input space."""
+    return visual_embeddings(model, pixels)
+
+
+def visual_embeddings(model, pixels: torch.Tensor) -> torch.Tensor:
+    """encode_visual with autograd (training): (N_visual_total, D) over the whole batch."""
     c, inner = model.config, model.model
     if model_kind(model) == "target":
         out = inner.get_video_features(pixel_values_videos=pixels, vision_feature_layer=c.vision_feature_layer)

@@ -42,6 +42,9 @@ class TrainConfig:
                                 # fastest; 2 threads collapse when another process holds a core)
     time_budget_s: float = 0.0  # >0: after epoch 0, max_epochs is lowered so that training ends
                                 # within this budget; the cosine schedule is stretched to match
+    aux_weight: float = 0.0     # >0 (with `labels`): add this times a multi-label loss that predicts
+                                # the clip's facts from the mean visual embedding (a direct signal
+                                # for the vision tower, which the caption loss alone barely trains)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -151,9 +154,22 @@ def evaluate_loss(model, tokenizer, examples, cfg: TrainConfig, tokenized=None, 
 
 
 # ----------------------------------------------------------------------------- training
-def train_vlm(model, tokenizer, examples, val_examples, cfg: TrainConfig) -> dict:
+def _aux_loss(model, head, batch, targets, device, autocast: bool) -> torch.Tensor:
+    """BCE of head(mean visual embedding per example) against multi-hot targets (B, L)."""
+    import torch.nn.functional as F
+    pixels = batch["pixel_values_videos" if vlm.model_kind(model) == "target" else "pixel_values"].to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        feats = vlm.visual_embeddings(model, pixels)  # (B * n_visual, D)
+        pooled = feats.view(targets.shape[0], -1, feats.shape[-1]).mean(1)  # (B, D)
+        logits = head(pooled)  # (B, L)
+    return F.binary_cross_entropy_with_logits(logits.float(), targets.to(device))
+
+
+def train_vlm(model, tokenizer, examples, val_examples, cfg: TrainConfig, labels=None) -> dict:
     """AdamW + warm-up/cosine per step, early stopping on validation loss; the best epoch's
-    weights are restored into `model`. Returns the history (per-epoch losses, throughput)."""
+    weights are restored into `model`. Returns the history (per-epoch losses, throughput).
+    labels: optional (N, L) multi-hot facts per training example, used when cfg.aux_weight > 0
+    by a linear head that is discarded after training."""
     from tqdm.auto import tqdm
 
     device = resolve_device(cfg.device)
@@ -176,8 +192,13 @@ def train_vlm(model, tokenizer, examples, val_examples, cfg: TrainConfig) -> dic
         progress = (step - warmup) / max(1, total_steps - warmup)
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    aux_head, aux_targets = None, None
+    if cfg.aux_weight > 0 and labels is not None:
+        aux_targets = torch.as_tensor(np.asarray(labels), dtype=torch.float32)  # (N, L)
+        aux_head = torch.nn.Linear(model.config.text_config.hidden_size, aux_targets.shape[1]).to(device)
+    params = list(model.named_parameters()) + (list(aux_head.named_parameters()) if aux_head else [])
+    decay = [p for n, p in params if p.ndim >= 2]
+    no_decay = [p for n, p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
@@ -190,25 +211,32 @@ def train_vlm(model, tokenizer, examples, val_examples, cfg: TrainConfig) -> dic
     while epoch < max_epochs:
         model.train()
         order = rng.permutation(len(examples))
-        t0, total, n_tokens = time.perf_counter(), 0.0, 0
+        t0, total, n_tokens, aux_total = time.perf_counter(), 0.0, 0, 0.0
         bar = tqdm(range(steps_per_epoch), desc=f"{vlm.model_kind(model)} epoch {epoch}",
                    disable=not cfg.progress, leave=False)
         for s in bar:
             idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size].tolist()
             batch = collate(model, tokenizer, examples, tokenized, idx, pixels)
             loss, n = _loss(model, batch, device, autocast)
+            lm_loss = loss
+            if aux_head is not None:
+                aux = _aux_loss(model, aux_head, batch, aux_targets[idx], device, autocast)
+                loss = loss + cfg.aux_weight * aux
+                aux_total += float(aux.detach()) * len(idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.grad_clip)
             opt.step()
             sched.step()
-            total, n_tokens = total + float(loss.detach()) * n, n_tokens + n
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            total, n_tokens = total + float(lm_loss.detach()) * n, n_tokens + n
+            bar.set_postfix(loss=f"{float(lm_loss.detach()):.3f}")
         train_s = time.perf_counter() - t0
         val_loss = evaluate_loss(model, tokenizer, val_examples, cfg, val_tokenized, val_pixels) if val_examples else float("nan")
         row = {"epoch": epoch, "train_loss": total / max(n_tokens, 1), "val_loss": val_loss,
                "lr": opt.param_groups[0]["lr"], "train_s": train_s,
                "examples_per_s": len(examples) / train_s}
+        if aux_head is not None:
+            row["aux_loss"] = aux_total / len(examples)
         history["epochs"].append(row)
         if epoch <= 1 and cfg.time_budget_s > 0:  # epoch 0 runs slow (warm-up): look again after epoch 1
             elapsed_s = time.perf_counter() - t_start

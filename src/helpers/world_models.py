@@ -98,7 +98,11 @@ def train_one(kind: str, data_dir, tokenizer, vlm_cfg: vlm.VLMConfig, train_cfg:
     torch.manual_seed(train_cfg.seed)
     build = vlm.build_draft_model if kind == "draft" else vlm.build_target_model
     model = build(vlm_cfg, tokenizer)
-    history = vlm_train.train_vlm(model, tokenizer, train_ex, val_ex, train_cfg)
+    labels = None
+    if train_cfg.aux_weight > 0:
+        scenes = read_scenes(parts["train"])
+        labels = grounding.fact_matrix([scenes[e["clip_id"]] for e in parts["train"]])
+    history = vlm_train.train_vlm(model, tokenizer, train_ex, val_ex, train_cfg, labels=labels)
     test_entries = first_clips(parts["test"], n_eval_clips)
     test_loss = vlm_train.evaluate_loss(model, tokenizer, vlm_train.load_examples(test_entries, kind), train_cfg)
     t1 = time.perf_counter()
@@ -187,12 +191,13 @@ def main(argv=None) -> None:
     ap.add_argument("--n-eval-clips", type=int, default=40)
     ap.add_argument("--max-new-tokens", type=int, default=50)
     ap.add_argument("--patience", type=int, default=3)
+    ap.add_argument("--aux-weight", type=float, default=0.0, help="vision fact loss weight (TrainConfig.aux_weight)")
     ap.add_argument("--vlm-config", default="{}", help="JSON of helpers.vlm.VLMConfig fields")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
     train_cfg = vlm_train.TrainConfig(max_epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-                                      time_budget_s=a.time_budget_s, patience=a.patience,
+                                      time_budget_s=a.time_budget_s, patience=a.patience, aux_weight=a.aux_weight,
                                       progress=not a.quiet)
     vlm_cfg = vlm.VLMConfig.from_dict(json.loads(a.vlm_config))
     if a.step in ("data", "all"):
