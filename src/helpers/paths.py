@@ -24,6 +24,18 @@ def resolve(path: str | Path) -> Path:
     return p if p.is_absolute() else (REPO_ROOT / p).resolve()
 
 
+RUN_PREFIX = "run:"  # in path parameters: relative to the run folder (an earlier stage's output)
+
+
+def resolve_in_run(path: str | Path, run_dir: str | Path) -> Path:
+    """Like `resolve`, but `run:<stage>/<file>` names a file inside the run folder, so a preset
+    can point a later stage at what an earlier stage of the same run wrote."""
+    s = str(path)
+    if s.startswith(RUN_PREFIX):
+        return resolve(run_dir) / s[len(RUN_PREFIX):]
+    return resolve(path)
+
+
 def stage_dir(run_dir: str | Path, stage: str, create: bool = True) -> Path:
     """The folder where stage `stage` (a notebook's stem, e.g. '20_train_drafters') writes."""
     d = resolve(run_dir) / stage

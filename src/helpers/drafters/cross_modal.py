@@ -40,10 +40,15 @@ class EncoderDecoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(vocab, cfg.d_model, padding_idx=PAD)
+        # tied output layer: N(0, 1/d) keeps the initial logits O(1) (N(0, 1) starts the loss near 30)
+        nn.init.normal_(self.embed.weight, std=cfg.d_model ** -0.5)
+        with torch.no_grad():
+            self.embed.weight[PAD].zero_()
         self.src_pos = nn.Embedding(cfg.max_len, cfg.d_model)
         self.tgt_pos = nn.Embedding(cfg.max_len, cfg.d_model)
         self.net = nn.Transformer(cfg.d_model, cfg.n_heads, cfg.enc_layers, cfg.dec_layers, cfg.d_ffn,
                                   cfg.dropout, activation="gelu", batch_first=True)
+        self.net.encoder.enable_nested_tensor = False  # the prototype fast path only warns here
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:  # (B, S), (B, T) -> (B, T, V)

@@ -6,8 +6,10 @@ also reads the draft model's output gains over this one is what the event camera
 """
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -62,3 +64,16 @@ class NgramPrior:
         for _ in range(n):
             seq.append(self._topk(seq, 1)[0])
         return seq[len(prefix):]
+
+    # --- persistence (JSON: the counts are the whole model) -------------------------
+    def save(self, path: str | Path) -> None:
+        table = [[list(ctx), [[t, c] for t, c in cnt.items()]] for ctx, cnt in self.counts.items()]
+        Path(path).write_text(json.dumps({"order": self.order, "name": self.name, "counts": table}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "NgramPrior":
+        d = json.loads(Path(path).read_text())
+        m = cls(order=d["order"], name=d["name"])
+        m.counts = defaultdict(Counter, {tuple(ctx): Counter({t: c for t, c in cnt}) for ctx, cnt in d["counts"]})
+        m.n_contexts = len(m.counts)
+        return m
