@@ -1,0 +1,91 @@
+"""Figures of the study chapters (matplotlib/seaborn). Each returns the Figure."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from . import metrics
+
+
+def training_curves(histories: dict[str, dict]):
+    """Validation token match and train/validation loss per epoch, one colour per drafter."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
+    for i, (name, h) in enumerate(histories.items()):
+        ep = pd.DataFrame(h["epochs"])
+        if ep.empty:
+            continue
+        col = f"C{i}"
+        a.plot(ep["epoch"], ep["val_token_match"], color=col, label=name)
+        a.axvline(h["best_epoch"], color=col, ls=":", lw=1)
+        b.plot(ep["epoch"], ep["train_loss"], color=col, ls="--", label=f"{name} train")
+        b.plot(ep["epoch"], ep["val_loss"], color=col, label=f"{name} val")
+    a.set(xlabel="epoch", ylabel="validation token match", title="Validation token match (dotted: chosen epoch)")
+    b.set(xlabel="epoch", ylabel="cross-entropy (nats/token)", title="Loss (train has label smoothing)")
+    a.legend(fontsize=8)
+    b.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def position_acceptance(evals: dict, max_pos: int = 40):
+    """Teacher-forced correctness by target position, and SD's per-slot acceptance."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
+    for i, (name, e) in enumerate(evals.items()):
+        acc = metrics.correctness_by_position(e.correct, max_pos + 1)
+        a.plot(np.arange(1, max_pos + 1), acc, label=name, color=f"C{i}")
+        b.plot(np.arange(1, e.sd.gamma + 1), e.sd.slot_acceptance, marker="o", label=name, color=f"C{i}")
+    a.set(xlabel="target position", ylabel="top-1 correct (teacher-forced)", ylim=(0, 1),
+          title="Correctness by position")
+    b.set(xlabel="draft slot j in a verify step", ylabel="P(accept j | accepted j-1)", ylim=(0, 1),
+          title="Per-slot acceptance in SD")
+    a.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def accept_histograms(evals: dict):
+    """Share of verify steps that accepted n drafts, n = 0..gamma."""
+    names = list(evals)
+    gamma = evals[names[0]].sd.gamma
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    w = 0.8 / len(names)
+    for i, name in enumerate(names):
+        h = np.asarray(evals[name].sd.accept_hist, dtype=float)
+        ax.bar(np.arange(gamma + 1) + (i - (len(names) - 1) / 2) * w, h / h.sum(), w, label=name, color=f"C{i}")
+    ax.set(xlabel="drafts accepted in a verify step", ylabel="share of verify steps", xticks=range(gamma + 1),
+           title=f"Accepted length per verify step (gamma = {gamma})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def gamma_and_leviathan(sweep: pd.DataFrame, alphas: dict[str, float]):
+    """Measured MAT against gamma (solid) and Leviathan's i.i.d. prediction (dashed)."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    g = np.asarray(sweep.index)
+    for i, name in enumerate(sweep.columns):
+        ax.plot(g, sweep[name], marker="o", color=f"C{i}", label=f"{name} measured")
+        ax.plot(g, [metrics.expected_tokens_per_step(alphas[name], int(x)) for x in g], ls="--", color=f"C{i}", lw=1)
+    ax.axhline(1, color="grey", lw=0.8)
+    ax.set(xlabel="gamma (drafts per verify step)", ylabel="MAT (tokens per target call)",
+           title="MAT vs gamma (dashed: i.i.d. prediction)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def speedup_map(mats: dict[str, float], gamma: int, cs: Sequence[float] = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)):
+    """Decode-phase speedup implied by each measured MAT for draft/target cost ratios c."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    for i, (name, mat) in enumerate(mats.items()):
+        ax.plot(cs, [metrics.speedup_from_mat(mat, gamma, c) for c in cs], marker="o", color=f"C{i}", label=name)
+    ax.axhline(1, color="grey", lw=0.8)
+    ax.set_xscale("symlog", linthresh=0.02)
+    ax.set(xlabel="c = draft step cost / target step cost", ylabel="implied decode speedup",
+           title=f"Implied decode-phase speedup (gamma = {gamma})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
