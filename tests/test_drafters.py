@@ -136,3 +136,23 @@ def test_zoo_names_and_missing_checkpoint(tmp_path):
         zoo.check_names(["cross_modal", "eagle"])
     with pytest.raises(FileNotFoundError, match="was not trained"):
         zoo.load(tmp_path, "cross_modal")
+
+
+def test_prior_mixture_weights_and_persistence(cross_modal, tmp_path):
+    d, _ = cross_modal
+    prior = NgramPrior(order=3).fit(toy_pairs(30, 1))
+    val = toy_pairs(9, 2)
+    from helpers.drafters.cross_modal import choose_prior_weight
+    scores = choose_prior_weight(d, prior, val, [0.0, 1.0])
+    assert scores[0.0] == pytest.approx(evaluate(prior, val, 3).token_match)  # weight 0 = the prior alone
+    assert scores[1.0] > scores[0.0] and d.prior_weight == 1.0               # the network sees the content word
+    d.set_prior(prior, 0.5)
+    check_shortcut(d, toy_pairs(5, 8), gamma=3)                               # mixing keeps SD exact
+    d.save(tmp_path / "mix.pt")
+    back = CrossModalDrafter.load(tmp_path / "mix.pt")
+    assert back.prior_weight == 0.5 and back.prior is not None
+    pairs = toy_pairs(4, 9)
+    assert all((a == b).all() for a, b in zip(d.predict_topk(pairs, 2), back.predict_topk(pairs, 2)))
+    with pytest.raises(ValueError, match="weight"):
+        d.set_prior(prior, 1.5)
+    d.set_prior(None, 1.0)

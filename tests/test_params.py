@@ -149,3 +149,10 @@ def test_params_file_must_be_mapping(suite, tmp_path):
     f.write_text("- a\n- b\n")
     with pytest.raises(ParamError, match="flat YAML mapping"):
         plan_run("smoke", nbd, pdir, [f])
+
+
+def test_help_comment_with_equals_is_rejected():
+    # papermill's parameter inspection cannot parse such a line ("Unable to parse line")
+    with pytest.raises(ParamError, match="contains '='"):
+        parse_parameters_cell("gamma = 5  # drafts, e.g. gamma = 5\n", "nb")
+    assert parse_parameters_cell("gamma = 5  # drafts: 5\n", "nb")["gamma"].help == "drafts: 5"

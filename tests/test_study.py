@@ -103,7 +103,7 @@ def align_results(mat_lo: float, mat_hi: float, seed_mat: float = 1.2, prior_mat
                            "mat_iid": 1.5, "best_gamma": 5, "mat_by_gamma": {"1": 1.4, "5": mat}}
     return {"gamma": 5, "best_drafter": "target_prior_ngram", "n_test_pairs": 160,
             "seed_token_adapter": row(0.27, seed_mat), "target_prior_ngram": row(0.6, prior_mat),
-            "comparisons": {"cross_modal - target_prior_neural": {
+            "comparisons": {"cross_modal - target_prior_ngram": {
                 "token_match_diff": 0.0, "token_match_diff_lo": -0.01, "token_match_diff_hi": 0.01,
                 "mat_diff": (mat_lo + mat_hi) / 2, "mat_diff_lo": mat_lo, "mat_diff_hi": mat_hi, "n_clips": 40}}}
 

@@ -105,6 +105,10 @@ def parse_parameters_cell(source: str, where: str = "<cell>") -> dict[str, Param
             while ln in comments and source.splitlines()[ln - 1].lstrip().startswith("#"):
                 above.insert(0, comments[ln]); ln -= 1
             help_ = " ".join(above)
+        if "=" in (comments.get(node.lineno) or ""):
+            # papermill's own parser then fails to read the line and silently keeps the default
+            raise ParamError(f"{where}, line {node.lineno}: the help comment of '{target.id}' contains '=', "
+                             f"which makes papermill ignore this parameter; reword it (e.g. ':' instead)")
         params[target.id] = Param(target.id, default, help_)
     return params
 

@@ -6,6 +6,11 @@ cross-attends to the encoder, predicting the target's next token. Input and outp
 compact vocabulary built from the training split (ids never seen in training map to UNK and
 can never be predicted). With `use_draft=False` the encoder sees only UNK: the same network
 becomes a neural content-free prior, the ablation that isolates what the draft adds.
+
+`set_prior(ngram, weight)` mixes the network's next-token distribution with an n-gram prior of
+the target's phrasing: p = weight * p_net + (1 - weight) * p_ngram, weight chosen on validation
+(`choose_prior_weight`). With little data the count model knows the target's formulaic wording
+better than a network can learn it, while the network brings the scene content from the draft.
 """
 from __future__ import annotations
 
@@ -48,7 +53,7 @@ class EncoderDecoder(nn.Module):
         self.tgt_pos = nn.Embedding(cfg.max_len, cfg.d_model)
         self.net = nn.Transformer(cfg.d_model, cfg.n_heads, cfg.enc_layers, cfg.dec_layers, cfg.d_ffn,
                                   cfg.dropout, activation="gelu", batch_first=True)
-        self.net.encoder.enable_nested_tensor = False  # the prototype fast path only warns here
+        self.net.encoder.enable_nested_tensor = self.net.encoder.use_nested_tensor = False  # prototype path: only warns
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:  # (B, S), (B, T) -> (B, T, V)
@@ -65,6 +70,12 @@ class CrossModalDrafter:
     def __init__(self, cfg: CrossModalConfig, device: str = "cpu", name: str | None = None):
         self.cfg, self.device = cfg, resolve_device(device)
         self.name = name or ("cross_modal" if cfg.use_draft else "target_prior_neural")
+        self.prior, self.prior_weight = None, 1.0   # weight of the network when a prior is mixed in
+
+    def set_prior(self, prior, weight: float) -> None:
+        if not 0 <= weight <= 1:
+            raise ValueError(f"network weight must be in [0, 1], got {weight}")
+        self.prior, self.prior_weight = prior, float(weight)
 
     # --- vocabulary ---------------------------------------------------------------
     def _build_vocab(self, train: Sequence[RecordedPair]) -> None:
@@ -103,12 +114,25 @@ class CrossModalDrafter:
         lg[:, :2] = -torch.inf                                       # PAD/UNK are never drafts
         return lg
 
+    def _probs(self, p: RecordedPair, prefix: Sequence[int]) -> torch.Tensor:    # (len(prefix), V)
+        """Next-token probabilities after each prefix position, the prior mixed in if set."""
+        probs = self._logits(p, prefix).softmax(-1)
+        if self.prior is None or self.prior_weight == 1.0:
+            return probs
+        probs = probs * self.prior_weight
+        for i in range(probs.shape[0]):
+            for tok, q in self.prior.distribution(prefix[: i + 1]).items():
+                j = self.stoi.get(tok)
+                if j is not None:                                     # the prior knows only training ids too
+                    probs[i, j] += (1 - self.prior_weight) * q
+        return probs
+
     def predict_topk(self, pairs, k):
         self.model.eval()
         itos = torch.tensor(self.itos)
         out = []
         for p in pairs:
-            lg = self._logits(p, p.target_ids[:-1])                  # (L-1, V): position i predicts i+1
+            lg = self._probs(p, p.target_ids[:-1])                   # (L-1, V): position i predicts i+1
             top = itos[lg.topk(k, dim=-1).indices].numpy()
             need = len(p.target_ids) - 1 - top.shape[0]              # beyond max_len
             out.append(np.vstack([top, -np.ones((need, k), dtype=top.dtype)]) if need > 0 else top)
@@ -118,13 +142,15 @@ class CrossModalDrafter:
         self.model.eval()
         seq = list(prefix)
         for _ in range(n):
-            seq.append(self.itos[int(self._logits(pair, seq)[-1].argmax())])
+            seq.append(self.itos[int(self._probs(pair, seq)[-1].argmax())])
         return seq[len(prefix):]
 
     # --- persistence --------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         torch.save({"config": asdict(self.cfg), "name": self.name, "itos": self.itos,
-                    "state_dict": self.model.state_dict()}, path)
+                    "state_dict": self.model.state_dict(), "prior_weight": self.prior_weight}, path)
+        if self.prior is not None:
+            self.prior.save(Path(path).with_suffix(".prior.json"))
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "CrossModalDrafter":
@@ -135,4 +161,22 @@ class CrossModalDrafter:
         d.model = EncoderDecoder(d.cfg, len(d.itos)).to(d.device)
         d.model.load_state_dict(ck["state_dict"])
         d.model.eval()
+        prior = Path(path).with_suffix(".prior.json")
+        if prior.exists():
+            from .ngram import NgramPrior
+            d.set_prior(NgramPrior.load(prior), ck["prior_weight"])
         return d
+
+
+def choose_prior_weight(drafter: CrossModalDrafter, prior, val: Sequence[RecordedPair],
+                        grid: Sequence[float], gamma: int = 5) -> dict[float, float]:
+    """Set the network/prior mixture weight with the best validation token match; returns
+    the validation token match of every weight tried (0 = the prior alone, 1 = the network)."""
+    from .base import evaluate
+    scores = {}
+    for w in grid:
+        drafter.set_prior(prior, w)
+        scores[float(w)] = evaluate(drafter, val, gamma).token_match
+    best = max(scores, key=lambda w: (scores[w], w))
+    drafter.set_prior(prior, best)
+    return scores

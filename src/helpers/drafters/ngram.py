@@ -39,7 +39,9 @@ class NgramPrior:
         self.n_contexts = len(self.counts)
         return self
 
-    def _topk(self, prefix: Sequence[int], k: int) -> list[int]:
+    def scores(self, prefix: Sequence[int], k: int | None = None) -> dict[int, float]:
+        """Stupid-backoff scores of candidate next tokens; with `k`, stop backing off once k
+        candidates are known (enough for a top-k), else collect every order."""
         scores: dict[int, float] = {}
         for n in range(min(self.order - 1, len(prefix)), -1, -1):
             ctx = tuple(prefix[len(prefix) - n:]) if n else ()
@@ -50,9 +52,19 @@ class NgramPrior:
             for tok, cnt in c.items():
                 if tok not in scores:  # a longer context's estimate wins
                     scores[tok] = w * cnt / total
-            if len(scores) >= k:
+            if k is not None and len(scores) >= k:
                 break
-        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+        return scores
+
+    def distribution(self, prefix: Sequence[int], k: int = 50) -> dict[int, float]:
+        """The scores of (at least) the k best candidates, normalised to sum to one (for mixing
+        with a neural drafter; the long unigram tail is left out to keep this cheap)."""
+        s = self.scores(prefix, k)
+        z = sum(s.values()) or 1.0
+        return {t: v / z for t, v in s.items()}
+
+    def _topk(self, prefix: Sequence[int], k: int) -> list[int]:
+        ranked = sorted(self.scores(prefix, k).items(), key=lambda kv: (-kv[1], kv[0]))
         return pad_topk([t for t, _ in ranked], k)
 
     def predict_topk(self, pairs, k):
