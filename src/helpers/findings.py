@@ -34,8 +34,10 @@ def draft_content(align: dict) -> Finding:
     c = comps[key]
     a, b = key.split(" - ")
     if c["mat_diff_lo"] > 0:
-        verdict = (f"Reading the draft's output helps: `{a}` accepts more per verify step than `{b}`, "
-                   f"MAT difference {_interval(c, 'mat_diff')}.")
+        rel = c["mat_diff"] / align[b]["mat"] if b in align else float("nan")
+        verdict = (f"Reading the draft's output helps{', modestly' if rel < 0.1 else ''}: `{a}` accepts more per "
+                   f"verify step than `{b}`, MAT difference {_interval(c, 'mat_diff')}, "
+                   f"{rel:+.1%} of the content-free drafter's MAT.")
         rec = "Keep the draft model in the loop; its content is worth the extra input."
     elif c["mat_diff_hi"] < 0:
         verdict = (f"Reading the draft's output hurts: `{a}` accepts less than `{b}`, MAT difference "
