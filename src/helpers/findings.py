@@ -62,7 +62,7 @@ def seed_adapter(align: dict, data: dict) -> Finding | None:
     text = (f"The study's TokenAdapter reaches token match {s['token_match']:.1%} (top-5 {s['top5']:.1%}) on "
             f"{s['n_test_pairs']} test pairs after training on {n_train} pairs; the study reported "
             f"{STUDY_1Q['200']:.1%} with 200 and {STUDY_1Q['5200']:.1%} with 5,200 training pairs on its own test split — "
-            + ("within 3 points." if abs(gap) <= 0.03 else f"{gap:+.1%} from the nearer of the two."))
+            + ("within 3 points." if abs(gap) <= 0.03 else f"{100 * gap:+.1f} percentage points from the nearer of the two."))
     prior = align.get("target_prior_ngram")
     rec = ""
     if prior is not None and prior["mat"] > s["mat"]:
@@ -92,11 +92,11 @@ def iid_model(align: dict) -> Finding:
     best = align["best_drafter"]
     b = align[best]
     ratio = b["mat"] / b["mat_iid"]
-    direction = "more" if ratio > 1.05 else "fewer" if ratio < 0.95 else "about as many"
+    direction = ("more tokens per step than" if ratio > 1.05 else "fewer tokens per step than" if ratio < 0.95
+                 else "about as many tokens per step as")
     return Finding("Leviathan's i.i.d. model as a predictor",
                    f"For `{best}` the measured MAT is {b['mat']:.2f} against {b['mat_iid']:.2f} predicted from its "
-                   f"token match as i.i.d. acceptance: {direction} tokens per step than independence predicts "
-                   f"(ratio {ratio:.2f}).",
+                   f"token match as i.i.d. acceptance: {direction} independence predicts (ratio {ratio:.2f}).",
                    "Report measured MAT from exact SD; do not convert token match into speedups with the i.i.d. formula."
                    if abs(ratio - 1) > 0.05 else "")
 
