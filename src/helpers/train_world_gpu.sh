@@ -27,7 +27,7 @@ export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4 
 export HELPERS_GIT_COMMIT=${GIT_COMMIT:-unknown}
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt" || true
 t0=$(date +%s)
-python3 -m helpers.world_models data --data /tmp/w --n-clips "$N_CLIPS" --seed "$SEED" --workers "$(nproc)" --quiet \
+python3 -m helpers.world_models data --data /tmp/w --n-clips "$N_CLIPS" --seed "$SEED" --workers "$(nproc --all)" --quiet \
   2>&1 | tee "$OUT/data.log"
 for k in draft target; do
   python3 -m helpers.world_models train --data /tmp/w --kind $k --out /tmp/ship --epochs 30 --batch-size "$BATCH" \
