@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from helpers.paths import SHARED_DATA
 
@@ -11,3 +12,13 @@ def require_shared(path):
     if not path.exists():
         pytest.skip(f"shared data absent: {path} (tests on real recorded data need ../shared/data)")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: one thread is faster, and 2 threads collapse when another process is busy.
+    Modules opt in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

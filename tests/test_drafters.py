@@ -1,7 +1,6 @@
 """Drafters: the exact-SD shortcut against explicit propose/verify, the controls, persistence."""
 import numpy as np
 import pytest
-import torch
 
 from helpers import metrics
 from helpers.drafters import (AdapterConfig, CrossModalConfig, CrossModalDrafter, NgramPrior, RawDraft,
@@ -24,12 +23,7 @@ def toy_pairs(n: int, seed: int = 0) -> list[RecordedPair]:
     return out
 
 
-@pytest.fixture(scope="module", autouse=True)
-def threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def check_shortcut(drafter, pairs, gamma):

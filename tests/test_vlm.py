@@ -20,13 +20,7 @@ TINY = vlm.VLMConfig(text_layers=2, vision_layers=1)
 TINY_FAST = vlm.VLMConfig(text_layers=2, vision_layers=1, image_size_px=48, text_hidden=96, text_intermediate=256)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster, and 2 threads collapse when another process is busy."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

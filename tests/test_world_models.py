@@ -18,12 +18,7 @@ from helpers.world_models import SHIPPED_DIR, read_scenes
 STAGES = ["01_world", "02_models", "03_inference"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
