@@ -43,8 +43,10 @@ def test_study_data_round_trip_and_split_is_shared(tmp_path):
 
 
 def test_read_recorded_errors(tmp_path):
+    with pytest.raises(paths.MissingStageOutput, match="--only 03_inference"):
+        study.read_recorded("run:03_inference/pairs.parquet", str(tmp_path), preset="smoke")
     with pytest.raises(FileNotFoundError, match="pairs_path"):
-        study.read_recorded("run:03_inference/pairs.parquet", str(tmp_path))
+        study.read_recorded(str(tmp_path / "absent.parquet"), str(tmp_path))
     src = save_parquet(pairs_(3), tmp_path / "in.parquet", vocab_size=12)
     with pytest.raises(PairFormatError, match="outside"):
         study.read_recorded(str(src), str(tmp_path), vocab_size=10)  # id 11 is not below 10

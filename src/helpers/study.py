@@ -16,14 +16,18 @@ import numpy as np
 
 from . import metrics
 from .pairs import LLAMA_VOCAB_SIZE, RecordedPair, Split, load_pairs, save_parquet, split_by_clip
-from .paths import read_results, require_stage_file, resolve_in_run, stage_dir
+from .paths import RUN_PREFIX, read_results, require_stage_file, resolve_in_run, stage_dir
 
 DATA_STAGE = "10_data"
 
 
-def read_recorded(pairs_path: str, run_dir: str, vocab_size: int = 0, max_pairs: int = 0) -> tuple[list[RecordedPair], int]:
+def read_recorded(pairs_path: str, run_dir: str, vocab_size: int = 0, max_pairs: int = 0,
+                  preset: str = "default") -> tuple[list[RecordedPair], int]:
     """Validated pairs in clip order (the first `max_pairs` if > 0) and the vocabulary size used
     to validate them. `vocab_size` 0: the one stored in a Parquet file (LLaMA's for JSON)."""
+    if pairs_path.startswith(RUN_PREFIX):  # an earlier stage's output: say which command makes it
+        stage, _, name = pairs_path[len(RUN_PREFIX):].partition("/")
+        require_stage_file(run_dir, stage, name, preset)
     path = resolve_in_run(pairs_path, run_dir)
     if not path.exists():
         raise FileNotFoundError(f"recorded pairs not found: {path} (parameter pairs_path={pairs_path!r})")
