@@ -98,6 +98,7 @@ def load_seed_json(path: str | Path, vocab_size: int = LLAMA_VOCAB_SIZE) -> list
 _PARQUET_FIELDS = ("clip_id", "clip_index", "question_index", "question", "draft_ids",
                    "target_ids", "draft_text", "target_text")
 _TIMING_PREFIX, _TIMING_SUFFIX = "timing_", "_ms"
+_VOCAB_KEY = b"helpers.vocab_size"  # Parquet schema metadata: the vocabulary the ids belong to
 
 
 def save_parquet(pairs: Sequence[RecordedPair], path: str | Path, vocab_size: int) -> Path:
@@ -122,7 +123,7 @@ def save_parquet(pairs: Sequence[RecordedPair], path: str | Path, vocab_size: in
     import pyarrow.parquet as pq
     table = pq.read_table(path)
     meta = dict(table.schema.metadata or {})
-    meta[b"helpers.vocab_size"] = str(vocab_size).encode()
+    meta[_VOCAB_KEY] = str(vocab_size).encode()
     pq.write_table(table.replace_schema_metadata(meta), path)
     return path
 
@@ -137,7 +138,7 @@ def load_parquet(path: str | Path, vocab_size: int | None = None) -> list[Record
     table = pq.read_table(path)
     missing = [f for f in _PARQUET_FIELDS if f not in table.column_names]
     _check(not missing, str(path), f"missing columns {missing}")
-    stored = (table.schema.metadata or {}).get(b"helpers.vocab_size")
+    stored = (table.schema.metadata or {}).get(_VOCAB_KEY)
     if vocab_size is None:
         _check(stored is not None, str(path), "no vocab_size given and none stored in the file")
         vocab_size = int(stored)
@@ -161,6 +162,16 @@ def load_parquet(path: str | Path, vocab_size: int | None = None) -> list[Record
         ))
     validate_pairs(pairs, vocab_size, str(path))
     return pairs
+
+
+def stored_vocab_size(path: str | Path) -> int | None:
+    """The vocabulary size stored with a suite Parquet file (None for other formats)."""
+    path = resolve(path)
+    if path.suffix.lower() not in (".parquet", ".pq"):
+        return None
+    import pyarrow.parquet as pq
+    v = (pq.read_schema(path).metadata or {}).get(_VOCAB_KEY)
+    return int(v) if v else None
 
 
 def load_pairs(path: str | Path, vocab_size: int | None = None) -> list[RecordedPair]:

@@ -15,7 +15,8 @@ from typing import Sequence
 import numpy as np
 
 from . import metrics
-from .pairs import LLAMA_VOCAB_SIZE, RecordedPair, Split, load_pairs, save_parquet, split_by_clip
+from .pairs import (LLAMA_VOCAB_SIZE, RecordedPair, Split, load_pairs, save_parquet, split_by_clip,
+                    stored_vocab_size)
 from .paths import RUN_PREFIX, read_results, require_stage_file, resolve_in_run, stage_dir
 
 DATA_STAGE = "10_data"
@@ -25,6 +26,8 @@ def read_recorded(pairs_path: str, run_dir: str, vocab_size: int = 0, max_pairs:
                   preset: str = "default") -> tuple[list[RecordedPair], int]:
     """Validated pairs in clip order (the first `max_pairs` if > 0) and the vocabulary size used
     to validate them. `vocab_size` 0: the one stored in a Parquet file (LLaMA's for JSON)."""
+    if max_pairs < 0:
+        raise ValueError(f"max_pairs must be >= 0, got {max_pairs}")
     if pairs_path.startswith(RUN_PREFIX):  # an earlier stage's output: say which command makes it
         stage, _, name = pairs_path[len(RUN_PREFIX):].partition("/")
         require_stage_file(run_dir, stage, name, preset)
@@ -33,19 +36,9 @@ def read_recorded(pairs_path: str, run_dir: str, vocab_size: int = 0, max_pairs:
         raise FileNotFoundError(f"recorded pairs not found: {path} (parameter pairs_path={pairs_path!r})")
     pairs = load_pairs(path, vocab_size or None)
     if vocab_size == 0:
-        vocab_size = _stored_vocab(path) or LLAMA_VOCAB_SIZE
-    if max_pairs < 0:
-        raise ValueError(f"max_pairs must be >= 0, got {max_pairs}")
+        vocab_size = stored_vocab_size(path) or LLAMA_VOCAB_SIZE
     pairs = sorted(pairs, key=lambda p: (p.clip_index, p.question_index))
     return (pairs[:max_pairs] if max_pairs else pairs), vocab_size
-
-
-def _stored_vocab(path: Path) -> int | None:
-    if path.suffix.lower() not in (".parquet", ".pq"):
-        return None
-    import pyarrow.parquet as pq
-    v = (pq.read_schema(path).metadata or {}).get(b"helpers.vocab_size")
-    return int(v) if v else None
 
 
 def write_study_data(run_dir: str, pairs: Sequence[RecordedPair], split: Split, vocab_size: int) -> dict[str, Path]:
