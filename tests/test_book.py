@@ -46,7 +46,10 @@ def test_status_box_after_title_and_warns_on_failure():
     assert md.index("# Title") < md.index("Run status") < md.index("Body")
     assert "```{warning}" in md and "NOT current" in md and "`20_b`" in md and "uncommitted" in md
     ok = status_markdown(BookStatus("smoke", None, None, "d", {"10_a": "ok"}))
-    assert "warning" not in ok and "no git" in ok
+    assert "warning" not in ok and "no git" in ok and "Stage time" not in ok
+    timed = status_markdown(BookStatus("smoke", None, None, "d", {"10_a": "ok", "20_b": "reused"}, [],
+                                       {"10_a": 12.4}, "Some CPU (2 cores)"))
+    assert "10_a: ok (12 s), 20_b: reused." in timed and "Stage time 12 s on Some CPU (2 cores)." in timed
 
 
 @pytest.fixture(scope="module")

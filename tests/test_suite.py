@@ -52,6 +52,8 @@ def test_smoke_preset_runs_every_stage_and_builds_the_book(smoke_run):
     html = rep.run_dir / "book" / "_build" / "html"
     for stem in ("01_world", "10_data", "30_alignment", "40_findings"):
         assert (html / f"{stem}.html").exists(), stem
+    total = sum(s.wall_s for s in rep.stages)
+    assert f"Stage time {total:.0f} s on " in (html / "intro.html").read_text()  # the suite's wall time, in the book
 
 
 @pytest.mark.slow

@@ -46,6 +46,8 @@ class BookStatus:
     date: str
     stages: dict[str, str]  # stem -> ok | failed | reused | missing
     failed: list[str] = field(default_factory=list)
+    wall_s: dict[str, float] = field(default_factory=dict)  # stem -> seconds, for stages run now
+    machine: str = ""  # where they ran (CPU model and cores, GPU name)
 
 
 # ---------------------------------------------------------------- toc
@@ -110,9 +112,12 @@ def _toc_files(toc: dict) -> set[str]:
 def status_markdown(s: BookStatus) -> str:
     """A MyST admonition (backtick fences: needs no extension). Metadata only, no results."""
     commit = f"`{s.commit[:12]}`" + (" (uncommitted changes)" if s.dirty else "") if s.commit else "unknown (no git)"
-    stages = ", ".join(f"{k}: {v}" for k, v in s.stages.items()) or "none"
+    stages = ", ".join(f"{k}: {v}" + (f" ({s.wall_s[k]:.0f} s)" if k in s.wall_s else "")
+                       for k, v in s.stages.items()) or "none"
+    timing = (f"\n\nStage time {sum(s.wall_s.values()):.0f} s" + (f" on {s.machine}" if s.machine else "") + "."
+              if s.wall_s else "")
     box = (f"```{{admonition}} Run status\n:class: note\n"
-           f"Preset `{s.preset}`, commit {commit}, built {s.date}.\n\nStages: {stages}.\n```\n")
+           f"Preset `{s.preset}`, commit {commit}, built {s.date}.\n\nStages: {stages}.{timing}\n```\n")
     if s.failed:
         names = ", ".join(f"`{f}`" for f in s.failed)
         box += (f"\n```{{warning}}\nThis book is NOT current: stage(s) {names} failed in this run. "

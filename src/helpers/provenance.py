@@ -160,6 +160,13 @@ def device_info() -> dict[str, Any]:
     return out
 
 
+def machine_summary(info: dict[str, Any] | None = None) -> str:
+    """One line for people: 'CPU model (N cores)' plus the GPU when there is one."""
+    info = info or device_info()
+    out = f"{info.get('cpu') or 'unknown CPU'} ({info.get('cpu_count')} cores)"
+    return out + (f", {info['cuda_device']}" if info.get("cuda_device") else "")
+
+
 def make_record(stage: str, parameters: dict[str, Any], injected: dict[str, Any],
                 started: str, ended: str, wall_s: float, status: str,
                 error: dict | None = None, git: dict | None = None,

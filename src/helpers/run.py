@@ -201,7 +201,9 @@ def _book(rep: RunReport, git: dict, book_src, log) -> dict[str, Any]:
     nbs = {s.stem: Path(s.notebook) for s in rep.stages if s.status in ("ok", "reused") and s.notebook}
     status = book_mod.BookStatus(rep.preset, git.get("commit"), git.get("dirty"),
                                  prov.now_iso().replace("T", " ").replace("+00:00", " UTC"),
-                                 {s.stem: s.status for s in rep.stages}, failed)
+                                 {s.stem: s.status for s in rep.stages}, failed,
+                                 {s.stem: s.wall_s for s in rep.stages if s.status in ("ok", "failed") and s.wall_s},
+                                 prov.machine_summary())
     try:
         res = book_mod.build_book(rep.run_dir, nbs, status, book_src, log=log)
     except Exception as e:  # a broken book source must not hide the stages' report
