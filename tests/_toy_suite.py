@@ -27,7 +27,7 @@ def make_notebook(path: Path, params: str, cells: list) -> Path:
 
 
 def write_results_cell(stage: str, expr: str) -> str:
-    return f"from helpers.paths import write_results\nwrite_results(run_dir, {stage!r}, {expr})"
+    return f"from helpers.suite.paths import write_results\nwrite_results(run_dir, {stage!r}, {expr})"
 
 
 def make_book_src(root: Path, chapters: list[str]) -> Path:

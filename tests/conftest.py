@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from helpers.paths import SHARED_DATA
+from helpers.suite.paths import SHARED_DATA
 
 DEV_PAIRS = SHARED_DATA / "dsec_1q" / "pairs_dev.json"
 LLAMA_TOKENIZER = SHARED_DATA / "llama_tokenizer"

@@ -7,9 +7,9 @@ import re
 import pytest
 
 from _toy_suite import make_book_src, make_notebook, write_results_cell
-from helpers.book import BookStatus, filter_toc, find_chromium, inject_status, rendered_dom, status_markdown
-from helpers.paths import REPO_ROOT
-from helpers.run import run_suite
+from helpers.suite.book import BookStatus, filter_toc, find_chromium, inject_status, rendered_dom, status_markdown
+from helpers.suite.paths import REPO_ROOT
+from helpers.suite.runner import run_suite
 
 needs_chromium = pytest.mark.skipif(find_chromium() is None,
                                     reason="chromium not on PATH (apt-get install -y chromium)")

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from helpers import metrics
-from helpers.drafters import (AdapterConfig, CrossModalConfig, CrossModalDrafter, NgramPrior, RawDraft,
+from helpers.study import metrics
+from helpers.study.drafters import (AdapterConfig, CrossModalConfig, CrossModalDrafter, NgramPrior, RawDraft,
                               SeedAdapterDrafter, TrainConfig, evaluate, zoo)
-from helpers.pairs import RecordedPair
+from helpers.study.pairs import RecordedPair
 
 TEMPLATES = [  # two registers, as in the recorded pairs: the draft's wording differs from the target's
     ((5, 6, 7, 8, 9, 2), (10, 11, 12, 7, 8, 13, 2)),
@@ -136,7 +136,7 @@ def test_prior_mixture_weights_and_persistence(cross_modal, tmp_path):
     d, _ = cross_modal
     prior = NgramPrior(order=3).fit(toy_pairs(30, 1))
     val = toy_pairs(9, 2)
-    from helpers.drafters.cross_modal import choose_prior_weight
+    from helpers.study.drafters.cross_modal import choose_prior_weight
     scores = choose_prior_weight(d, prior, val, [0.0, 1.0])
     assert scores[0.0] == pytest.approx(evaluate(prior, val, 3).token_match)  # weight 0 = the prior alone
     assert scores[1.0] > scores[0.0] and d.prior_weight == 1.0               # the network sees the content word

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from helpers.events import (EventSimConfig, duration_us, event_image, event_rate, load_events, save_events,
+from helpers.world.events import (EventSimConfig, duration_us, event_image, event_rate, load_events, save_events,
                             simulate_events)
-from helpers.paths import SHARED_DATA
+from helpers.suite.paths import SHARED_DATA
 
 EXACT = dict(threshold_pos=0.25, threshold_neg=0.25, threshold_sigma=0.0, refractory_us=0.0, noise_rate_hz=0.0)
 

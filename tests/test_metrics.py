@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from helpers import metrics
+from helpers.study import metrics
 from conftest import DEV_PAIRS, require_shared
 
 # The seed report's rows: "Adapter Output" (position i predicts target i+1) and "VL Actual"

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from helpers.pairs import (PairFormatError, RecordedPair, load_pairs, load_parquet, load_seed_json,
+from helpers.study.pairs import (PairFormatError, RecordedPair, load_pairs, load_parquet, load_seed_json,
                            load_tokenizer, pieces, save_parquet, split_by_clip)
 from conftest import DEV_PAIRS, LLAMA_TOKENIZER, require_shared
 

@@ -1,10 +1,10 @@
-"""Parameter parsing, preset layering and validation (helpers.params): no kernels, fast."""
+"""Parameter parsing, preset layering and validation (helpers.suite.params): no kernels, fast."""
 from __future__ import annotations
 
 import pytest
 
 from _toy_suite import make_notebook
-from helpers.params import (ParamError, discover_notebooks, layer, notebook_spec,
+from helpers.suite.params import (ParamError, discover_notebooks, layer, notebook_spec,
                             parse_parameters_cell, parse_set, plan_run, type_ok)
 
 

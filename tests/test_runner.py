@@ -1,4 +1,4 @@
-"""The runner (helpers.run) on toy notebooks in tmp folders, and provenance records."""
+"""The runner (helpers.suite.runner) on toy notebooks in tmp folders, and provenance records."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from _toy_suite import make_book_src, make_notebook, snapshot, write_results_cell
-from helpers import provenance as prov
-from helpers.params import ParamError
-from helpers.run import main, run_suite, summary_table
+from helpers.suite import provenance as prov
+from helpers.suite.params import ParamError
+from helpers.suite.runner import main, run_suite, summary_table
 
 
 def toy_suite(tmp_path, first_fails: bool):
@@ -22,7 +22,7 @@ def toy_suite(tmp_path, first_fails: bool):
         write_results_cell("10_first", "{'x': x}"),
     ])
     make_notebook(nbd / "20_second.ipynb", "data_path = ''  # an input file\n", [
-        "import json, os\nfrom helpers.paths import read_results, write_results\n"
+        "import json, os\nfrom helpers.suite.paths import read_results, write_results\n"
         "try:\n    up = read_results(run_dir, '10_first', preset)['x']\nexcept FileNotFoundError:\n    up = None\n"
         "write_results(run_dir, '20_second', {'up': up, 'pid': os.getpid()})",
     ])

@@ -1,12 +1,15 @@
 """The study's data hand-off, alignment analysis and findings: on hand-made inputs."""
-import json
 
 import numpy as np
 import pytest
 
-from helpers import alignment, findings, metrics, paths, study
-from helpers.drafters.base import DrafterEval
-from helpers.pairs import PairFormatError, RecordedPair, load_pairs, save_parquet
+from helpers.study import alignment
+from helpers.study import findings
+from helpers.study import metrics
+from helpers.suite import paths
+from helpers.study import data as study
+from helpers.study.drafters.base import DrafterEval
+from helpers.study.pairs import PairFormatError, RecordedPair, save_parquet
 
 from conftest import DEV_PAIRS, require_shared
 

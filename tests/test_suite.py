@@ -6,10 +6,10 @@ import re
 import nbformat
 import pytest
 
-from helpers.book import find_chromium, rendered_dom
-from helpers.params import available_presets, plan_run
-from helpers.paths import REPO_ROOT
-from helpers.run import run_suite
+from helpers.suite.book import find_chromium, rendered_dom
+from helpers.suite.params import available_presets, plan_run
+from helpers.suite.paths import REPO_ROOT
+from helpers.suite.runner import run_suite
 
 from conftest import DEV_PAIRS, require_shared
 

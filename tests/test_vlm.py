@@ -1,4 +1,4 @@
-"""The two small VLMs (helpers.vlm, helpers.vlm_train): CPU, offline, a few seconds each."""
+"""The two small VLMs (helpers.models.vlm, helpers.models.train): CPU, offline, a few seconds each."""
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import vlm, vlm_train
+from helpers.models import vlm
+from helpers.models import train as vlm_train
 
 QUESTIONS = ["What are the key elements in this scene?", "What is this scene about?",
              "Describe the following scene."]

@@ -2,13 +2,14 @@
 import json
 
 import numpy as np
-import pytest
 
-from helpers.captions import QUESTIONS, captions_for_scene
-from helpers.dataset import MANIFEST_NAME, generate_dataset, load_manifest
-from helpers.events import load_events, simulate_events
-from helpers.video import read_video, sample_frames, write_video
-from helpers.world import COLOURS, render_clip, sample_scene, scene_from_dict, scene_to_dict
+from helpers.world.captions import QUESTIONS, captions_for_scene
+from helpers.world.dataset import MANIFEST_NAME, generate_dataset, load_manifest
+from helpers.world.events import load_events, simulate_events
+from helpers.world.video import read_video, sample_frames, write_video
+from helpers.world.render import render_clip
+from helpers.world.sample import sample_scene
+from helpers.world.scene import COLOURS, scene_from_dict, scene_to_dict
 
 SIZE, FPS = (64, 48), 50.0
 

@@ -9,11 +9,13 @@ import pytest
 import torch
 import yaml
 
-from helpers import grounding, pairs, vlm
-from helpers.dataset import generate_dataset, load_manifest
-from helpers.paths import REPO_ROOT
-from helpers.record import record_pairs
-from helpers.world_models import SHIPPED_DIR, read_scenes
+from helpers.world import grounding
+from helpers.study import pairs
+from helpers.models import vlm
+from helpers.world.dataset import generate_dataset, load_manifest
+from helpers.suite.paths import REPO_ROOT
+from helpers.models.record import record_pairs
+from helpers.models.shipped import SHIPPED_DIR, read_scenes
 
 STAGES = ["01_world", "02_models", "03_inference"]
 
@@ -90,7 +92,7 @@ def test_shipped_models_answer_unseen_clips(shipped, world):
     scenes = read_scenes(world)
     answers = {"draft": [], "target": []}
     for kind, model in (("draft", draft), ("target", target)):
-        from helpers.vlm_train import load_examples
+        from helpers.models.train import load_examples
         for e, (pixels, q, _) in zip(world, load_examples(world, kind)):
             ids, text, _ = vlm.generate_greedy(model, tokenizer, pixels, q, max_new_tokens=40)
             assert text and all(0 <= t < len(tokenizer) for t in ids)
@@ -128,9 +130,9 @@ def test_record_pairs_deterministic_and_round_trips(shipped, world, tmp_path):
 # --------------------------------------------------------------------------- chapters 01-03
 def test_world_chapters_smoke_run(tmp_path):
     """Stages 01-03 with the smoke keys, through the runner, into a tmp run folder."""
-    from helpers.run import run_suite
+    from helpers.suite.runner import run_suite
 
-    from helpers.params import notebook_spec
+    from helpers.suite.params import notebook_spec
 
     declared = {k for s in STAGES for k in notebook_spec(REPO_ROOT / "notebooks" / f"{s}.ipynb").params}
     keys = yaml.safe_load((REPO_ROOT / "params" / "smoke.yml").read_text())
@@ -159,7 +161,7 @@ def test_world_chapters_smoke_run(tmp_path):
 
 def test_retrain_models_path_trains_saves_and_reports(tmp_path):
     """retrain_models: true trains both models on 01_world's split and 02 points at them."""
-    from helpers.run import run_suite
+    from helpers.suite.runner import run_suite
 
     keys = {"n_clips": 4, "split_fractions": [0.5, 0.25, 0.25], "n_workers": 1, "n_show_clips": 1,
             "retrain_models": True, "train_max_epochs": 1, "grounding_clips": 1, "max_new_tokens": 8,
@@ -185,7 +187,7 @@ def test_fact_matrix_and_aux_loss_trains_the_vision_tower():
     the vision tower's weights move differently with it than without it."""
     import numpy as np
 
-    from helpers import vlm_train
+    from helpers.models import train as vlm_train
     scene = {"agents": [{"kind": "car", "colour": "red", "state": "parked"}], "roadside": [],
              "background": "sea", "time_of_day": "day", "road": {"layout": "straight"}, "ego_motion": "slow"}
     m = grounding.fact_matrix([scene])

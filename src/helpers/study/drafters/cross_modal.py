@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..pairs import RecordedPair
-from .training import IGNORE, MISS, TrainConfig, chunks, fit, pad_batch, resolve_device
+from helpers.study.pairs import RecordedPair
+from helpers.training import IGNORE, MISS, TrainConfig, chunks, fit, pad_batch, resolve_device
 
 PAD, UNK = 0, 1  # compact ids
 
@@ -163,7 +163,7 @@ class CrossModalDrafter:
         d.model.eval()
         prior = Path(path).with_suffix(".prior.json")
         if prior.exists():
-            from .ngram import NgramPrior
+            from helpers.study.drafters.ngram import NgramPrior
             d.set_prior(NgramPrior.load(prior), ck["prior_weight"])
         return d
 
@@ -172,7 +172,7 @@ def choose_prior_weight(drafter: CrossModalDrafter, prior, val: Sequence[Recorde
                         grid: Sequence[float], gamma: int = 5) -> dict[float, float]:
     """Set the network/prior mixture weight with the best validation token match; returns
     the validation token match of every weight tried (0 = the prior alone, 1 = the network)."""
-    from .base import evaluate
+    from helpers.study.drafters.base import evaluate
     scores = {}
     for w in grid:
         drafter.set_prior(prior, w)

@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from ..pairs import RecordedPair
-from .base import evaluate
-from .cross_modal import CrossModalConfig, CrossModalDrafter
-from .ngram import NgramPrior
-from .seed_adapter import AdapterConfig, SeedAdapterDrafter
+from helpers.study.pairs import RecordedPair
+from helpers.study.drafters.base import evaluate
+from helpers.study.drafters.cross_modal import CrossModalConfig, CrossModalDrafter
+from helpers.study.drafters.ngram import NgramPrior
+from helpers.study.drafters.seed_adapter import AdapterConfig, SeedAdapterDrafter
 
 NAMES = ("seed_token_adapter", "target_prior_ngram", "cross_modal", "target_prior_neural")
 SEES_DRAFT = {"seed_token_adapter": True, "target_prior_ngram": False, "cross_modal": True,

@@ -1,7 +1,7 @@
 """How grounded a model's answers are: objects, colours and motion checked against the scene graph.
 
 An answer is reduced to three sets of facts by word patterns over the world's closed vocabulary
-(the captions of `helpers.captions` use it, so the models do too):
+(the captions of `helpers.world.captions` use it, so the models do too):
 - objects: vehicle kinds, pedestrians and roadside kinds (`OBJECT_PATTERNS`);
 - colours: the world's colour names (`world.COLOURS`), after removing phrases where a colour
   word is not an object's colour (white lane lines, a traffic light "showing red", an orange sky);
@@ -22,7 +22,7 @@ import re
 import numpy as np
 from typing import Iterable, Sequence
 
-from helpers.world import COLOURS
+from helpers.world.scene import COLOURS
 
 CATEGORIES = ("objects", "colours", "motion", "scene")
 OBJECT_PATTERNS = {
@@ -85,7 +85,7 @@ FACTS = ([f"objects:{k}" for k in OBJECT_PATTERNS] + [f"colours:{c}" for c in CO
 
 def fact_matrix(scenes: Sequence[dict]) -> np.ndarray:
     """Multi-hot (N, len(FACTS)) of each scene graph's true facts: training targets for the
-    vision towers (helpers.vlm_train's aux loss)."""
+    vision towers (helpers.models.train's aux loss)."""
     index = {f: i for i, f in enumerate(FACTS)}
     out = np.zeros((len(scenes), len(FACTS)), np.float32)
     for r, scene in enumerate(scenes):

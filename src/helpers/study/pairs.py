@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .paths import resolve
+from helpers.suite.paths import resolve
 
 LLAMA_VOCAB_SIZE = 32000  # LLaMA-2 / Vicuna text vocabulary shared by EventGPT and Video-LLaVA
 

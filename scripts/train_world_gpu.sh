@@ -4,10 +4,10 @@
 # and held-out answers ~100 s). Run from the repository root; the machine needs PyAV, carried
 # as a wheel in .whl/ (see the device README; `pip download av==18.1.0 ... -d .whl`).
 #
-#   run(command="GIT_COMMIT=$(git rev-parse HEAD) bash src/helpers/train_world_gpu.sh", carry=[".whl"])
+#   run(command="GIT_COMMIT=$(git rev-parse HEAD) bash scripts/train_world_gpu.sh", carry=[".whl"])
 #
 # Knobs (environment): N_CLIPS, SEED, BUDGET_S (training seconds per model), AUX_WEIGHT (vision
-# fact loss, 0 = off), BATCH, LR, VLM_CONFIG (JSON of helpers.vlm.VLMConfig fields), GIT_COMMIT.
+# fact loss, 0 = off), BATCH, LR, VLM_CONFIG (JSON of helpers.models.vlm.VLMConfig fields), GIT_COMMIT.
 # Output: $OUT/synthetic_vlm.tar.gz (unpack into src/helpers/assets/synthetic_vlm/) and logs.
 set -euo pipefail
 N_CLIPS=${N_CLIPS:-3000}
@@ -27,15 +27,15 @@ export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4 
 export HELPERS_GIT_COMMIT=${GIT_COMMIT:-unknown}
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt" || true
 t0=$(date +%s)
-python3 -m helpers.world_models data --data /tmp/w --n-clips "$N_CLIPS" --seed "$SEED" --workers "$(nproc --all)" --quiet \
+python3 -m helpers.models.shipped data --data /tmp/w --n-clips "$N_CLIPS" --seed "$SEED" --workers "$(nproc --all)" --quiet \
   2>&1 | tee "$OUT/data.log"
 for k in draft target; do
-  python3 -m helpers.world_models train --data /tmp/w --kind $k --out /tmp/ship --epochs 30 --batch-size "$BATCH" \
+  python3 -m helpers.models.shipped train --data /tmp/w --kind $k --out /tmp/ship --epochs 30 --batch-size "$BATCH" \
     --lr "$LR" --time-budget-s "$BUDGET_S" --n-eval-clips 30 --aux-weight "$AUX_WEIGHT" --quiet \
     --vlm-config "$VLM_CONFIG" > "$OUT/train_$k.log" 2>&1 &
 done
 wait
-python3 -m helpers.world_models ship --data /tmp/w --out /tmp/ship
+python3 -m helpers.models.shipped ship --data /tmp/w --out /tmp/ship
 echo "total $(( $(date +%s) - t0 )) s" | tee "$OUT/time.txt"
 tar czf "$OUT/synthetic_vlm.tar.gz" -C /tmp/ship .
 tail -n 2 "$OUT"/train_*.log | cut -c1-600

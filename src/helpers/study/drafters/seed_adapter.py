@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..pairs import RecordedPair
-from .training import IGNORE, MISS, TrainConfig, chunks, fit, pad_batch, resolve_device
+from helpers.study.pairs import RecordedPair
+from helpers.training import IGNORE, MISS, TrainConfig, chunks, fit, pad_batch, resolve_device
 
 EXTRA_IDS = 10  # the seed's 32010 = 32000 text ids + 10 spare; the first spare is the pad
 

@@ -5,7 +5,7 @@ A drafter predicts target token i+1 from (the draft model's output, target token
 target positions 1..L_t-1 under teacher forcing (true prefix). Drafters that ignore the
 target prefix (the seed adapter, the raw draft) fit the same signature. `propose` drafts
 greedily after an arbitrary prefix; it exists so tests can check the exact-SD shortcut in
-`helpers.metrics` against an explicit propose/verify loop.
+`helpers.study.metrics` against an explicit propose/verify loop.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from .. import metrics
-from ..pairs import RecordedPair
+from helpers.study import metrics
+from helpers.study.pairs import RecordedPair
 
 
 class Drafter(Protocol):

@@ -33,10 +33,12 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from helpers.captions import QUESTIONS, REGISTERS, captions_for_scene
-from helpers.events import EventSimConfig, event_image, save_events, simulate_events
-from helpers.video import write_video
-from helpers.world import render_clip, sample_scene, scene_to_dict
+from helpers.world.captions import QUESTIONS, REGISTERS, captions_for_scene
+from helpers.world.events import EventSimConfig, event_image, save_events, simulate_events
+from helpers.world.video import write_video
+from helpers.world.render import render_clip
+from helpers.world.sample import sample_scene
+from helpers.world.scene import scene_to_dict
 
 MANIFEST_NAME = "EventGPT_Instruction_Subset.json"
 SPLITS = ("train", "val", "test")

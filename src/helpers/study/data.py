@@ -14,10 +14,10 @@ from typing import Sequence
 
 import numpy as np
 
-from . import metrics
-from .pairs import (LLAMA_VOCAB_SIZE, RecordedPair, Split, load_pairs, save_parquet, split_by_clip,
+from helpers.study import metrics
+from helpers.study.pairs import (LLAMA_VOCAB_SIZE, RecordedPair, Split, load_pairs, save_parquet, split_by_clip,
                     stored_vocab_size)
-from .paths import RUN_PREFIX, read_results, require_stage_file, resolve_in_run, stage_dir
+from helpers.suite.paths import RUN_PREFIX, read_results, require_stage_file, resolve_in_run, stage_dir
 
 DATA_STAGE = "10_data"
 

@@ -1,8 +1,9 @@
-"""A procedural driving world: 1 s clips with a scene graph as ground truth.
+"""The procedural driving world's scene graph: 1 s clips with ground truth.
 
-`sample_scene(rng)` draws a `Scene` (plain dataclasses, JSON-serializable through
-`scene_to_dict` / `scene_from_dict`); `render_clip(scene, fps_internal, size)` renders it
-with the 2.5D perspective renderer in `helpers.render` (frames uint8 (T, H, W, 3)).
+A `Scene` is plain dataclasses, JSON-serializable through `scene_to_dict` / `scene_from_dict`.
+`helpers.world.sample.sample_scene(rng)` draws one; `helpers.world.render.render_clip` renders
+it (frames uint8 (T, H, W, 3)). This module holds only the dataclasses and the geometry that
+sampler, renderer and captions share, so none of them imports another.
 
 Geometry (shared by sampler, renderer and captions). The camera sits `CAMERA_HEIGHT_M`
 above a flat road, looks along the road tangent, and drives along the road centreline
@@ -155,108 +156,6 @@ def in_view(scene: Scene, s_m: float, lat_m: float, t_s: float = 0.5) -> bool:
     return abs(FOCAL_FRAC * x / d) < 0.47
 
 
-def _sample_road(rng: np.random.Generator) -> Road:
-    layout = str(rng.choice(LAYOUTS, p=[0.3, 0.25, 0.25, 0.2]))
-    return Road(
-        layout=layout, n_lanes=int(rng.choice([2, 4], p=[0.75, 0.25])),
-        lane_markings=str(rng.choice(["dashed", "solid", "none"], p=[0.6, 0.25, 0.15])),
-        edge_lines=bool(rng.random() < 0.7), curbs=bool(rng.random() < 0.6),
-        barrier=str(rng.choice(["none", "wall", "guardrail"], p=[0.5, 0.25, 0.25])),
-        curvature_per_m=float(rng.choice([-1, 1]) * rng.uniform(0.008, 0.02)) if layout == "curving" else 0.0,
-        wind_amplitude_m=float(rng.uniform(3, 7)) if layout == "winding" else 0.0,
-        wind_period_m=float(rng.uniform(60, 110)),
-        wind_phase_rad=float(rng.uniform(0, 2 * np.pi)),
-        intersection_s_m=float(rng.uniform(18, 35)) if layout == "intersection" else -1.0,
-        sidewalks=bool(rng.random() < 0.5),
-    )
-
-
-def _sample_agent(rng, scene: Scene) -> Agent | None:
-    road, half = scene.road, scene.road.half_width_m
-    is_ped = rng.random() < 0.25
-    kind = "pedestrian" if is_ped else str(rng.choice(VEHICLE_KINDS, p=[0.55, 0.15, 0.12, 0.18]))
-    colour = str(rng.choice(list(COLOURS)))
-    lights = scene.time_of_day != "day" and not is_ped and rng.random() < 0.9
-    v = scene.ego_speed_mps
-    for _ in range(6):  # retry until the agent is in view
-        s = float(rng.uniform(9, 45))
-        if is_ped:
-            state = str(rng.choice(["standing", "walking", "crossing"], p=[0.4, 0.35, 0.25]))
-            sgn = float(rng.choice([-1, 1]))
-            lat = sgn * (half + rng.uniform(0.8, 2.5))
-            a = Agent(kind, colour, state, "left" if sgn < 0 else "right", s, lat, 0.0)
-            if state == "walking":
-                a.speed_mps = float(rng.choice([-1, 1]) * rng.uniform(1.0, 1.8))
-            elif state == "crossing":
-                a.lat_m, a.side = -sgn * 0.5 * half, "center"
-                a.lat_speed_mps = float(sgn * rng.uniform(1.0, 1.8))
-        else:
-            states = ["parked", "ahead", "oncoming"] + (["crossing"] if road.layout == "intersection" else [])
-            state = str(rng.choice(states))
-            cyc = 1.0 if kind != "cyclist" else 0.35
-            if state == "parked":
-                sgn = float(rng.choice([-1, 1]))
-                a = Agent(kind, colour, state, "left" if sgn < 0 else "right", s, sgn * (half + 1.2), 0.0)
-                lights = False
-            elif state == "ahead":
-                lat = scene.ego_lat_m if kind != "cyclist" else half - 0.7
-                spd = max(0.0, v + rng.uniform(-3, 4)) * cyc if v > 0 else float(rng.choice([0.0, rng.uniform(2, 8) * cyc]))
-                a = Agent(kind, colour, state, "center", s, lat, float(spd))
-            elif state == "oncoming":
-                lat = -LANE_WIDTH_M / 2 if kind != "cyclist" else -half + 0.7
-                a = Agent(kind, colour, state, "left", s + 10, lat, -float(rng.uniform(7, 15) * cyc))
-            else:  # crossing, on the cross street of an intersection
-                sgn = float(rng.choice([-1, 1]))
-                s = road.intersection_s_m + rng.uniform(2, 6)
-                a = Agent(kind, colour, state, "center", s, sgn * rng.uniform(4, 10), 0.0,
-                          -sgn * float(rng.uniform(5, 10) * cyc))
-        a.lights_on = bool(lights)
-        mid_s, mid_lat = agent_position(a, 0.5)
-        if in_view(scene, mid_s, mid_lat):
-            return a
-    return None
-
-
-def _sample_roadside(rng, scene: Scene) -> list[Roadside]:
-    half = scene.road.half_width_m + (2.5 if scene.road.sidewalks else 0.5)
-    city = scene.background == "city"
-    weights = {"tree": 0.35 if not city else 0.15, "building": 0.35 if city else 0.1,
-               "street_light": 0.2, "traffic_light": 0.15 if scene.road.layout == "intersection" else 0.02,
-               "sign": 0.12}
-    kinds = [k for k in ROADSIDE_KINDS if rng.random() < weights[k] * 3]
-    out = []
-    for kind in kinds:
-        n = 1 if kind in ("traffic_light", "sign") else int(rng.integers(1, 5))
-        sgn0 = float(rng.choice([-1, 1]))
-        for i in range(n):
-            sgn = sgn0 if rng.random() < 0.7 else -sgn0
-            s = float(rng.uniform(8, 60))
-            if kind == "traffic_light" and scene.road.intersection_s_m > 0:
-                s = scene.road.intersection_s_m - 1.0
-            extra = 5.0 if kind == "building" else (1.5 if kind == "tree" else 0.3)
-            r = Roadside(kind, "left" if sgn < 0 else "right", s, sgn * (half + extra),
-                         colour=str(rng.choice(["grey", "white", "orange", "silver"])) if kind == "building" else "grey",
-                         signal=str(rng.choice(["red", "green"])) if kind == "traffic_light" else "")
-            if in_view(scene, r.s_m, r.lat_m, t_s=0.0):
-                out.append(r)
-    return out
-
-
-def sample_scene(rng: np.random.Generator, seed: int = -1) -> Scene:
-    """Draw one random scene; deterministic given the generator's state."""
-    road = _sample_road(rng)
-    background = str(rng.choice(BACKGROUNDS))
-    tod = str(rng.choice(TIMES_OF_DAY, p=[0.55, 0.2, 0.25]))
-    motion = str(rng.choice(list(EGO_SPEED_BANDS_MPS), p=[0.2, 0.2, 0.35, 0.25]))
-    speed = float(rng.uniform(*EGO_SPEED_BANDS_MPS[motion]))
-    ego_lat = LANE_WIDTH_M / 2 if road.n_lanes == 2 else LANE_WIDTH_M * float(rng.choice([0.5, 1.5]))
-    scene = Scene(seed, road, background, tod, motion, speed, ego_lat)
-    n_agents = int(rng.choice([0, 1, 2, 3, 4], p=[0.05, 0.35, 0.3, 0.2, 0.1]))
-    scene.agents = [a for a in (_sample_agent(rng, scene) for _ in range(n_agents)) if a is not None]
-    scene.roadside = _sample_roadside(rng, scene)
-    return scene
-
-
 def scene_to_dict(scene: Scene) -> dict:
     return dataclasses.asdict(scene)
 
@@ -267,9 +166,3 @@ def scene_from_dict(d: dict) -> Scene:
     d["agents"] = [Agent(**a) for a in d["agents"]]
     d["roadside"] = [Roadside(**r) for r in d["roadside"]]
     return Scene(**d)
-
-
-def render_clip(scene: Scene, fps_internal: float = 100.0, size: tuple[int, int] = (160, 120)) -> np.ndarray:
-    """Frames at t = k / fps_internal, k = 0 .. duration*fps: uint8 (T, H, W, 3); size = (W, H)."""
-    from helpers.render import render_clip as _render
-    return _render(scene, fps_internal, size)

@@ -1,6 +1,6 @@
 """Alignment analysis on the test split: the drafter table, SD statistics, examples, failures.
 
-All inputs are `DrafterEval`s (helpers.drafters.base.evaluate) of the same test pairs, so every
+All inputs are `DrafterEval`s (helpers.study.drafters.base.evaluate) of the same test pairs, so every
 drafter is judged by the same exact greedy-SD simulation and the same token metrics.
 """
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from . import metrics
-from .drafters.base import DrafterEval
-from .pairs import RecordedPair, pieces
+from helpers.study import metrics
+from helpers.study.drafters.base import DrafterEval
+from helpers.study.pairs import RecordedPair, pieces
 
 # The study's published test figures (background.md): literature values, shown side by side.
 STUDY_FIGURES = pd.DataFrame([

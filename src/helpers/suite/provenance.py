@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from helpers.paths import REPO_ROOT, resolve
+from helpers.suite.paths import REPO_ROOT, resolve
 
 MAX_HASH_BYTES = 200 * 1024 ** 2  # files above this are recorded by size only (hashing GBs is slow)
 LIBRARIES = ("torch", "transformers", "numpy", "pandas", "papermill", "jupyter-book",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .metrics import speedup_from_mat
+from helpers.study.metrics import speedup_from_mat
 
 STUDY_1Q = {"200": 0.2666, "5200": 0.2790}  # the study's 1q test token match (background.md)
 

@@ -14,8 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..pairs import RecordedPair
-from .base import pad_topk
+from helpers.study.pairs import RecordedPair
+from helpers.study.drafters.base import pad_topk
 
 BACKOFF = 0.4  # stupid-backoff discount per order dropped (Brants et al. 2007)
 

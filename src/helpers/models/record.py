@@ -1,7 +1,7 @@
 """Record draft/target greedy pairs from the world's two VLMs, with per-stage timings.
 
 `record_pairs` runs both models on the chosen manifest entries (clip x question, in clip
-order) and returns `helpers.pairs.RecordedPair`s whose `timings_ms` hold, per model
+order) and returns `helpers.study.pairs.RecordedPair`s whose `timings_ms` hold, per model
 (`draft_` / `target_` prefix): preprocess, vision, prefill (prompt forward up to the first
 token), decode (all later tokens), decode_per_token, total; all in ms. Timing hygiene: one
 warm-up generation per model before anything is timed, batch 1, greedy, synchronised.
@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from helpers import vlm
-from helpers.pairs import RecordedPair
-from helpers.vlm_train import load_examples
+from helpers.models import vlm
+from helpers.study.pairs import RecordedPair
+from helpers.models.train import load_examples
 
 STAGES = ("preprocess", "vision", "prefill", "decode", "decode_per_token", "total")
 
 
 def stage_timings(prefix: str, timings: dict) -> dict[str, float]:
-    """helpers.vlm.generate_greedy's timings -> {'<prefix>_<stage>': ms}."""
+    """helpers.models.vlm.generate_greedy's timings -> {'<prefix>_<stage>': ms}."""
     decode = timings["decode_ms"]
     return {f"{prefix}_preprocess": timings["preprocess_ms"], f"{prefix}_vision": timings["vision_ms"],
             f"{prefix}_prefill": timings["prefill_ms"], f"{prefix}_decode": float(sum(decode)),

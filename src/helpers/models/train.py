@@ -1,4 +1,4 @@
-"""Training and shipping the two small VLMs of `helpers.vlm`.
+"""Training and shipping the two small VLMs of `helpers.models.vlm`.
 
 An example is `(pixel_input, question, answer)`: pixel_input is an event image (H, W, 3) /
 stack (T, H, W, 3) uint8 for the draft, or frames (F, H, W, 3) uint8 for the target. The loss is
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from helpers import vlm
-from helpers.paths import REPO_ROOT
+from helpers.models import vlm
+from helpers.suite.paths import REPO_ROOT
 
 
 @dataclass
@@ -60,7 +60,7 @@ def resolve_device(device: str) -> torch.device:
 
 # ----------------------------------------------------------------------------- data
 def load_examples(entries, kind: str, n_frames: int = 8) -> list[tuple[np.ndarray, str, str]]:
-    """Manifest entries (helpers.dataset.load_manifest) -> (pixel_input, question, answer).
+    """Manifest entries (helpers.world.dataset.load_manifest) -> (pixel_input, question, answer).
 
     draft: event image(s) as (H, W, 3) (one chunk) or (T, H, W, 3), answer = draft_answer;
     target: n_frames sampled frames (F, H, W, 3) from the clip's mp4, answer = target_answer.
@@ -68,7 +68,7 @@ def load_examples(entries, kind: str, n_frames: int = 8) -> list[tuple[np.ndarra
     """
     from PIL import Image
 
-    from helpers.video import sample_frames
+    from helpers.world.video import sample_frames
 
     cache: dict = {}
     out = []

@@ -10,7 +10,7 @@ Inputs are plain arrays: an event image (H, W, 3) uint8 or a stack (T, H, W, 3) 
 and sampled video frames (F, H, W, 3) uint8 for the target.
 
 Notation: `draft_*` is the event model (EventGPT-like), `target_*` the video model.
-Training lives in `helpers.vlm_train`.
+Training lives in `helpers.models.train`.
 """
 from __future__ import annotations
 

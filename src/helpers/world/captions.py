@@ -19,7 +19,7 @@ import zlib
 
 import numpy as np
 
-from helpers.world import Agent, Scene
+from helpers.world.scene import Agent, Scene
 
 QUESTIONS = (
     "What are the key elements in this scene?",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from helpers.paths import REPO_ROOT
+from helpers.suite.paths import REPO_ROOT
 
 BOOK_SRC = REPO_ROOT / "book"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import metrics
+from helpers.study import metrics
 
 
 def training_curves(histories: dict[str, dict]):

@@ -3,14 +3,14 @@
 The shipped models live in `SHIPPED_DIR` (draft/, target/, tokenizer/, manifest.json). They
 were made on the GPU machine with this module's command line, in three steps:
 
-    python -m helpers.world_models data  --out /tmp/w --n-clips 2000 --seed 1000
-    python -m helpers.world_models train --data /tmp/w --kind draft  --out /tmp/ship &
-    python -m helpers.world_models train --data /tmp/w --kind target --out /tmp/ship & wait
-    python -m helpers.world_models ship  --data /tmp/w --out /tmp/ship
+    python -m helpers.models.shipped data  --out /tmp/w --n-clips 2000 --seed 1000
+    python -m helpers.models.shipped train --data /tmp/w --kind draft  --out /tmp/ship &
+    python -m helpers.models.shipped train --data /tmp/w --kind target --out /tmp/ship & wait
+    python -m helpers.models.shipped ship  --data /tmp/w --out /tmp/ship
 
 (`all` runs the three in one process: notebook 02 uses it when `retrain_models` is true.)
 The training world's seed differs from the book's default world, so every clip of the book is
-unseen by the shipped models. Grounding (helpers.grounding) is measured on the training
+unseen by the shipped models. Grounding (helpers.world.grounding) is measured on the training
 world's test split and written to the manifest.
 """
 from __future__ import annotations
@@ -25,10 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from helpers import grounding, vlm, vlm_train
-from helpers.captions import QUESTIONS
+from helpers.world import grounding
+from helpers.models import vlm
+from helpers.models import train as vlm_train
+from helpers.world.captions import QUESTIONS
 
-SHIPPED_DIR = Path(__file__).resolve().parent / "assets" / "synthetic_vlm"
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "assets" / "synthetic_vlm"
 KINDS = ("draft", "target")
 
 
@@ -77,7 +79,7 @@ def read_scenes(entries) -> dict[str, dict]:
 
 
 def grounding_of(kind: str, entries, answers: list[str]) -> dict:
-    """helpers.grounding.grounding_table for one model's answers to `entries`."""
+    """helpers.world.grounding.grounding_table for one model's answers to `entries`."""
     scenes = read_scenes(entries)
     return grounding.grounding_table(answers, [e[f"{kind}_answer"] for e in entries],
                                      [scenes[e["clip_id"]] for e in entries], [e["clip_id"] for e in entries])
@@ -87,7 +89,7 @@ def train_one(kind: str, data_dir, tokenizer, vlm_cfg: vlm.VLMConfig, train_cfg:
               n_eval_clips: int = 40, max_new_tokens: int = 50):
     """Train one model on the dataset's train split (val split: early stopping), then measure
     its test loss and grounding on the first n_eval_clips test clips. Returns (model, info)."""
-    from helpers.dataset import load_manifest
+    from helpers.world.dataset import load_manifest
 
     data_dir = Path(data_dir)
     parts = split_entries(load_manifest(data_dir))
@@ -112,7 +114,7 @@ def train_one(kind: str, data_dir, tokenizer, vlm_cfg: vlm.VLMConfig, train_cfg:
     info = {
         "data": {"seed": summary["params"]["seed"], "n_clips": summary["n_clips"],
                  "n_train_examples": len(train_ex), "n_val_examples": len(val_ex),
-                 "n_test_eval_examples": len(test_entries), "generator": "helpers.dataset.generate_dataset",
+                 "n_test_eval_examples": len(test_entries), "generator": "helpers.world.dataset.generate_dataset",
                  "params": summary["params"]},
         "vlm_config": asdict(vlm_cfg), "train_config": asdict(train_cfg),
         "device": device_name(vlm_train.resolve_device(train_cfg.device)),
@@ -131,8 +133,8 @@ def train_one(kind: str, data_dir, tokenizer, vlm_cfg: vlm.VLMConfig, train_cfg:
 
 def make_data(out_dir, n_clips: int, seed: int, vocab_size: int = 1024, n_workers: int | None = None,
               progress: bool = True):
-    """The training world (helpers.dataset layout) and its tokenizer in out_dir/tokenizer."""
-    from helpers.dataset import generate_dataset, load_manifest
+    """The training world (helpers.world.dataset layout) and its tokenizer in out_dir/tokenizer."""
+    from helpers.world.dataset import generate_dataset, load_manifest
     out = Path(out_dir)
     summary = generate_dataset(out, n_clips=n_clips, seed=seed, n_workers=n_workers, progress=progress)
     train = split_entries(load_manifest(out))["train"]
@@ -148,7 +150,7 @@ def ship(data_dir, out_dir, extra: dict | None = None, tokenizer_dir=None) -> Pa
     if (out / "tokenizer").exists():
         shutil.rmtree(out / "tokenizer")
     shutil.copytree(tokenizer_dir, out / "tokenizer")
-    manifest = {"made_by": "python -m helpers.world_models (see its docstring)",
+    manifest = {"made_by": "python -m helpers.models.shipped (see its docstring)",
                 "dataset_summary": json.loads((data_dir / "dataset_summary.json").read_text())}
     for kind in KINDS:
         manifest[kind] = vlm_train.read_manifest(out / kind)
@@ -161,7 +163,7 @@ def train_and_ship(data_dir, out_dir, vlm_cfg: vlm.VLMConfig, train_cfg: vlm_tra
                    n_eval_clips: int = 40, max_new_tokens: int = 50, kinds=KINDS, tokenizer_dir=None) -> dict:
     """train_one + save_shipped for each kind, then ship. tokenizer_dir: an existing tokenizer
     (default: data_dir/tokenizer, written by make_data). Returns {kind: info}."""
-    from helpers.vlm import load_tokenizer
+    from helpers.models.vlm import load_tokenizer
     tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir else Path(data_dir) / "tokenizer"
     tokenizer = load_tokenizer(tokenizer_dir)
     infos = {}
@@ -174,7 +176,7 @@ def train_and_ship(data_dir, out_dir, vlm_cfg: vlm.VLMConfig, train_cfg: vlm_tra
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m helpers.world_models", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m helpers.models.shipped", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("step", choices=["data", "train", "ship", "all"])
     ap.add_argument("--data", help="dataset folder (step data/all: where to write it)")
@@ -192,7 +194,7 @@ def main(argv=None) -> None:
     ap.add_argument("--max-new-tokens", type=int, default=50)
     ap.add_argument("--patience", type=int, default=3)
     ap.add_argument("--aux-weight", type=float, default=0.0, help="vision fact loss weight (TrainConfig.aux_weight)")
-    ap.add_argument("--vlm-config", default="{}", help="JSON of helpers.vlm.VLMConfig fields")
+    ap.add_argument("--vlm-config", default="{}", help="JSON of helpers.models.vlm.VLMConfig fields")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -205,7 +207,7 @@ def main(argv=None) -> None:
         print(f"data: {s.n_clips} clips in {s.wall_s:.1f} s ({s.clips_per_s:.1f} clips/s), "
               f"{s.n_distinct_scenes} distinct scenes, captions {s.n_distinct_captions}", flush=True)
     if a.step == "train":
-        from helpers.vlm import load_tokenizer
+        from helpers.models.vlm import load_tokenizer
         tokenizer = load_tokenizer(Path(a.data) / "tokenizer")
         model, info = train_one(a.kind, a.data, tokenizer, vlm_cfg, train_cfg, a.n_eval_clips, a.max_new_tokens)
         vlm_train.save_shipped(model, tokenizer, Path(a.out) / a.kind, info)

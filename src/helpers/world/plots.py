@@ -9,9 +9,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
 
-from helpers.events import event_rate, load_events
-from helpers.grounding import CATEGORIES
-from helpers.video import sample_frames
+from helpers.world.events import event_rate, load_events
+from helpers.world.grounding import CATEGORIES
+from helpers.world.video import sample_frames
 
 FRAMES_SHOWN = (0, 4, 7)  # of the 8 frames the target samples
 
@@ -119,7 +119,7 @@ def grounding_bars(tables: dict, title: str = ""):
 
 
 def stage_cost_bars(summary: dict, stages=("vision", "prefill", "decode_per_token")):
-    """Median ms per stage, draft vs target (summary: helpers.record.timing_summary)."""
+    """Median ms per stage, draft vs target (summary: helpers.models.record.timing_summary)."""
     fig, ax = plt.subplots(figsize=(7, 3.3))
     x = np.arange(len(stages))
     for i, (kind, colour) in enumerate((("draft", "tab:red"), ("target", "tab:blue"))):

@@ -1,4 +1,4 @@
-"""A small 2.5D perspective renderer for `helpers.world` scenes (numpy, CPU).
+"""A small 2.5D perspective renderer for `helpers.world.scene` scenes (numpy, CPU).
 
 Per frame: a sky gradient and a background band (mountains / sea / city skyline) that
 pans with the ego's yaw; a flat ground plane computed per pixel row (road following the
@@ -8,13 +8,13 @@ quads along the road edge and every object as shaded boxes (a darker far face be
 lit near face, which reads as a box side), painted far to near and scaled by 1/depth.
 Time of day scales and tints all albedos; lights (head/tail lights, street lamps,
 traffic lights, lit windows) are emissive and keep their brightness at night, when the
-ego's own headlights also light the near road. Geometry conventions: see `helpers.world`.
+ego's own headlights also light the near road. Geometry conventions: see `helpers.world.scene`.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from helpers.world import (CAMERA_HEIGHT_M, COLOURS, FOCAL_FRAC, HORIZON_FRAC, LANE_WIDTH_M,
+from helpers.world.scene import (CAMERA_HEIGHT_M, COLOURS, FOCAL_FRAC, HORIZON_FRAC, LANE_WIDTH_M,
                            MIN_DEPTH_M, SIZES_M, Scene, agent_position, ego_yaw_rad, road_bend_m)
 
 AMBIENT = {"day": (1.0, 1.0, 1.0), "dusk": (0.75, 0.6, 0.5), "night": (0.18, 0.2, 0.28)}

@@ -1,0 +1,1 @@
+"""The study: recorded pairs, the split, metrics, drafters, alignment analysis and findings."""

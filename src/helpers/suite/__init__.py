@@ -1,0 +1,1 @@
+"""The suite's machinery: parameters, runner, run folders, provenance and the book. No torch."""

@@ -1,0 +1,1 @@
+"""The synthetic world: scenes, rendering, simulated events, video, captions, datasets, grounding."""
