@@ -1,11 +1,16 @@
-"""Drafters: the exact-SD shortcut against explicit propose/verify, the controls, persistence."""
+"""Drafters: the exact-SD shortcut against an explicit propose/verify loop through the online
+interface (full and streamed visibility), what each drafter may read, the controls, persistence."""
+import dataclasses
+
 import numpy as np
 import pytest
 
 from helpers.study import metrics
-from helpers.study.drafters import (AdapterConfig, CrossModalConfig, CrossModalDrafter, NgramPrior, RawDraft,
-                              SeedAdapterDrafter, TrainConfig, evaluate, zoo)
+from helpers.study.drafters import (FULL, AdapterConfig, CrossModalConfig, CrossModalDrafter, DraftContext, NgramPrior,
+                                    RawDraft, SeedAdapterDrafter, Visibility, evaluate, stream_timing, with_visibility)
+from helpers.study.drafters import zoo
 from helpers.study.pairs import RecordedPair
+from helpers.training import TrainConfig
 
 TEMPLATES = [  # two registers, as in the recorded pairs: the draft's wording differs from the target's
     ((5, 6, 7, 8, 9, 2), (10, 11, 12, 7, 8, 13, 2)),
@@ -26,23 +31,55 @@ def toy_pairs(n: int, seed: int = 0) -> list[RecordedPair]:
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def check_shortcut(drafter, pairs, gamma):
-    """simulate_sd on teacher-forced correctness == an explicit propose/verify loop."""
-    ev = evaluate(drafter, pairs, gamma)
-    for p, c in zip(pairs, ev.correct):
-        fast = metrics.simulate_sd(c, gamma)
-        slow = metrics.simulate_sd_with_proposals(lambda prefix, n: drafter.propose(p, prefix, n), p.target_ids, gamma)
-        assert fast.accepted == slow.accepted and fast.emitted == slow.emitted, p.key
+STREAMED = Visibility("streamed", lead=1.0, rate=1.5)
+
+
+def check_shortcut(drafter, pairs, gamma, visibility=FULL):
+    """The teacher-forced shortcut (evaluate) == an explicit propose/verify loop in which the
+    drafter is called online with a DraftContext holding only the draft tokens that exist at
+    each verify step and the target's accepted prefix."""
+    ev = evaluate(drafter, pairs, gamma, visibility=visibility)
+    for p, fast in zip(pairs, ev.traces):
+        def propose(step, prefix, n):
+            return drafter.propose(DraftContext.of(p, prefix, visibility.visible(step, len(p.draft_ids))), n)
+        slow = metrics.simulate_sd_with_proposals(propose, p.target_ids, gamma)
+        assert (fast.drafted, fast.accepted, fast.emitted) == (slow.drafted, slow.accepted, slow.emitted), p.key
     return ev
 
 
+def check_prefix_dependence(drafter, pairs, blind: bool):
+    """Changing the target's prefix after position i must not change the proposals for positions
+    up to i; a drafter blind to the prefix must not change at all. Proposals are compared on
+    prefixes that agree up to i and differ after it."""
+    rng = np.random.default_rng(0)
+    for p in pairs:
+        t = list(p.target_ids)
+        for i in range(1, len(t) - 1):
+            other = t[: i + 1] + [int(x) for x in rng.integers(3, 16, len(t) - i - 1)]
+            a = drafter.predict_topk([p], 1)[0][:, 0]
+            b = drafter.predict_topk([dataclasses.replace(p, target_ids=tuple(other))], 1)[0][:, 0]
+            assert (a[: i + 1] == b[: i + 1]).all(), (p.key, i)   # proposals for tokens 1..i+1 read t[:i+1]
+            if blind:
+                assert (a == b).all(), p.key
+
+
 def test_draft_equal_to_target_is_always_accepted():
-    t = (3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)
+    t = (3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
     pairs = [RecordedPair("a", 0, 0, "q", t, t)]
     ev = check_shortcut(RawDraft(), pairs, gamma=4)
     assert ev.token_match == 1.0
-    assert ev.sd.accept_hist[-1] == ev.sd.steps  # every step accepted all gamma drafts
-    assert ev.sd.mat == pytest.approx((len(t) - 1) / ev.sd.steps)
+    assert ev.traces[0].accepted == [4, 4, 2] and ev.sd.mat == pytest.approx(12 / 3)   # 5 + 5 + 2 tokens
+
+
+def test_streamed_visibility_limits_what_the_raw_draft_can_propose():
+    t = (3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+    pairs = [RecordedPair("a", 0, 0, "q", t, t)]
+    # step s sees floor(2 + 1 * s) draft tokens; the raw draft proposes target token i from draft token i
+    ev = check_shortcut(RawDraft(), pairs, gamma=4, visibility=Visibility("streamed", 2.0, 1.0))
+    # step 0: 2 visible -> draft token 1 -> 1 accepted (k 1 -> 3); step 1: 3 visible, k = 3 -> nothing (k 3 -> 4);
+    # step 2: 4 visible, k = 4 -> nothing; ... the target outruns the draft by one token per step from then on
+    assert ev.traces[0].drafted[:3] == [1, 0, 0] and ev.traces[0].accepted[0] == 1
+    assert ev.sd.mat < evaluate(RawDraft(), pairs, 4).sd.mat
 
 
 def test_raw_draft_in_another_register_gets_nothing():
@@ -50,10 +87,19 @@ def test_raw_draft_in_another_register_gets_nothing():
     assert ev.token_match == 0.0 and ev.sd.mat == 1.0 and ev.sd.tau == 0.0
 
 
+def test_stream_timing_from_costs():
+    v = stream_timing(draft_prefill_ms=30, draft_decode_ms=20, target_prefill_ms=70, verify_ms=20)
+    assert v.lead == pytest.approx(3.0) and v.rate == pytest.approx(1.0)   # tokens at 30, 50, 70 ms exist at 70 ms
+    assert [v.visible(s, 6) for s in range(5)] == [3, 4, 5, 6, 6]
+    with pytest.raises(ValueError, match="mode"):
+        Visibility("sometimes")
+
+
 def test_ngram_prior_shortcut_is_exact_and_learns_the_register():
     train, test = toy_pairs(30, 1), toy_pairs(8, 2)
     ng = NgramPrior(order=3).fit(train)
     ev = check_shortcut(ng, test, gamma=3)
+    check_prefix_dependence(ng, test[:3], blind=False)
     # the target's fixed opening (10, 11, 12) and closing (13, 2) are predictable without the draft;
     # the content word after 12 is not (three templates) -> strictly between 0 and 1
     assert 0.4 < ev.token_match < 1.0
@@ -79,22 +125,38 @@ def test_fit_ngram_picks_order_on_validation():
 def cross_modal():
     cfg = CrossModalConfig(d_model=32, n_heads=2, enc_layers=1, dec_layers=1, d_ffn=64, dropout=0.0)
     d = CrossModalDrafter(cfg)
-    hist = d.fit(toy_pairs(60, 1), toy_pairs(9, 2), TrainConfig(epochs=40, lr=3e-3, batch_size=16, patience=40))
+    hist = d.fit(toy_pairs(60, 1), toy_pairs(9, 2), TrainConfig(epochs=40, lr=3e-3, batch_size=16, patience=40, progress=False))
     return d, hist
 
 
 def test_cross_modal_uses_the_draft_and_shortcut_is_exact(cross_modal):
     d, hist = cross_modal
-    assert hist.best_val_token_match > 0.95  # the content word is copied from the draft
+    assert hist.best_value > 0.95  # the content word is copied from the draft
     ev = check_shortcut(d, toy_pairs(6, 5), gamma=3)
     assert ev.token_match > 0.95
+    streamed = check_shortcut(d, toy_pairs(6, 5), gamma=3, visibility=STREAMED)
+    assert streamed.sd.mat <= ev.sd.mat + 1e-9   # seeing less of the draft cannot help here
+    check_prefix_dependence(d, toy_pairs(3, 5), blind=False)
+
+
+def test_cross_modal_reads_the_draft_that_exists():
+    """Hiding the draft's content word (visible draft cut before it) must change the proposal that
+    copies it: the drafter reads the visible draft, not the recorded one."""
+    cfg = CrossModalConfig(d_model=32, n_heads=2, enc_layers=1, dec_layers=1, d_ffn=64, dropout=0.0)
+    d = CrossModalDrafter(cfg)
+    d.fit(toy_pairs(60, 1), toy_pairs(9, 2), TrainConfig(epochs=40, lr=3e-3, batch_size=16, patience=40, progress=False))
+    p = toy_pairs(1, 5)[0]
+    full = d.predict_topk([p], 1)[0][:, 0]
+    cut = d.predict_topk([p], 1, visible=[2])[0][:, 0]                 # content word (draft index 2 or 3) hidden
+    assert full[2] == p.target_ids[3] and (full != cut).any()
+    with_visibility(evaluate(d, [p], 3), d, [p], 3, STREAMED)         # re-simulation reuses token metrics
 
 
 def test_prior_ablation_cannot_see_the_content():
     cfg = CrossModalConfig(d_model=32, n_heads=2, enc_layers=1, dec_layers=1, d_ffn=64, dropout=0.0, use_draft=False)
     d = CrossModalDrafter(cfg)
     assert d.name == "target_prior_neural"
-    d.fit(toy_pairs(60, 1), toy_pairs(9, 2), TrainConfig(epochs=25, lr=3e-3, batch_size=16, patience=25))
+    d.fit(toy_pairs(60, 1), toy_pairs(9, 2), TrainConfig(epochs=25, lr=3e-3, batch_size=16, patience=25, progress=False))
     ev = evaluate(d, toy_pairs(30, 6), 3)
     assert ev.token_match < 0.95  # the word after (10, 11, 12) is a guess among three
 
@@ -110,10 +172,15 @@ def test_cross_modal_save_load_same_predictions(cross_modal, tmp_path):
 def test_seed_adapter_trains_and_round_trips(tmp_path):
     cfg = AdapterConfig(text_vocab=20, d_model=32, n_heads=2, n_layers=1, d_ffn=64, dropout=0.0, output_vocab="train")
     d = SeedAdapterDrafter(cfg)
-    hist = d.fit(toy_pairs(60, 1), toy_pairs(9, 2), TrainConfig(epochs=30, lr=3e-3, batch_size=16, patience=30))
-    assert hist.best_val_token_match > 0.9  # the position-wise mapping draft[i] -> target[i+1] is learnable here
+    hist = d.fit(toy_pairs(60, 1), toy_pairs(9, 2), TrainConfig(epochs=30, lr=3e-3, batch_size=16, patience=30, progress=False))
+    assert hist.best_value > 0.9  # the position-wise mapping draft[i] -> target[i+1] is learnable here
     pairs = toy_pairs(6, 5)
     check_shortcut(d, pairs, gamma=3)
+    check_shortcut(d, pairs, gamma=3, visibility=STREAMED)
+    check_prefix_dependence(d, pairs[:3], blind=True)                  # it never reads the target's prefix
+    # causal over the draft: with draft tokens 0..v-1 visible it proposes target tokens 1..v and nothing after
+    top1 = d.predict_topk(pairs[:1], 1, visible=[3])[0][:, 0]
+    assert (top1[:3] == d.predict_topk(pairs[:1], 1)[0][:3, 0]).all() and (top1[3:] == -1).all()
     d.save(tmp_path / "seed.pt")
     back = SeedAdapterDrafter.load(tmp_path / "seed.pt")
     assert all((a == b).all() for a, b in zip(d.predict_topk(pairs, 3), back.predict_topk(pairs, 3)))
@@ -142,6 +209,7 @@ def test_prior_mixture_weights_and_persistence(cross_modal, tmp_path):
     assert scores[1.0] > scores[0.0] and d.prior_weight == 1.0               # the network sees the content word
     d.set_prior(prior, 0.5)
     check_shortcut(d, toy_pairs(5, 8), gamma=3)                               # mixing keeps SD exact
+    check_shortcut(d, toy_pairs(5, 8), gamma=3, visibility=STREAMED)
     d.save(tmp_path / "mix.pt")
     back = CrossModalDrafter.load(tmp_path / "mix.pt")
     assert back.prior_weight == 0.5 and back.prior is not None
@@ -150,3 +218,13 @@ def test_prior_mixture_weights_and_persistence(cross_modal, tmp_path):
     with pytest.raises(ValueError, match="weight"):
         d.set_prior(prior, 1.5)
     d.set_prior(None, 1.0)
+
+
+def test_top5_survives_a_pair_with_a_one_token_target():
+    """Regression: a pair whose target has a single token (nothing to rank) used to turn the
+    drafter's whole top-5 into NaN."""
+    train = toy_pairs(30, 1)
+    pairs = toy_pairs(4, 2) + [RecordedPair("short", 99, 0, "q?", (5, 2), (10,))]
+    ev = evaluate(NgramPrior(order=3).fit(train), pairs, gamma=3)
+    assert 0 < ev.top5 <= 1 and ev.top5 >= ev.token_match
+    assert np.isnan(evaluate(RawDraft(), pairs, gamma=3).top5)   # the raw draft has one candidate, no ranking

@@ -77,12 +77,40 @@ def test_simulate_sd_hand_case():
 
 
 def test_all_correct_and_all_wrong():
-    n = 49
-    perfect = metrics.summarize_sd([metrics.simulate_sd([True] * n, gamma=5)])
-    assert perfect.accept_hist[-1] == perfect.steps - 1     # every full step accepts all drafts
-    assert sum(t for t in [perfect.mat * perfect.steps]) == pytest.approx(n)
+    n = 49                                                  # 50 target tokens, 49 to produce
+    t = metrics.simulate_sd([True] * n, gamma=5)
+    assert t.accepted == [5] * 8 + [1] and t.emitted == [6] * 8 + [1]   # 8 full steps, then 1 token left
+    assert t.drafted == [5] * 8 + [1]
     plain = metrics.summarize_sd([metrics.simulate_sd([False] * n, gamma=5)])
     assert plain.mat == 1.0 and plain.tau == 0.0 and plain.steps == n
+
+
+def test_trace_invariants_on_random_correctness():
+    """Every target token is produced exactly once; a step accepts no more than it drafted and
+    drafts no more than gamma; only the last step may emit fewer than accepted + 1."""
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        n, gamma = int(rng.integers(1, 40)), int(rng.integers(1, 8))
+        proposed = rng.random(n) < 0.9
+        correct = (rng.random(n) < 0.6) & proposed
+        t = metrics.simulate_sd(correct, gamma, proposed)
+        assert sum(t.emitted) == n
+        assert all(0 <= a <= d <= gamma for a, d in zip(t.accepted, t.drafted))
+        assert all(e == a + 1 for a, e in zip(t.accepted[:-1], t.emitted[:-1]))
+
+
+def test_slot_acceptance_ignores_slots_never_drafted():
+    """Regression: with fewer tokens left than gamma, the slots that were never drafted are not
+    rejections (they used to count as 0.0)."""
+    s = metrics.summarize_sd([metrics.simulate_sd([True, True], 5)])
+    assert s.slot_acceptance[:2] == [1.0, 1.0] and all(np.isnan(s.slot_acceptance[2:]))
+    assert s.mean_drafted == 2.0
+
+
+def test_a_chain_stops_where_the_drafter_proposes_nothing():
+    # proposals exist for positions 0, 1 only; the rest are -1 (e.g. draft tokens not yet streamed)
+    t = metrics.simulate_sd([True, True, False, False], gamma=3, proposed=[True, True, False, False])
+    assert t.drafted == [2, 0] and t.accepted == [2, 0] and t.emitted == [3, 1]   # the last step is a plain decode
 
 
 def test_proposal_loop_equals_shortcut_for_prefix_dependent_drafter():
@@ -103,8 +131,8 @@ def test_proposal_loop_equals_shortcut_for_prefix_dependent_drafter():
         correct = [next_tok(target[: i + 1]) == target[i + 1] for i in range(len(target) - 1)]
         for gamma in (1, 3, 5):
             a = metrics.simulate_sd(correct, gamma)
-            b = metrics.simulate_sd_with_proposals(propose, target, gamma)
-            assert (a.accepted, a.emitted) == (b.accepted, b.emitted)
+            b = metrics.simulate_sd_with_proposals(lambda step, prefix, n: propose(prefix, n), target, gamma)
+            assert (a.drafted, a.accepted, a.emitted) == (b.drafted, b.accepted, b.emitted)
 
 
 def test_leviathan_formulas():

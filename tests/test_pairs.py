@@ -4,7 +4,8 @@ import json
 import pytest
 
 from helpers.study.pairs import (PairFormatError, RecordedPair, load_pairs, load_parquet, load_seed_json,
-                           load_tokenizer, pieces, save_parquet, split_by_clip)
+                           save_parquet, split_by_clip)
+from helpers.models.tokenizer import load_tokenizer, pieces
 from conftest import DEV_PAIRS, LLAMA_TOKENIZER, require_shared
 
 

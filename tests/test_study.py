@@ -8,7 +8,8 @@ from helpers.study import findings
 from helpers.study import metrics
 from helpers.suite import paths
 from helpers.study import data as study
-from helpers.study.drafters.base import DrafterEval
+from helpers.study import literature
+from helpers.study.drafters.base import FULL, DrafterEval
 from helpers.study.pairs import PairFormatError, RecordedPair, save_parquet
 
 from conftest import DEV_PAIRS, require_shared
@@ -20,9 +21,9 @@ def pairs_(n_clips: int, q: int = 2) -> list[RecordedPair]:
 
 def fake_eval(name: str, correct: list[list[bool]], gamma: int = 3) -> DrafterEval:
     c = [np.array(x, dtype=bool) for x in correct]
-    sd = metrics.summarize_sd([metrics.simulate_sd(x, gamma) for x in c])
-    return DrafterEval(name, metrics.rate([(int(x.sum()), len(x)) for x in c]), float("nan"), sd, c,
-                       [np.zeros(len(x), dtype=int) for x in c])
+    traces = [metrics.simulate_sd(x, gamma) for x in c]
+    return DrafterEval(name, FULL, metrics.rate([(int(x.sum()), len(x)) for x in c]), float("nan"),
+                       metrics.summarize_sd(traces), c, [np.zeros(len(x), dtype=int) for x in c], traces)
 
 
 def test_run_prefix_resolves_inside_the_run_folder(tmp_path):
@@ -36,13 +37,28 @@ def test_study_data_round_trip_and_split_is_shared(tmp_path):
     pairs, vocab = study.read_recorded(str(src), str(run))
     assert vocab == 12 and len(pairs) == 20
     split = study.make_split(pairs, 0.6, 0.2)
-    study.write_study_data(str(run), pairs, split, vocab)
+    files = study.write_study_data(str(run), split, vocab)
     paths.write_results(run, "10_data", {"vocab_size": vocab, "tokenizer_path": "tok", "source": str(src)})
     back = study.load_study_data(str(run))
     assert back.split == split and back.vocab_size == 12
     keys = [set(p.key for p in getattr(back.split, part)) for part in ("train", "val", "test")]
     assert not (keys[0] & keys[1] or keys[0] & keys[2] or keys[1] & keys[2])
     assert {p.clip_index for p in back.split.test} == {8, 9}  # test = the last clips in clip order
+    # training reads only the train/validation file: it works with the test file gone
+    files["test"].unlink()
+    trainval = study.load_study_data(str(run), parts=study.TRAIN_VAL)
+    assert trainval.split.train == split.train and trainval.split.val == split.val and trainval.split.test == []
+    with pytest.raises(paths.MissingStageOutput):
+        study.load_study_data(str(run))
+
+
+def test_a_locked_test_file_replaces_the_test_part():
+    pairs, locked = pairs_(20), [RecordedPair(f"held{c}", 100 + c, 0, "q0", (5,), (8, 9)) for c in range(3)]
+    split = study.make_split(pairs, 0.6, 0.2, test_pairs=locked)
+    assert split.test == locked
+    assert len({p.clip_index for p in split.train}) == 15 and len({p.clip_index for p in split.val}) == 5  # 3 : 1
+    with pytest.raises(ValueError, match="disjoint"):
+        study.make_split(pairs, 0.6, 0.2, test_pairs=pairs_(2))
 
 
 def test_read_recorded_errors(tmp_path):
@@ -85,7 +101,19 @@ def test_pick_examples_and_gamma_sweep():
     e = fake_eval("x", [[False, True, True], [True, True, True], [True, False, True]])
     assert alignment.pick_examples(e, pairs_(3, 1)) == {"best": 1, "median": 2, "worst": 0}
     sweep = alignment.gamma_sweep({"x": e}, [1, 3])
-    assert sweep.loc[1, "x"] == pytest.approx(metrics.summarize_sd([metrics.simulate_sd(c, 1) for c in e.correct]).mat)
+    # gamma 1: pair 0 takes 2 steps (miss, then 2 tokens), pair 1: 2 steps, pair 2: 2 steps -> 9 tokens / 6 steps
+    # gamma 3: pair 0: 2 steps, pair 1: 1 step, pair 2: 2 steps (2 tokens, then 1) -> 9 tokens / 5 steps
+    assert sweep.loc[1, "x"] == pytest.approx(9 / 6) and sweep.loc[3, "x"] == pytest.approx(9 / 5)
+
+
+def test_choices_are_made_on_validation():
+    good, poor = fake_eval("good", [[True, True, True, True]] * 2), fake_eval("poor", [[False] * 4] * 2)
+    assert alignment.headline({"poor": poor, "good": good, "draft_direct": good}) == "good"
+    # every draft right: MAT = gamma + 1 as long as tokens remain; with c = 0.2 drafting 4 costs 1.8 target steps
+    gamma, table = alignment.choose_gamma(good, [1, 2, 4], cost_ratio_c=0.2)
+    assert table.loc[4, "MAT (validation)"] == pytest.approx(4.0)                     # 4 tokens in one step
+    assert table.loc[2, "speedup"] == pytest.approx((4 / 2) / 1.4) and gamma == 4       # 2.22x at gamma 4
+    assert alignment.choose_gamma(poor, [1, 2, 4], 0.2)[0] == 1                      # drafts that miss: draft least
 
 
 class ToyTok:
@@ -103,14 +131,19 @@ def test_token_table_and_first_divergences():
     assert d.to_dict("records") == [{"drafted": "<4>", "target": "<9>", "count": 1, "share": 1.0}]
 
 
-def align_results(mat_lo: float, mat_hi: float, seed_mat: float = 1.2, prior_mat: float = 2.0) -> dict:
-    row = lambda tm, mat: {"token_match": tm, "top5": 0.5, "mat": mat, "tau": mat - 1, "n_test_pairs": 160,
-                           "mat_iid": 1.5, "best_gamma": 5, "mat_by_gamma": {"1": 1.4, "5": mat}}
-    return {"gamma": 5, "best_drafter": "target_prior_ngram", "n_test_pairs": 160,
-            "seed_token_adapter": row(0.27, seed_mat), "target_prior_ngram": row(0.6, prior_mat),
-            "comparisons": {"cross_modal - target_prior_ngram": {
-                "token_match_diff": 0.0, "token_match_diff_lo": -0.01, "token_match_diff_hi": 0.01,
-                "mat_diff": (mat_lo + mat_hi) / 2, "mat_diff_lo": mat_lo, "mat_diff_hi": mat_hi, "n_clips": 40}}}
+def align_results(mat_lo: float, mat_hi: float, seed_mat: float = 1.2, prior_mat: float = 2.0,
+                  streamed: float | None = None, cost_ratio_c: float = 0.05) -> dict:
+    row = lambda tm, mat: {"token_match": tm, "top5": 0.5, "mat": mat, "tau": mat - 1, "n_pairs": 160,
+                           "mat_iid": 1.5, "mat_streamed": mat if streamed is None else streamed, "val_mat": mat,
+                           "mat_by_gamma": {"1": 1.4, "3": 1.8, "5": mat}}
+    diff = lambda lo, hi: {"token_match_diff": 0.0, "token_match_diff_lo": -0.01, "token_match_diff_hi": 0.01,
+                           "mat_diff": (lo + hi) / 2, "mat_diff_lo": lo, "mat_diff_hi": hi, "n_clips": 40}
+    return {"gamma": 5, "headline": "target_prior_ngram", "n_test_pairs": 160,
+            "gamma_choice": {"gamma": 3, "cost_ratio_c": cost_ratio_c},
+            "visibility": {"lead": 3.2, "rate": 1.1, "source": "somewhere"},
+            "drafters": {"seed_token_adapter": row(0.27, seed_mat), "target_prior_ngram": row(0.6, prior_mat)},
+            "comparisons": {"cross_modal - target_prior_ngram": diff(mat_lo, mat_hi),
+                            "cross_modal - target_prior_ngram (streamed)": diff(-0.2, -0.1)}}
 
 
 def test_findings_wording_follows_the_numbers():
@@ -119,14 +152,22 @@ def test_findings_wording_follows_the_numbers():
     gain = findings.draft_content(align_results(0.05, 0.3))
     loss = findings.draft_content(align_results(-0.3, -0.05))
     assert "No detectable gain" in no_gain.text and "helps" in gain.text and "hurts" in loss.text
+    assert "With the draft still streaming in, it hurts" in gain.text            # the streamed interval lies below 0
+    assert "+8.8%" in gain.headline                                               # 0.175 / 2.0 of the prior's MAT
     seed = findings.seed_adapter(align_results(0, 0), data)
-    assert "26.7%" in seed.text and "within 3 points" in seed.text and "below the content-free" in seed.text
+    assert f"{literature.STUDY_1Q_TOKEN_MATCH[200]:.1%}" in seed.text
+    assert "within 3 points" in seed.text and "below the content-free" in seed.text
     assert findings.seed_adapter(align_results(0, 0, seed_mat=3.0), data).recommendation == ""
-    sp = findings.speed(align_results(0, 0), cost_ratio_c=0.05)
-    assert "(MAT - 1) / gamma = 0.200" in sp.text and "1.60x" in sp.text  # 2.0 / (5 * 0.05 + 1)
-    assert "no gain" in findings.speed(align_results(0, 0), cost_ratio_c=1.0).text
-    md = findings.to_markdown(findings.findings(data, {"drafters": {}}, align_results(-0.1, 0.1), 0.05))
-    assert md.count("**") == 2 * 4 and "*Recommendation:*" in md
+    sp = findings.speed(align_results(0, 0))
+    assert "(MAT - 1) / gamma = 0.200" in sp.text                                  # (2.0 - 1) / 5
+    assert "Draft 3 token(s)" in sp.recommendation and "1.57x" in sp.recommendation   # 1.8 / (3 * 0.05 + 1)
+    assert "0.72x" in findings.speed(align_results(0, 0, cost_ratio_c=0.5)).recommendation  # 1.8 / 2.5
+    vis = findings.visibility(align_results(0, 0, streamed=1.5))
+    assert "1.50 instead of 2.00" in vis.text and "25.0% less" in vis.text and vis.recommendation
+    assert findings.visibility(align_results(0, 0)).recommendation == ""          # nothing reads late tokens
+    md = findings.to_markdown(findings.findings(data, {"drafters": {}}, align_results(-0.1, 0.1)))
+    assert md.count("**") == 2 * 5 and "*Recommendation:*" in md
+    assert len(findings.headlines(findings.findings(data, {"drafters": {}}, align_results(-0.1, 0.1)))) == 2
 
 
 def test_training_finding_flags_drafters_still_improving():

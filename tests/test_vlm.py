@@ -10,6 +10,8 @@ import torch
 
 from helpers.models import vlm
 from helpers.models import train as vlm_train
+from helpers.models.prompts import target_prompt
+from helpers.models.tokenizer import load_tokenizer, train_tokenizer
 
 QUESTIONS = ["What are the key elements in this scene?", "What is this scene about?",
              "Describe the following scene."]
@@ -26,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return vlm.train_tokenizer(QUESTIONS + ANSWERS * 3, vocab_size=400)
+    return train_tokenizer(QUESTIONS + ANSWERS * 3, vocab_size=400)
 
 
 def _pixels(kind, seed):
@@ -43,10 +45,10 @@ def _build(kind, tokenizer, cfg=TINY):
 
 def test_tokenizer_specials_and_round_trip(tokenizer, tmp_path):
     assert tokenizer.convert_tokens_to_ids(["<unk>", "<s>", "</s>", "<pad>", "<image>", "<video>"]) == list(range(6))
-    ids = tokenizer(vlm.target_prompt(QUESTIONS[0]), add_special_tokens=False)["input_ids"]
+    ids = tokenizer(target_prompt(QUESTIONS[0]), add_special_tokens=False)["input_ids"]
     assert ids.count(5) == 1  # <video> is one token
     tokenizer.save_pretrained(tmp_path)
-    again = vlm.load_tokenizer(tmp_path)
+    again = load_tokenizer(tmp_path)
     assert again(ANSWERS[0])["input_ids"] == tokenizer(ANSWERS[0])["input_ids"]
     assert again.decode(tokenizer(ANSWERS[0], add_special_tokens=False)["input_ids"]) == ANSWERS[0]
 
@@ -80,10 +82,10 @@ def test_target_sees_many_more_visual_tokens(tokenizer):
 def test_training_memorises_toy_answers(tokenizer, kind):
     model = _build(kind, tokenizer, TINY_FAST)
     examples = [(_pixels(kind, i), QUESTIONS[i], ANSWERS[i]) for i in range(3)]
-    cfg = vlm_train.TrainConfig(lr=5e-3, batch_size=3, max_epochs=40, patience=40, device="cpu",
-                                progress=False, warmup_frac=0.1)
+    cfg = vlm_train.vlm_train_config(lr=5e-3, batch_size=3, epochs=40, patience=40, device="cpu",
+                                     progress=False, warmup_frac=0.1)
     history = vlm_train.train_vlm(model, tokenizer, examples, examples, cfg)
-    losses = [r["train_loss"] for r in history["epochs"]]
+    losses = [r["train_loss"] for r in history.epochs]
     assert losses[-1] < 0.2 * losses[0]
     for pixel_input, question, answer in examples:
         ids, text, _ = vlm.generate_greedy(model, tokenizer, pixel_input, question, max_new_tokens=40)
@@ -153,4 +155,4 @@ def test_configs_reject_unknown_keys():
     with pytest.raises(KeyError):
         vlm.VLMConfig.from_dict({"text_hiden": 64})
     with pytest.raises(KeyError):
-        vlm_train.TrainConfig.from_dict({"epochs": 3})
+        vlm_train.vlm_train_config(max_epochs=3)  # the one TrainConfig calls it `epochs`

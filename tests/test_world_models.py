@@ -15,6 +15,7 @@ from helpers.models import vlm
 from helpers.world.dataset import generate_dataset, load_manifest
 from helpers.suite.paths import REPO_ROOT
 from helpers.models.record import record_pairs
+from helpers.models.tokenizer import load_tokenizer, train_tokenizer
 from helpers.models.shipped import SHIPPED_DIR, read_scenes
 
 STAGES = ["01_world", "02_models", "03_inference"]
@@ -123,7 +124,7 @@ def test_record_pairs_deterministic_and_round_trips(shipped, world, tmp_path):
     path = pairs.save_parquet(a, tmp_path / "pairs.parquet", vocab_size=len(tokenizer))
     back = pairs.load_pairs(path)
     assert back == a  # ids, texts and timings
-    tok = pairs.load_tokenizer(SHIPPED_DIR / "tokenizer")
+    tok = load_tokenizer(SHIPPED_DIR / "tokenizer")
     assert tok.decode(list(a[0].target_ids), skip_special_tokens=True).strip() == a[0].target_text
 
 
@@ -164,7 +165,7 @@ def test_retrain_models_path_trains_saves_and_reports(tmp_path):
     from helpers.suite.runner import run_suite
 
     keys = {"n_clips": 4, "split_fractions": [0.5, 0.25, 0.25], "n_workers": 1, "n_show_clips": 1,
-            "retrain_models": True, "train_max_epochs": 1, "grounding_clips": 1, "max_new_tokens": 8,
+            "retrain_models": True, "train_epochs": 1, "grounding_clips": 1, "max_new_tokens": 8,
             "notebooks": STAGES[:2]}
     params_dir = tmp_path / "params"
     params_dir.mkdir()
@@ -183,7 +184,7 @@ def test_retrain_models_path_trains_saves_and_reports(tmp_path):
 
 
 def test_fact_matrix_and_aux_loss_trains_the_vision_tower():
-    """The optional vision fact loss (TrainConfig.aux_weight): targets from the scene graph, and
+    """The optional vision fact loss (train_vlm's aux_weight): targets from the scene graph, and
     the vision tower's weights move differently with it than without it."""
     import numpy as np
 
@@ -194,7 +195,7 @@ def test_fact_matrix_and_aux_loss_trains_the_vision_tower():
     on = {grounding.FACTS[i] for i in np.flatnonzero(m[0])}
     assert on == {"objects:car", "colours:red", "motion:parked", "scene:layout:straight",
                   "scene:background:sea", "scene:time:day", "scene:ego:slow"}
-    tok = vlm.train_tokenizer(["a red car", "a blue bus", "what is here?"] * 3, vocab_size=300)
+    tok = train_tokenizer(["a red car", "a blue bus", "what is here?"] * 3, vocab_size=300)
     rng = np.random.default_rng(0)
     ex = [(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), "what is here?", a) for a in ("a red car", "a blue bus")] * 2
     labels = rng.integers(0, 2, (len(ex), 5)).astype(np.float32)
@@ -203,8 +204,17 @@ def test_fact_matrix_and_aux_loss_trains_the_vision_tower():
     for aux in (0.0, 1.0):
         torch.manual_seed(0)
         model = vlm.build_draft_model(cfg_small, tok)
-        cfg = vlm_train.TrainConfig(max_epochs=1, batch_size=2, progress=False, aux_weight=aux, device="cpu")
-        hist = vlm_train.train_vlm(model, tok, ex, [], cfg, labels=labels)
-        assert ("aux_loss" in hist["epochs"][0]) == (aux > 0)
+        cfg = vlm_train.vlm_train_config(epochs=1, batch_size=2, progress=False, device="cpu")
+        vlm_train.train_vlm(model, tok, ex, [], cfg, labels=labels, aux_weight=aux)
         towers.append(torch.cat([p.detach().flatten() for p in model.model.vision_tower.parameters()]))
     assert not torch.allclose(towers[0], towers[1])
+
+
+def test_grounding_verdict_on_a_hand_made_table():
+    def t(model, ref, chance):
+        return {src: {"objects": {"recall": v}} for src, v in (("model", model), ("reference", ref), ("chance", chance))}
+    tables = {"draft": t(0.40, 0.9, 0.20), "target": t(0.22, 0.9, 0.20)}
+    v = grounding.verdict(tables, margin=0.05)
+    assert v == {"above": ["draft objects (0.40 vs 0.20)"], "at": ["target objects (0.22 vs 0.20)"]}
+    assert grounding.verdict({"draft": t(0.4, 0.0, 0.1)})["above"] == []   # the reference never names it: skipped
+    assert "above chance: draft objects" in grounding.verdict_text(tables)

@@ -1,9 +1,10 @@
 """Train, evaluate and ship the synthetic world's two VLMs (draft on events, target on video).
 
 The shipped models live in `SHIPPED_DIR` (draft/, target/, tokenizer/, manifest.json). They
-were made on the GPU machine with this module's command line, in three steps:
+were made on the GPU machine with this module's command line (scripts/train_world_gpu.sh runs it
+there in one command), in three steps:
 
-    python -m helpers.models.shipped data  --out /tmp/w --n-clips 2000 --seed 1000
+    python -m helpers.models.shipped data  --data /tmp/w --n-clips 3000 --seed 1000
     python -m helpers.models.shipped train --data /tmp/w --kind draft  --out /tmp/ship &
     python -m helpers.models.shipped train --data /tmp/w --kind target --out /tmp/ship & wait
     python -m helpers.models.shipped ship  --data /tmp/w --out /tmp/ship
@@ -25,9 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from helpers.world import grounding
-from helpers.models import vlm
 from helpers.models import train as vlm_train
+from helpers.models import vlm
+from helpers.models.tokenizer import load_tokenizer, train_tokenizer
+from helpers.training import TrainConfig, resolve_device
+from helpers.world import grounding
 from helpers.world.captions import QUESTIONS
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "assets" / "synthetic_vlm"
@@ -42,7 +45,7 @@ def device_name(device) -> str:
 def world_tokenizer(entries, vocab_size: int = 1024):
     """Byte-level BPE on the questions and both registers' answers of `entries`."""
     texts = list(QUESTIONS) + [e["draft_answer"] for e in entries] + [e["target_answer"] for e in entries]
-    return vlm.train_tokenizer(texts, vocab_size=vocab_size)
+    return train_tokenizer(texts, vocab_size=vocab_size)
 
 
 def split_entries(entries) -> dict[str, list[dict]]:
@@ -85,8 +88,8 @@ def grounding_of(kind: str, entries, answers: list[str]) -> dict:
                                      [scenes[e["clip_id"]] for e in entries], [e["clip_id"] for e in entries])
 
 
-def train_one(kind: str, data_dir, tokenizer, vlm_cfg: vlm.VLMConfig, train_cfg: vlm_train.TrainConfig,
-              n_eval_clips: int = 40, max_new_tokens: int = 50):
+def train_one(kind: str, data_dir, tokenizer, vlm_cfg: vlm.VLMConfig, train_cfg: TrainConfig,
+              n_eval_clips: int = 40, max_new_tokens: int = 50, aux_weight: float = 0.0):
     """Train one model on the dataset's train split (val split: early stopping), then measure
     its test loss and grounding on the first n_eval_clips test clips. Returns (model, info)."""
     from helpers.world.dataset import load_manifest
@@ -101,10 +104,10 @@ def train_one(kind: str, data_dir, tokenizer, vlm_cfg: vlm.VLMConfig, train_cfg:
     build = vlm.build_draft_model if kind == "draft" else vlm.build_target_model
     model = build(vlm_cfg, tokenizer)
     labels = None
-    if train_cfg.aux_weight > 0:
+    if aux_weight > 0:
         scenes = read_scenes(parts["train"])
         labels = grounding.fact_matrix([scenes[e["clip_id"]] for e in parts["train"]])
-    history = vlm_train.train_vlm(model, tokenizer, train_ex, val_ex, train_cfg, labels=labels)
+    hist = vlm_train.train_vlm(model, tokenizer, train_ex, val_ex, train_cfg, labels=labels, aux_weight=aux_weight)
     test_entries = first_clips(parts["test"], n_eval_clips)
     test_loss = vlm_train.evaluate_loss(model, tokenizer, vlm_train.load_examples(test_entries, kind), train_cfg)
     t1 = time.perf_counter()
@@ -116,12 +119,12 @@ def train_one(kind: str, data_dir, tokenizer, vlm_cfg: vlm.VLMConfig, train_cfg:
                  "n_train_examples": len(train_ex), "n_val_examples": len(val_ex),
                  "n_test_eval_examples": len(test_entries), "generator": "helpers.world.dataset.generate_dataset",
                  "params": summary["params"]},
-        "vlm_config": asdict(vlm_cfg), "train_config": asdict(train_cfg),
-        "device": device_name(vlm_train.resolve_device(train_cfg.device)),
-        "history": history, "epochs_run": len(history["epochs"]), "best_epoch": history["best_epoch"],
-        "final_train_loss": history["epochs"][history["best_epoch"]]["train_loss"],
-        "best_val_loss": history["best_val_loss"], "test_loss": test_loss,
-        "train_s": history["train_s"], "load_s": load_s, "eval_s": eval_s,
+        "vlm_config": asdict(vlm_cfg), "train_config": asdict(train_cfg), "aux_weight": aux_weight,
+        "device": device_name(resolve_device(train_cfg.device)),
+        "history": asdict(hist), "epochs_run": len(hist.epochs), "best_epoch": hist.best_epoch,
+        "final_train_loss": hist.best["train_loss"],
+        "best_val_loss": hist.best_value, "test_loss": test_loss,
+        "train_s": hist.train_seconds, "load_s": load_s, "eval_s": eval_s,
         "grounding": grounding_of(kind, test_entries, [a["text"] for a in answers]),
         "eval_max_new_tokens": max_new_tokens,
         "mean_answer_tokens": float(np.mean([len(a["ids"]) for a in answers])),
@@ -159,16 +162,16 @@ def ship(data_dir, out_dir, extra: dict | None = None, tokenizer_dir=None) -> Pa
     return out
 
 
-def train_and_ship(data_dir, out_dir, vlm_cfg: vlm.VLMConfig, train_cfg: vlm_train.TrainConfig,
-                   n_eval_clips: int = 40, max_new_tokens: int = 50, kinds=KINDS, tokenizer_dir=None) -> dict:
+def train_and_ship(data_dir, out_dir, vlm_cfg: vlm.VLMConfig, train_cfg: TrainConfig,
+                   n_eval_clips: int = 40, max_new_tokens: int = 50, kinds=KINDS, tokenizer_dir=None,
+                   aux_weight: float = 0.0) -> dict:
     """train_one + save_shipped for each kind, then ship. tokenizer_dir: an existing tokenizer
     (default: data_dir/tokenizer, written by make_data). Returns {kind: info}."""
-    from helpers.models.vlm import load_tokenizer
     tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir else Path(data_dir) / "tokenizer"
     tokenizer = load_tokenizer(tokenizer_dir)
     infos = {}
     for kind in kinds:
-        model, info = train_one(kind, data_dir, tokenizer, vlm_cfg, train_cfg, n_eval_clips, max_new_tokens)
+        model, info = train_one(kind, data_dir, tokenizer, vlm_cfg, train_cfg, n_eval_clips, max_new_tokens, aux_weight)
         vlm_train.save_shipped(model, tokenizer, Path(out_dir) / kind, info)
         infos[kind] = info
     ship(data_dir, out_dir, tokenizer_dir=tokenizer_dir)
@@ -193,29 +196,28 @@ def main(argv=None) -> None:
     ap.add_argument("--n-eval-clips", type=int, default=40)
     ap.add_argument("--max-new-tokens", type=int, default=50)
     ap.add_argument("--patience", type=int, default=3)
-    ap.add_argument("--aux-weight", type=float, default=0.0, help="vision fact loss weight (TrainConfig.aux_weight)")
+    ap.add_argument("--aux-weight", type=float, default=0.0, help="vision fact loss weight (helpers.models.train.train_vlm)")
     ap.add_argument("--vlm-config", default="{}", help="JSON of helpers.models.vlm.VLMConfig fields")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
-    train_cfg = vlm_train.TrainConfig(max_epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-                                      time_budget_s=a.time_budget_s, patience=a.patience, aux_weight=a.aux_weight,
-                                      progress=not a.quiet)
+    train_cfg = vlm_train.vlm_train_config(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+                                           max_minutes=a.time_budget_s / 60, patience=a.patience, progress=not a.quiet)
     vlm_cfg = vlm.VLMConfig.from_dict(json.loads(a.vlm_config))
     if a.step in ("data", "all"):
         s = make_data(a.data, a.n_clips, a.seed, a.vocab_size, a.workers, progress=not a.quiet)
         print(f"data: {s.n_clips} clips in {s.wall_s:.1f} s ({s.clips_per_s:.1f} clips/s), "
               f"{s.n_distinct_scenes} distinct scenes, captions {s.n_distinct_captions}", flush=True)
     if a.step == "train":
-        from helpers.models.vlm import load_tokenizer
         tokenizer = load_tokenizer(Path(a.data) / "tokenizer")
-        model, info = train_one(a.kind, a.data, tokenizer, vlm_cfg, train_cfg, a.n_eval_clips, a.max_new_tokens)
+        model, info = train_one(a.kind, a.data, tokenizer, vlm_cfg, train_cfg, a.n_eval_clips, a.max_new_tokens,
+                                a.aux_weight)
         vlm_train.save_shipped(model, tokenizer, Path(a.out) / a.kind, info)
         print(f"{a.kind}: {info['epochs_run']} epochs, {info['train_s']:.0f} s, val {info['best_val_loss']:.4f}, "
               f"test {info['test_loss']:.4f}, grounding {json.dumps(grounding.flat_scores(info['grounding']))}",
               flush=True)
     if a.step == "all":
-        train_and_ship(a.data, a.out, vlm_cfg, train_cfg, a.n_eval_clips, a.max_new_tokens)
+        train_and_ship(a.data, a.out, vlm_cfg, train_cfg, a.n_eval_clips, a.max_new_tokens, aux_weight=a.aux_weight)
     if a.step == "ship":
         ship(a.data, a.out)
     print(f"{a.step} done in {time.perf_counter() - t0:.1f} s", flush=True)

@@ -10,70 +10,23 @@ Inputs are plain arrays: an event image (H, W, 3) uint8 or a stack (T, H, W, 3) 
 and sampled video frames (F, H, W, 3) uint8 for the target.
 
 Notation: `draft_*` is the event model (EventGPT-like), `target_*` the video model.
-Training lives in `helpers.models.train`.
+Training lives in `helpers.models.train`, tokenizers in `helpers.models.tokenizer`.
 """
 from __future__ import annotations
 
 import inspect
 import time
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-DRAFT_SYSTEM = (
-    "A chat between a curious human and an artificial intelligence assistant. The assistant "
-    "gives helpful, detailed, and polite answers to the human's questions."
-)
-IMAGE_TOKEN, VIDEO_TOKEN = "<image>", "<video>"
-# LLaMA's order for unk/bos/eos; pad and the two placeholders follow (Video-LLaVA appends them).
-SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN, VIDEO_TOKEN]
+from helpers.models.prompts import IMAGE_TOKEN, VIDEO_TOKEN, draft_prompt, target_prompt
+from helpers.models.tokenizer import load_tokenizer
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP, as CLIPImageProcessor
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-# ----------------------------------------------------------------------------- prompts
-def draft_prompt(question: str, n_images: int = 1) -> str:
-    """EventGPT's vicuna-v1 template; `<image>` stands for `<event>`."""
-    return f"{DRAFT_SYSTEM} USER: {IMAGE_TOKEN * n_images}\n{question} ASSISTANT:"
-
-
-def target_prompt(question: str) -> str:
-    """Video-LLaVA's template."""
-    return f"USER: {VIDEO_TOKEN}\n{question} ASSISTANT:"
-
-
-# ----------------------------------------------------------------------------- tokenizer
-def train_tokenizer(texts, vocab_size: int = 1024, min_frequency: int = 2):
-    """Byte-level BPE trained on `texts` (captions, questions), wrapped as PreTrainedTokenizerFast.
-
-    Byte-level so that no text is ever <unk>; with a few-hundred-word world most pieces end up
-    whole words, as LLaMA's are for common English. The prompt templates are added to the corpus.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    )
-    corpus = list(texts) + [draft_prompt("q") + " a", target_prompt("q") + " a"] * 4
-    tok.train_from_iterator(corpus, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-        pad_token="<pad>", additional_special_tokens=[IMAGE_TOKEN, VIDEO_TOKEN],
-    )
-
-
-def load_tokenizer(path: str | Path):
-    """A tokenizer folder (ours or a real checkpoint's), offline."""
-    from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
 
 
 # ----------------------------------------------------------------------------- models

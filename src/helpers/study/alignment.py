@@ -1,7 +1,10 @@
-"""Alignment analysis on the test split: the drafter table, SD statistics, examples, failures.
+"""Alignment analysis: choices made on validation, then the drafter table, SD statistics,
+examples and failures on the test pairs.
 
-All inputs are `DrafterEval`s (helpers.study.drafters.base.evaluate) of the same test pairs, so every
-drafter is judged by the same exact greedy-SD simulation and the same token metrics.
+All inputs are `DrafterEval`s (helpers.study.drafters.base.evaluate) of the same pairs, so every
+drafter is judged by the same exact greedy-SD simulation and the same token metrics. Anything
+chosen (the headline drafter, gamma) is chosen from validation evaluations (`headline`,
+`choose_gamma`); the test evaluations only report.
 """
 from __future__ import annotations
 
@@ -11,29 +14,91 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from helpers.study import metrics
-from helpers.study.drafters.base import DrafterEval
-from helpers.study.pairs import RecordedPair, pieces
-
-# The study's published test figures (background.md): literature values, shown side by side.
-STUDY_FIGURES = pd.DataFrame([
-    {"run": "study 1q, 200 train", "train_pairs": 200, "test_pairs": 1100, "direct_match": 0.0158,
-     "token_match": 0.2666, "top5": 0.4391},
-    {"run": "study 1q", "train_pairs": 5200, "test_pairs": 1100, "direct_match": 0.0158,
-     "token_match": 0.2790, "top5": 0.5164},
-    {"run": "study 10q (seed report)", "train_pairs": 52000, "test_pairs": 11000, "direct_match": 0.0805,
-     "token_match": 0.2148, "top5": 0.5152},
-])
+from helpers.models.tokenizer import pieces
+from helpers.study import literature, metrics
+from helpers.study.drafters.base import DrafterEval, Visibility, evaluate, stream_timing, with_visibility
+from helpers.study.pairs import RecordedPair
+from helpers.suite.paths import stage_dir
 
 
-def drafter_table(evals: dict[str, DrafterEval]) -> pd.DataFrame:
-    return pd.DataFrame([e.row() for e in evals.values()]).set_index("drafter")
+# --- choices, made on validation -------------------------------------------------------------
+
+def headline(val_evals: dict[str, DrafterEval], exclude: Sequence[str] = ("draft_direct",)) -> str:
+    """The drafter with the highest validation MAT (ties: the first in order): the one the
+    findings lead with. Chosen on validation so that the test numbers stay unbiased."""
+    names = [n for n in val_evals if n not in exclude] or list(val_evals)
+    return max(names, key=lambda n: (val_evals[n].sd.mat, -names.index(n)))
+
+
+def choose_gamma(val_eval: DrafterEval, gammas: Sequence[int], cost_ratio_c: float) -> tuple[int, pd.DataFrame]:
+    """The gamma that maximises the implied decode speedup MAT(gamma) / (gamma c + 1) on
+    validation, for a draft step costing c target steps. (MAT alone never falls as gamma grows
+    under greedy verification, so maximising it would always pick the largest gamma.)"""
+    rows = []
+    for g in gammas:
+        mat = metrics.summarize_sd(val_eval.simulate(int(g))).mat
+        rows.append({"gamma": int(g), "MAT (validation)": mat, "speedup": metrics.speedup_from_mat(mat, int(g), cost_ratio_c)})
+    table = pd.DataFrame(rows).set_index("gamma")
+    return int(table["speedup"].idxmax()), table
+
+
+def stream_costs(run_dir: str) -> tuple[dict[str, float], str]:
+    """Costs (ms) that set streamed visibility by default: the timings 03_inference recorded for
+    this run's own models when it recorded the pairs, else the 7B figures measured on an H200
+    (literature.H200_EAGER). Returns (stream_timing's keyword arguments, where they came from)."""
+    res = stage_dir(run_dir, "03_inference", create=False) / "results.json"
+    if res.exists():
+        import json
+        t = json.loads(res.read_text())["timings_ms"]
+        med = {k: v["median"] for k, v in t.items()}
+        return ({"draft_prefill_ms": med["draft_vision"] + med["draft_prefill"],
+                 "draft_decode_ms": med["draft_decode_per_token"],
+                 "target_prefill_ms": med["target_vision"] + med["target_prefill"],
+                 "verify_ms": med["target_decode_per_token"]},
+                "the per-stage timings 03_inference recorded for this run's models (medians, batch 1, this machine)")
+    h = literature.H200_EAGER
+    return ({"draft_prefill_ms": h["draft_prefill_ms"], "draft_decode_ms": h["draft_decode_ms"],
+             "target_prefill_ms": h["target_prefill_ms"], "verify_ms": h["verify_ms"]},
+            f"the 7B pair's costs measured on an {h['device']}")
+
+
+def visibility(lead: float, rate: float, run_dir: str) -> tuple[Visibility, str]:
+    """Streamed visibility: `lead` and `rate` when >= 0, else derived from measured costs."""
+    costs, source = stream_costs(run_dir)
+    derived = stream_timing(**costs)
+    vis = Visibility("streamed", lead if lead >= 0 else derived.lead, rate if rate >= 0 else derived.rate)
+    if lead >= 0 and rate >= 0:
+        source = "the parameters stream_lead and stream_rate"
+    return vis, source
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+def evaluate_all(drafters: dict, pairs: Sequence[RecordedPair], gamma: int, k: int,
+                 streamed: Visibility | None = None) -> tuple[dict[str, DrafterEval], dict[str, DrafterEval]]:
+    """Every drafter on `pairs` under full visibility and, when given, streamed visibility."""
+    full = {n: evaluate(d, pairs, gamma, k) for n, d in drafters.items()}
+    stream = {n: with_visibility(full[n], d, pairs, gamma, streamed) for n, d in drafters.items()} if streamed else {}
+    return full, stream
+
+
+def drafter_table(test: dict[str, DrafterEval], test_streamed: dict[str, DrafterEval],
+                  val: dict[str, DrafterEval], needs: dict[str, str]) -> pd.DataFrame:
+    """One row per drafter: what it reads, test token metrics, test MAT/tau under both
+    visibilities, and the validation MAT that the choices were made on."""
+    rows = {}
+    for n, e in test.items():
+        rows[n] = {"reads": needs.get(n, ""), "token match": e.token_match, "top-5": e.top5,
+                   "MAT full": e.sd.mat, "tau full": e.sd.tau,
+                   "MAT streamed": test_streamed[n].sd.mat if n in test_streamed else float("nan"),
+                   "MAT validation": val[n].sd.mat if n in val else float("nan")}
+    return pd.DataFrame(rows).T.rename_axis("drafter")
 
 
 def gamma_sweep(evals: dict[str, DrafterEval], gammas: Sequence[int]) -> pd.DataFrame:
-    """MAT of each drafter for each gamma (rows gamma, columns drafter)."""
-    return pd.DataFrame({name: [metrics.summarize_sd([metrics.simulate_sd(c, g) for c in e.correct]).mat
-                                for g in gammas] for name, e in evals.items()}, index=pd.Index(gammas, name="gamma"))
+    """MAT of each drafter for each gamma (rows gamma, columns drafter), under each one's visibility."""
+    return pd.DataFrame({name: [metrics.summarize_sd(e.simulate(int(g))).mat for g in gammas]
+                         for name, e in evals.items()}, index=pd.Index(gammas, name="gamma"))
 
 
 def leviathan_check(evals: dict[str, DrafterEval], gamma: int) -> pd.DataFrame:
@@ -49,7 +114,7 @@ def leviathan_check(evals: dict[str, DrafterEval], gamma: int) -> pd.DataFrame:
 def _pair_counts(e: DrafterEval, gamma: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     hits = np.array([c.sum() for c in e.correct], dtype=float)
     n = np.array([len(c) for c in e.correct], dtype=float)
-    traces = [metrics.simulate_sd(c, gamma) for c in e.correct]
+    traces = e.traces if e.sd.gamma == gamma else e.simulate(gamma)
     emitted = np.array([sum(t.emitted) for t in traces], dtype=float)
     steps = np.array([t.steps for t in traces], dtype=float)
     return hits, n, emitted, steps

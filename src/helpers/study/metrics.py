@@ -9,8 +9,10 @@ Greedy SD on recorded pairs is exact: the target's greedy continuation of its ow
 prefix is its recorded output. For a drafter that is deterministic given (draft output,
 target prefix), the greedy drafts of a verify step match the target for exactly as long as
 its teacher-forced top-1 predictions do (while drafts match, the drafter's context *is* the
-true prefix). So SD acceptance follows from the teacher-forced correctness vector alone;
-`simulate_sd_with_proposals` checks that claim against an explicit propose/verify loop.
+true prefix). So SD acceptance follows from the teacher-forced correctness vector alone.
+A drafter that proposes nothing at a position (-1, e.g. a draft token that does not exist yet)
+ends its chain there; the step then verifies fewer drafts. `simulate_sd_with_proposals` checks
+the shortcut against an explicit propose/verify loop.
 """
 from __future__ import annotations
 
@@ -68,10 +70,12 @@ def rate(pairs_of_counts: Sequence[tuple[int, int]]) -> float:
 
 @dataclass
 class SDTrace:
-    """One pair's greedy SD run. accepted[s] = drafts accepted in verify step s (0..gamma);
-    emitted[s] = tokens the step adds (accepted + the target's bonus/correction token,
-    capped at the end of the recorded output)."""
+    """One pair's greedy SD run, per verify step s: drafted[s] = drafts proposed (0..gamma; fewer
+    when the drafter has nothing more to propose or fewer tokens remain), accepted[s] = drafts
+    accepted (0..drafted[s]), emitted[s] = tokens the step adds (accepted + the target's
+    bonus/correction token, capped at the end of the recorded output)."""
     gamma: int
+    drafted: list[int] = field(default_factory=list)
     accepted: list[int] = field(default_factory=list)
     emitted: list[int] = field(default_factory=list)
 
@@ -80,38 +84,58 @@ class SDTrace:
         return len(self.accepted)
 
 
-def simulate_sd(correct: Sequence[bool], gamma: int) -> SDTrace:
-    """Greedy SD from teacher-forced correctness: correct[i] says whether the drafter's top-1
-    given the true prefix target[:i+1] equals target[i+1]. Target token 0 is the prefill's."""
+def _leading(mask: np.ndarray) -> int:
+    """Length of the leading run of True."""
+    return int(np.argmin(mask)) if not mask.all() else len(mask)
+
+
+def simulate_sd(correct: Sequence[bool], gamma: int, proposed: Sequence[bool] | None = None) -> SDTrace:
+    """Greedy SD from teacher-forced correctness: correct[i] says whether the drafter's top-1 given
+    the true prefix target[:i+1] equals target[i+1]; proposed[i] whether it proposes anything there
+    (default: everywhere). Target token 0 is the prefill's."""
+    c = np.asarray(correct, dtype=bool)
+    p = np.ones_like(c) if proposed is None else np.asarray(proposed, dtype=bool)
+    return simulate_sd_steps(len(c) + 1, gamma, lambda s: (c, p))
+
+
+def simulate_sd_steps(n_target: int, gamma: int,
+                      step_view: Callable[[int], tuple[np.ndarray, np.ndarray]]) -> SDTrace:
+    """simulate_sd where what the drafter sees changes with the verify step s (streamed drafts):
+    step_view(s) -> (correct, proposed), each bool (n_target - 1,), as in simulate_sd. Exact for
+    greedy SD: while drafts match, the drafter's context *is* the true prefix."""
     if gamma < 1:
         raise ValueError(f"gamma must be >= 1, got {gamma}")
-    c = np.asarray(correct, dtype=bool)
-    length = len(c) + 1  # target tokens
-    trace, k = SDTrace(gamma), 1  # k = tokens already produced
-    while k < length:
-        remaining = length - k
-        window = c[k - 1: k - 1 + min(gamma, remaining)]
-        n = int(np.argmin(window)) if not window.all() else len(window)
-        emitted = min(n + 1, remaining)
-        trace.accepted.append(n)
+    trace, k, s = SDTrace(gamma), 1, 0  # k = tokens already produced
+    while k < n_target:
+        correct, proposed = step_view(s)
+        m = min(gamma, n_target - k)
+        drafted = _leading(proposed[k - 1:k - 1 + m])            # a chain stops where proposals stop
+        accepted = _leading(correct[k - 1:k - 1 + drafted])
+        emitted = min(accepted + 1, n_target - k)
+        trace.drafted.append(drafted)
+        trace.accepted.append(accepted)
         trace.emitted.append(emitted)
-        k += emitted
+        k, s = k + emitted, s + 1
     return trace
 
 
-def simulate_sd_with_proposals(propose: Callable[[list[int], int], list[int]],
+def simulate_sd_with_proposals(propose: Callable[[int, list[int], int], list[int]],
                                target: Sequence[int], gamma: int) -> SDTrace:
-    """Reference propose/verify loop: propose(prefix, n) returns n greedy drafts after
-    `prefix`; the 'target' verifies against its recorded greedy output. Slow, for tests."""
-    trace, k, length = SDTrace(gamma), 1, len(target)
+    """Reference propose/verify loop: propose(step, prefix, n) returns up to n greedy drafts after
+    `prefix` at verify step `step`; the 'target' verifies against its recorded greedy output.
+    Slow, for tests of the shortcut above."""
+    trace, k, length, s = SDTrace(gamma), 1, len(target), 0
     while k < length:
         remaining = length - k
-        drafts = propose(list(target[:k]), min(gamma, remaining))
+        drafts = list(propose(s, list(target[:k]), min(gamma, remaining)))
+        if len(drafts) > min(gamma, remaining):
+            raise ValueError(f"proposed {len(drafts)} drafts, at most {min(gamma, remaining)} allowed")
         n = leading_matches(drafts, target[k: k + len(drafts)])
         emitted = min(n + 1, remaining)
+        trace.drafted.append(len(drafts))
         trace.accepted.append(n)
         trace.emitted.append(emitted)
-        k += emitted
+        k, s = k + emitted, s + 1
     return trace
 
 
@@ -122,9 +146,9 @@ class SDSummary:
     steps: int
     mat: float                      # mean tokens per verify step, target's bonus token included (plain decoding = 1.0)
     tau: float                      # mean accepted drafts per verify step, bonus excluded
+    mean_drafted: float             # mean drafts proposed per verify step (<= gamma)
     accept_hist: list[int]          # accept_hist[n] = verify steps that accepted n drafts, n = 0..gamma
-    slot_acceptance: list[float]    # P(draft j accepted | draft j-1 accepted), j = 1..gamma
-    first_step_accepted: list[int]  # drafts accepted in each pair's first verify step
+    slot_acceptance: list[float]    # P(draft j accepted | draft j proposed and draft j-1 accepted), j = 1..gamma
 
 
 def summarize_sd(traces: Sequence[SDTrace]) -> SDSummary:
@@ -133,17 +157,15 @@ def summarize_sd(traces: Sequence[SDTrace]) -> SDSummary:
         raise ValueError("no SD traces to summarize")
     gamma = traces[0].gamma
     acc = np.concatenate([np.asarray(t.accepted, dtype=int) for t in traces])
+    dra = np.concatenate([np.asarray(t.drafted, dtype=int) for t in traces])
     emi = np.concatenate([np.asarray(t.emitted, dtype=int) for t in traces])
     hist = np.bincount(acc, minlength=gamma + 1)
-    reached = np.array([(acc >= j - 1).sum() for j in range(1, gamma + 1)], dtype=float)
+    reached = np.array([((acc >= j - 1) & (dra >= j)).sum() for j in range(1, gamma + 1)], dtype=float)
     passed = np.array([(acc >= j).sum() for j in range(1, gamma + 1)], dtype=float)
     slot = np.divide(passed, reached, out=np.full(gamma, np.nan), where=reached > 0)
-    return SDSummary(
-        gamma=gamma, n_pairs=len(traces), steps=int(len(acc)),
-        mat=float(emi.mean()), tau=float(acc.mean()), accept_hist=hist.tolist(),
-        slot_acceptance=slot.tolist(),
-        first_step_accepted=[t.accepted[0] if t.accepted else 0 for t in traces],
-    )
+    return SDSummary(gamma=gamma, n_pairs=len(traces), steps=int(len(acc)), mat=float(emi.mean()),
+                     tau=float(acc.mean()), mean_drafted=float(dra.mean()), accept_hist=hist.tolist(),
+                     slot_acceptance=slot.tolist())
 
 
 def correctness_by_position(corrects: Sequence[Sequence[bool]], max_len: int) -> np.ndarray:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -197,18 +197,31 @@ class Split:
 
 
 def split_by_clip(pairs: Sequence[RecordedPair], train_fraction: float, val_fraction: float,
-                  max_train_pairs: int | None = None) -> Split:
+                  max_train_pairs: int | None = None, test: Sequence[RecordedPair] | None = None) -> Split:
     """Deterministic split by clip order: the first clips train, the next validate, the last
     test. A clip's questions never straddle parts. Test = whatever remains, so it is touched
     only by the final evaluation. `max_train_pairs` keeps the first N training pairs (to
-    reproduce small-data runs) without moving the other boundaries."""
-    if not (0 < train_fraction < 1 and 0 < val_fraction < 1 and train_fraction + val_fraction < 1):
-        raise ValueError(f"need 0 < train_fraction, val_fraction and their sum < 1; got "
+    reproduce small-data runs) without moving the other boundaries.
+
+    `test`: a held-out set kept elsewhere (a locked test file). Then `pairs` give training and
+    validation alone, in the ratio train_fraction : val_fraction, and no clip may be in both."""
+    if not (0 < train_fraction < 1 and 0 < val_fraction < 1 and train_fraction + val_fraction <= 1):
+        raise ValueError(f"need 0 < train_fraction, val_fraction and their sum <= 1; got "
                          f"{train_fraction}, {val_fraction}")
+    if test is None and train_fraction + val_fraction >= 1:
+        raise ValueError(f"train_fraction + val_fraction must leave clips for the test part; got "
+                         f"{train_fraction} + {val_fraction}")
     clips = sorted({p.clip_index for p in pairs})
-    n_train = int(round(train_fraction * len(clips)))
-    n_val = int(round(val_fraction * len(clips)))
-    if n_train == 0 or n_val == 0 or n_train + n_val >= len(clips):
+    if test is None:
+        n_train, n_val = int(round(train_fraction * len(clips))), int(round(val_fraction * len(clips)))
+    else:
+        n_train = int(round(train_fraction / (train_fraction + val_fraction) * len(clips)))
+        n_val = len(clips) - n_train
+        shared = sorted({p.clip_id for p in pairs} & {p.clip_id for p in test})
+        if shared:
+            raise ValueError(f"{len(shared)} clip(s) are both in the held-out test pairs and in the pairs to "
+                             f"train on, e.g. {shared[:3]}: a test set must be disjoint from training")
+    if n_train == 0 or n_val == 0 or (test is None and n_train + n_val >= len(clips)):
         raise ValueError(f"{len(clips)} clips are too few for fractions {train_fraction}/{val_fraction}")
     part = {c: (0 if i < n_train else 1 if i < n_train + n_val else 2) for i, c in enumerate(clips)}
     ordered = sorted(pairs, key=lambda p: (p.clip_index, p.question_index))
@@ -216,25 +229,6 @@ def split_by_clip(pairs: Sequence[RecordedPair], train_fraction: float, val_frac
     for p in ordered:
         buckets[part[p.clip_index]].append(p)
     train = buckets[0][:max_train_pairs] if max_train_pairs else buckets[0]
+    if test is not None:
+        buckets[2] = sorted(test, key=lambda p: (p.clip_index, p.question_index))
     return Split(train=train, val=buckets[1], test=buckets[2])
-
-
-# --- tokenizer ---------------------------------------------------------------------------
-
-def load_tokenizer(path: str | Path):
-    """The models' tokenizer from a local folder (tokenizer.json) or file; never the hub.
-
-    For the LLaMA tokenizer the special tokens are set as the seed models use them."""
-    from transformers import PreTrainedTokenizerFast
-
-    path = resolve(path)
-    file = path / "tokenizer.json" if path.is_dir() else path
-    if not file.exists():
-        raise FileNotFoundError(f"tokenizer not found: {file}")
-    return PreTrainedTokenizerFast(tokenizer_file=str(file), bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>")
-
-
-def pieces(tokenizer, ids: Iterable[int]) -> list[str]:
-    """Readable per-token pieces: each id decoded alone ('▁car' -> 'car', '<0x0A>' -> '\\n')."""
-    return [tokenizer.decode([int(t)]) for t in ids]

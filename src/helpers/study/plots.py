@@ -62,9 +62,12 @@ def accept_histograms(evals: dict):
     return fig
 
 
-def gamma_and_leviathan(sweep: pd.DataFrame, alphas: dict[str, float]):
-    """Measured MAT against gamma (solid) and Leviathan's i.i.d. prediction (dashed)."""
+def gamma_and_leviathan(sweep: pd.DataFrame, alphas: dict[str, float], chosen: int | None = None):
+    """Measured MAT against gamma (solid) and Leviathan's i.i.d. prediction (dashed); `chosen`:
+    the gamma chosen on validation (dotted vertical line)."""
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    if chosen is not None:
+        ax.axvline(chosen, color="k", ls=":", lw=1)
     g = np.asarray(sweep.index)
     for i, name in enumerate(sweep.columns):
         ax.plot(g, sweep[name], marker="o", color=f"C{i}", label=f"{name} measured")
@@ -87,5 +90,23 @@ def speedup_map(mats: dict[str, float], gamma: int, cs: Sequence[float] = (0.0, 
     ax.set(xlabel="c = draft step cost / target step cost", ylabel="implied decode speedup",
            title=f"Implied decode-phase speedup (gamma = {gamma})")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def mat_overview(drafters: dict[str, dict], headline: str, gamma: int):
+    """The key figure: each drafter's test MAT with the draft finished and streaming in, the
+    headline drafter (chosen on validation) marked; 1.0 is plain decoding."""
+    names = list(drafters)
+    y = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.2))
+    ax.barh(y - 0.2, [drafters[n]["mat"] for n in names], 0.4, color="C0", label="draft finished (full)")
+    ax.barh(y + 0.2, [drafters[n]["mat_streamed"] for n in names], 0.4, color="C1", label="draft streaming in")
+    ax.axvline(1.0, color="grey", lw=0.8)
+    ax.set_yticks(y, [f"{n}  (headline)" if n == headline else n for n in names])
+    ax.invert_yaxis()
+    ax.set(xlabel=f"MAT: tokens per target verify step (gamma = {gamma}; 1.0 = plain decoding)",
+           title="Accepted tokens per verify step, test pairs")
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig

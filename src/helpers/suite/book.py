@@ -6,6 +6,13 @@ provenance record. The sources (`book/_config.yml`, `_toc.yml`, `*.md`) are copi
 `<run_dir>/book/` with the toc trimmed to the stages that exist, and the intro gets a status
 box (preset, commit, date; a warning naming failed stages) so a stale or partial book cannot
 pass for a current one. Built with `-W`: any Sphinx warning fails the build.
+
+Each chapter is made to read as a report (`prepare_notebook`): its parameters appear once, as
+a small table under the chapter's opening; the parameters cell and papermill's injected cell
+are removed; code cells with something to show keep their output with the code folded away
+(one click shows it); cells that only compute or glue values are removed; stderr (warnings,
+progress bars) never reaches a page. The landing page's answer section pastes the findings
+chapter's glued headline and key figure; it is dropped when that chapter is not in the book.
 """
 from __future__ import annotations
 
@@ -127,7 +134,10 @@ def status_markdown(s: BookStatus) -> str:
 
 
 def inject_status(md: str, box: str) -> str:
-    """Insert the box right after the page's first `# ` heading (or at the top)."""
+    """Insert the box at the page's run-status marker, else right after its first `# ` heading
+    (or at the top)."""
+    if STATUS_MARKER in md:
+        return md.replace(STATUS_MARKER, box, 1)
     lines = md.splitlines(keepends=True)
     start = 0
     if lines and lines[0].strip() == "---":  # front matter
@@ -141,6 +151,99 @@ def inject_status(md: str, box: str) -> str:
     return "".join(lines[:start]) + box + "\n" + "".join(lines[start:])
 
 
+# ---------------------------------------------------------------- chapters as reports
+HIDDEN_PARAMS = ("run_dir", "preset")  # the status box names the preset; run_dir is a machine path
+ANSWER_START, ANSWER_END = "<!-- answer:start -->", "<!-- answer:end -->"
+STATUS_MARKER = "<!-- run-status -->"
+FINDINGS_STAGE = "40_findings"
+
+
+def _literal_assignments(source: str) -> dict:
+    """name -> value of the `name = literal` lines of papermill's injected cell."""
+    import ast
+    out = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return out
+
+
+def _value_md(v) -> str:
+    text = repr(v) if not isinstance(v, str) else (f'"{v}"' if v else '""')
+    text = text if len(text) <= 80 else text[:77] + "..."
+    return "`" + text.replace("|", "\\|").replace("`", "'") + "`"
+
+
+def parameters_markdown(params: dict, effective: dict) -> str:
+    """A captioned MyST table of a chapter's parameters: name, value in this run, meaning."""
+    rows = [f"| `{n}` | {_value_md(effective.get(n, p.default))} | {p.help.replace('|', '/')} |"
+            for n, p in params.items() if n not in HIDDEN_PARAMS]
+    if not rows:
+        return ""
+    return (":::{table} Parameters of this chapter in this run\n:align: left\n\n"
+            "| parameter | value | meaning |\n|---|---|---|\n" + "\n".join(rows) + "\n:::")
+
+
+def _visible(output) -> bool:
+    """Would a reader see this output? (not stderr, not a glue record stored for pasting)"""
+    if output.get("output_type") == "stream":
+        return output.get("name") == "stdout" and bool("".join(output.get("text", "")).strip())
+    meta = output.get("metadata", {}).get("scrapbook")
+    return not (meta and meta.get("mime_prefix"))
+
+
+def _tag(cell, tag: str) -> None:
+    tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+    if tag not in tags:
+        tags.append(tag)
+
+
+def prepare_notebook(path: str | Path) -> None:
+    """Rewrite an executed notebook in place so that it reads as a report (see module doc)."""
+    import nbformat
+
+    from helpers.suite.params import parse_parameters_cell
+
+    nb = nbformat.read(path, as_version=4)
+    params, injected, first_md = {}, {}, None
+    for i, cell in enumerate(nb.cells):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if cell.cell_type == "markdown" and first_md is None:
+            first_md = i
+        if cell.cell_type != "code":
+            continue
+        if "parameters" in tags:
+            params = parse_parameters_cell(cell.source, where=Path(path).stem)
+            _tag(cell, "remove-cell")
+        elif "injected-parameters" in tags:
+            injected = _literal_assignments(cell.source)
+            _tag(cell, "remove-cell")
+        else:
+            cell.outputs = [o for o in cell.get("outputs", []) if not (o.get("output_type") == "stream"
+                                                                      and o.get("name") == "stderr")]
+            _tag(cell, "hide-input" if any(_visible(o) for o in cell.outputs) else "remove-cell")
+    table = parameters_markdown(params, injected)
+    if table:
+        nb.cells.insert(0 if first_md is None else first_md + 1, nbformat.v4.new_markdown_cell(table))
+    nbformat.write(nb, path)
+
+
+def place_answer(md: str, have_findings: bool) -> str:
+    """Keep the landing page's answer section (between the answer markers) only when the
+    findings chapter, whose glued values it pastes, is in the book."""
+    if ANSWER_START not in md:
+        return md
+    head, rest = md.split(ANSWER_START, 1)
+    answer, tail = rest.split(ANSWER_END, 1)
+    if not have_findings:
+        answer = ("\nThis run did not produce the findings chapter, so there is no answer to show here; "
+                  "the chapters below hold what it did measure.\n")
+    return head + answer + tail
+
+
 # ---------------------------------------------------------------- assemble + build
 def assemble(run_dir: str | Path, notebooks: dict[str, Path], status: BookStatus,
              book_src: str | Path = BOOK_SRC) -> Path:
@@ -151,6 +254,7 @@ def assemble(run_dir: str | Path, notebooks: dict[str, Path], status: BookStatus
     shutil.copytree(src, book, ignore=shutil.ignore_patterns("_build", ".ipynb_checkpoints"))
     for stem, nb in notebooks.items():
         shutil.copy2(nb, book / f"{stem}.ipynb")
+        prepare_notebook(book / f"{stem}.ipynb")
     toc = yaml.safe_load((book / "_toc.yml").read_text())
     exists = lambda f: any((book / f).with_suffix(s).exists() for s in (".md", ".ipynb")) or (book / f).exists()
     listed = _toc_files(toc)
@@ -158,7 +262,11 @@ def assemble(run_dir: str | Path, notebooks: dict[str, Path], status: BookStatus
     (book / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
     root = book / f"{toc['root']}.md"
     if root.exists():
-        root.write_text(inject_status(root.read_text(), status_markdown(status)))
+        md = place_answer(root.read_text(), FINDINGS_STAGE in notebooks)
+        root.write_text(inject_status(md, status_markdown(status)))
+    key_figure = Path(run_dir) / FINDINGS_STAGE / "key_figure.png"
+    if FINDINGS_STAGE in notebooks and key_figure.exists():
+        shutil.copy2(key_figure, book / "key_figure.png")
     return book
 
 

@@ -18,6 +18,25 @@ class MissingStageOutput(FileNotFoundError):
     """An earlier stage's output is not in the run folder."""
 
 
+# Files and folders this process read as inputs (earlier stages' outputs, data named by
+# parameters). `write_results` saves them beside the stage's results as inputs.json, and the
+# runner hashes each one into the stage's provenance: every input a stage reads is recorded.
+_INPUTS_READ: list[str] = []
+INPUTS_FILE = "inputs.json"
+
+
+def note_input(path: str | Path) -> Path:
+    """Record `path` as an input of the running stage; returns it."""
+    p = Path(path).resolve()
+    if str(p) not in _INPUTS_READ:
+        _INPUTS_READ.append(str(p))
+    return p
+
+
+def inputs_read() -> list[str]:
+    return list(_INPUTS_READ)
+
+
 def resolve(path: str | Path) -> Path:
     """Absolute path; relative ones are taken from the repository root."""
     p = Path(path).expanduser()
@@ -61,11 +80,13 @@ def write_results(run_dir: str | Path, stage: str, results: dict) -> Path:
     """Write a stage's machine-readable results as `<run_dir>/<stage>/results.json`."""
     path = stage_dir(run_dir, stage) / "results.json"
     path.write_text(json.dumps(_jsonable(results), indent=2, sort_keys=True))
+    (path.parent / INPUTS_FILE).write_text(json.dumps(inputs_read(), indent=1))
     return path
 
 
 def require_stage_file(run_dir: str | Path, stage: str, name: str, preset: str = "default") -> Path:
-    """Path of a file an earlier stage wrote; a clear error naming the command that makes it."""
+    """Path of a file an earlier stage wrote (recorded as an input of the running stage); a clear
+    error naming the command that makes it."""
     path = stage_dir(run_dir, stage, create=False) / name
     if not path.exists():
         raise MissingStageOutput(
@@ -73,7 +94,7 @@ def require_stage_file(run_dir: str | Path, stage: str, name: str, preset: str =
             f"    python -m helpers.run --preset {preset} --out {resolve(run_dir)} --only {stage}\n"
             f"(or run the whole suite: python -m helpers.run --preset {preset})"
         )
-    return path
+    return note_input(path)
 
 
 def read_results(run_dir: str | Path, stage: str, preset: str = "default") -> dict:

@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from helpers.suite.paths import REPO_ROOT, resolve
+from helpers.suite.paths import INPUTS_FILE, REPO_ROOT, resolve, resolve_in_run
 
 MAX_HASH_BYTES = 200 * 1024 ** 2  # files above this are recorded by size only (hashing GBs is slow)
 LIBRARIES = ("torch", "transformers", "numpy", "pandas", "papermill", "jupyter-book",
@@ -34,7 +34,8 @@ def now_iso() -> str:
 
 
 def git_info(repo: str | Path = REPO_ROOT) -> dict[str, Any]:
-    """{'commit': sha | None, 'dirty': bool | None}; None when git or the repo is absent."""
+    """{'commit': sha | None, 'dirty': bool | None}; None when git or the repo is absent (then the
+    environment variable HELPERS_GIT_COMMIT, when set, names the commit)."""
     def git(*args: str) -> str | None:
         try:
             r = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
@@ -45,6 +46,9 @@ def git_info(repo: str | Path = REPO_ROOT) -> dict[str, Any]:
 
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain") if commit else None  # untracked source counts as dirty
+    if commit is None and os.environ.get("HELPERS_GIT_COMMIT"):
+        # a copy of the tree without .git (the GPU machine): the command that sent it names the commit
+        return {"commit": os.environ["HELPERS_GIT_COMMIT"], "dirty": None}
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
@@ -98,10 +102,10 @@ def _path_candidates(value: Any) -> list[str]:
 
 
 def input_hashes(params: dict[str, Any], cache: dict | None = None,
-                 exclude: tuple[str, ...] = ("run_dir", "preset")) -> dict[str, Any]:
+                 exclude: tuple[str, ...] = ("run_dir", "preset"), run_dir: str | Path | None = None) -> dict[str, Any]:
     """Hashes of every parameter value that names an existing file or directory (relative
-    paths from the repository root, as notebooks resolve them). `cache` (path -> record)
-    avoids re-hashing a data folder that several stages read."""
+    paths from the repository root, `run:<stage>/<file>` from the run folder, as notebooks
+    resolve them). `cache` (path -> record) avoids re-hashing a data folder several stages read."""
     cache = {} if cache is None else cache
     out: dict[str, Any] = {}
     for key, value in params.items():
@@ -111,7 +115,7 @@ def input_hashes(params: dict[str, Any], cache: dict | None = None,
         for s in _path_candidates(value):
             if not s.strip() or s.strip() in (".", "..", "/") or "\n" in s:
                 continue
-            p = resolve(s)
+            p = resolve_in_run(s, run_dir) if run_dir is not None else resolve(s)
             if p.exists() and p != REPO_ROOT:
                 if str(p) not in cache:
                     cache[str(p)] = hash_path(p)
@@ -167,12 +171,31 @@ def machine_summary(info: dict[str, Any] | None = None) -> str:
     return out + (f", {info['cuda_device']}" if info.get("cuda_device") else "")
 
 
+def files_read(stage_dir: str | Path, cache: dict | None = None) -> list[dict[str, Any]]:
+    """Hashes of the files the stage recorded reading (helpers.suite.paths.note_input): earlier
+    stages' outputs and data named by parameters."""
+    listed = Path(stage_dir) / INPUTS_FILE
+    if not listed.exists():
+        return []
+    cache = {} if cache is None else cache
+    out = []
+    for s in json.loads(listed.read_text()):
+        if Path(s).exists():
+            if s not in cache:
+                cache[s] = hash_path(s)
+            out.append(cache[s])
+        else:
+            out.append({"path": s, "missing": True})
+    return out
+
+
 def make_record(stage: str, parameters: dict[str, Any], injected: dict[str, Any],
                 started: str, ended: str, wall_s: float, status: str,
                 error: dict | None = None, git: dict | None = None,
-                hash_cache: dict | None = None) -> dict[str, Any]:
+                hash_cache: dict | None = None, stage_dir: str | Path | None = None) -> dict[str, Any]:
     """The provenance dict for one stage run. `parameters` are the effective values
-    (defaults + injected); `injected` only what the runner passed in."""
+    (defaults + injected); `injected` only what the runner passed in; `stage_dir` the folder
+    whose inputs.json lists what the stage read."""
     return {
         "stage": stage,
         "status": status,
@@ -180,7 +203,8 @@ def make_record(stage: str, parameters: dict[str, Any], injected: dict[str, Any]
         "parameters": parameters,
         "injected": injected,
         "git": git if git is not None else git_info(),
-        "inputs": input_hashes(parameters, hash_cache),
+        "inputs": input_hashes(parameters, hash_cache, run_dir=parameters.get("run_dir")),
+        "inputs_read": files_read(stage_dir, hash_cache) if stage_dir is not None else [],
         "libraries": library_versions(),
         "device": device_info(),
         "hostname": socket.gethostname(),

@@ -118,7 +118,7 @@ def run_stage(spec, run_dir: Path, injected: dict[str, Any], progress: bool = Tr
     wall = time.perf_counter() - t0
     effective = {k: p.default for k, p in spec.params.items()} | injected
     rec = prov.make_record(spec.stem, effective, injected, started, prov.now_iso(), wall,
-                           "failed" if error else "ok", error, git, hash_cache)
+                           "failed" if error else "ok", error, git, hash_cache, stage)
     prov.write_record(stage / "provenance.json", rec)
     return StageResult(spec.stem, "failed" if error else "ok", round(wall, 3),
                        notebook=str(out_nb) if out_nb.exists() else None, **(error or {}))

@@ -18,9 +18,10 @@ what a fluent answer that ignores the pixels would score).
 from __future__ import annotations
 
 import re
+from typing import Sequence
 
 import numpy as np
-from typing import Iterable, Sequence
+import pandas as pd
 
 from helpers.world.scene import COLOURS
 
@@ -138,6 +139,30 @@ def flat_scores(table: dict, prefix: str = "") -> dict[str, float]:
             for m in ("recall", "precision")}
 
 
-def mean_words(texts: Iterable[str]) -> float:
-    texts = list(texts)
-    return sum(len(t.split()) for t in texts) / max(len(texts), 1)
+def recall_frame(tables: dict[str, dict]) -> pd.DataFrame:
+    """Recall per category (columns) for each (model kind, source) row: source = model, reference
+    caption (the ceiling) and chance (the model's answers against another clip's scene)."""
+    return pd.DataFrame({(kind, src): {c: t[src].get(c, {}).get("recall", np.nan) for c in CATEGORIES}
+                         for kind, t in tables.items() for src in ("model", "reference", "chance")}).T
+
+
+def verdict(tables: dict[str, dict], margin: float = 0.05) -> dict[str, list[str]]:
+    """Which (kind, category) recalls lie more than `margin` above chance and which do not;
+    categories the reference never names (the draft register has no colours) are skipped.
+    Returns {"above": [...], "at": [...]} of "kind category (model vs chance)" strings."""
+    out = {"above": [], "at": []}
+    for kind, t in tables.items():
+        for c in CATEGORIES:
+            if c not in t["model"]:
+                continue
+            m, ch = t["model"][c]["recall"], t["chance"][c]["recall"]
+            if np.isnan(m) or np.isnan(ch) or t["reference"][c]["recall"] == 0:
+                continue
+            out["above" if m - ch > margin else "at"].append(f"{kind} {c} ({m:.2f} vs {ch:.2f})")
+    return out
+
+
+def verdict_text(tables: dict[str, dict], margin: float = 0.05) -> str:
+    v = verdict(tables, margin)
+    return (f"above chance: {', '.join(v['above']) or 'none'}; within {margin:.2f} of chance: "
+            f"{', '.join(v['at']) or 'none'}")

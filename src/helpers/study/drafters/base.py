@@ -1,15 +1,29 @@
-"""What every drafter provides, and the one evaluation all drafters go through.
+"""What every drafter provides, what it may see, and the one evaluation all drafters go through.
 
-A drafter predicts target token i+1 from (the draft model's output, target tokens 0..i).
-`predict_topk(pairs, k)` returns, per pair, an int array (L_t - 1, k) of candidates for
-target positions 1..L_t-1 under teacher forcing (true prefix). Drafters that ignore the
-target prefix (the seed adapter, the raw draft) fit the same signature. `propose` drafts
-greedily after an arbitrary prefix; it exists so tests can check the exact-SD shortcut in
-`helpers.study.metrics` against an explicit propose/verify loop.
+A drafter proposes the target's next tokens from a `DraftContext`: the question, the draft
+model's tokens that exist so far and the target's accepted prefix (token 0 from the target's
+prefill). Two entry points, one behaviour:
+
+- `propose(ctx, n)`: the online path a speculative-decoding engine calls at each verify step;
+  up to n greedy drafts after ctx.target_prefix (fewer when it has nothing more to propose);
+- `predict_topk(pairs, k, visible=None)`: the teacher-forced batch path for training and
+  evaluation: per pair an int array (L_t - 1, k) of candidates for target positions 1..L_t-1
+  given the true prefix, -1 where the drafter proposes nothing. `visible[j]` limits pair j to
+  its first visible[j] draft tokens (None: the whole answer, the draft model has finished).
+
+What each drafter needs (`needs`): the content-free priors read only the target's prefix; the
+raw draft needs draft token i+1 to propose target token i+1; the seed adapter is causal over
+the draft (its output i reads draft tokens 0..i, so it needs draft token i to propose target
+token i+1); the cross-modal drafter reads every draft token that exists.
+
+`Visibility` says how many draft tokens exist at verify step s: `full` (the draft model
+finished before the first verify step, the seed study's assumption) or `streamed`
+(v(s) = lead + rate * s, the draft model still generating while the target verifies).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field, replace
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -18,49 +32,67 @@ from helpers.study import metrics
 from helpers.study.pairs import RecordedPair
 
 
+@dataclass(frozen=True)
+class DraftContext:
+    """What a drafter may see at one verify step."""
+    question: str
+    draft_ids: tuple[int, ...]       # the draft model's tokens that exist now
+    target_prefix: tuple[int, ...]   # the target's accepted tokens; [0] came from its prefill
+    draft_done: bool = True          # draft_ids is the draft model's whole answer
+
+    @classmethod
+    def of(cls, pair: RecordedPair, prefix: Sequence[int], visible: int | None = None) -> "DraftContext":
+        """The context of `pair` after the target accepted `prefix`, with `visible` draft tokens."""
+        n = len(pair.draft_ids) if visible is None else max(0, min(visible, len(pair.draft_ids)))
+        return cls(pair.question, tuple(pair.draft_ids[:n]), tuple(prefix), n == len(pair.draft_ids))
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """How many draft tokens exist at verify step s (0-based)."""
+    mode: str = "full"     # "full": all of them; "streamed": lead + rate * s
+    lead: float = 0.0      # draft tokens that exist when the first verify step starts
+    rate: float = 1.0      # draft tokens that arrive per verify step
+
+    def __post_init__(self):
+        if self.mode not in ("full", "streamed"):
+            raise ValueError(f"visibility mode must be 'full' or 'streamed', got {self.mode!r}")
+        if self.mode == "streamed" and (self.lead < 0 or self.rate < 0):
+            raise ValueError(f"streamed visibility needs lead >= 0 and rate >= 0, got {self.lead}, {self.rate}")
+
+    def visible(self, step: int, n_draft: int) -> int:
+        if self.mode == "full":
+            return n_draft
+        return min(n_draft, int(math.floor(self.lead + self.rate * step + 1e-9)))
+
+    def label(self) -> str:
+        return "full" if self.mode == "full" else f"streamed (lead {self.lead:.1f}, rate {self.rate:.2f})"
+
+
+FULL = Visibility()
+
+
+def stream_timing(draft_prefill_ms: float, draft_decode_ms: float, target_prefill_ms: float,
+                  verify_ms: float) -> Visibility:
+    """Streamed visibility from measured costs, both models starting together (e.g. on two GPUs):
+    the draft's token j exists at draft_prefill + j * draft_decode (token 0 comes out of its
+    prefill); verify step s starts at target_prefill + s * verify. So at step s
+    v(s) = floor((target_prefill - draft_prefill + s * verify) / draft_decode) + 1."""
+    if min(draft_decode_ms, verify_ms) <= 0:
+        raise ValueError("decode and verify costs must be positive")
+    lead = max(0.0, (target_prefill_ms - draft_prefill_ms) / draft_decode_ms + 1)
+    return Visibility("streamed", lead, verify_ms / draft_decode_ms)
+
+
 class Drafter(Protocol):
     name: str
+    needs: str     # what it reads, in words (the book's drafter table)
+    ranks: bool    # whether its candidates beyond the first are ranked (top-5 is NaN otherwise)
 
-    def predict_topk(self, pairs: Sequence[RecordedPair], k: int) -> list[np.ndarray]: ...
+    def propose(self, ctx: DraftContext, n: int) -> list[int]: ...
 
-    def propose(self, pair: RecordedPair, prefix: list[int], n: int) -> list[int]: ...
-
-
-@dataclass
-class DrafterEval:
-    name: str
-    token_match: float          # teacher-forced top-1 accuracy on target[1:], micro-averaged
-    top5: float                 # target[i+1] among the top-5 candidates (NaN if the drafter has no ranking)
-    sd: metrics.SDSummary       # exact greedy SD at gamma
-    correct: list[np.ndarray]   # per pair, bool (L_t - 1,)
-    top1: list[np.ndarray]      # per pair, int (L_t - 1,)
-
-    def row(self) -> dict:
-        return {"drafter": self.name, "token_match": self.token_match, "top5": self.top5,
-                "mat": self.sd.mat, "tau": self.sd.tau, "gamma": self.sd.gamma,
-                "n_test_pairs": self.sd.n_pairs}
-
-
-def evaluate(drafter: Drafter, pairs: Sequence[RecordedPair], gamma: int, k: int = 5) -> DrafterEval:
-    """Token metrics and exact greedy SD for one drafter on `pairs` (the test split)."""
-    preds = drafter.predict_topk(pairs, k)
-    corrects, top1s, tm, tk = [], [], [], []
-    has_ranking = True
-    for p, pr in zip(pairs, preds):
-        tgt = np.asarray(p.target_ids)
-        assert pr.shape[0] >= len(tgt) - 1, f"{drafter.name}: too few predictions for {p.key}"
-        pr = pr[: len(tgt) - 1]
-        top1s.append(pr[:, 0])
-        corrects.append(pr[:, 0] == tgt[1:])
-        tm.append(metrics.token_match(pr, tgt))
-        tk.append(metrics.topk_match(pr, tgt))
-        has_ranking &= bool((pr[:, 1:] >= 0).any()) if pr.shape[1] > 1 else False
-    traces = [metrics.simulate_sd(c, gamma) for c in corrects]
-    return DrafterEval(
-        name=drafter.name, token_match=metrics.rate(tm),
-        top5=metrics.rate(tk) if has_ranking else float("nan"),
-        sd=metrics.summarize_sd(traces), correct=corrects, top1=top1s,
-    )
+    def predict_topk(self, pairs: Sequence[RecordedPair], k: int,
+                     visible: Sequence[int] | None = None) -> list[np.ndarray]: ...
 
 
 def pad_topk(cands: list[int], k: int) -> list[int]:
@@ -68,20 +100,107 @@ def pad_topk(cands: list[int], k: int) -> list[int]:
     return (list(cands) + [-1] * k)[:k]
 
 
+@dataclass
+class DrafterEval:
+    """One drafter on one set of pairs: teacher-forced token metrics (full visibility) and exact
+    greedy SD under `visibility`. `simulate(gamma)` re-runs SD at another gamma cheaply."""
+    name: str
+    visibility: Visibility
+    token_match: float          # teacher-forced top-1 accuracy on target[1:], micro-averaged
+    top5: float                 # target[i+1] among the top-5 candidates (NaN if the drafter has no ranking)
+    sd: metrics.SDSummary       # exact greedy SD at gamma
+    correct: list[np.ndarray]   # per pair, bool (L_t - 1,), full visibility
+    top1: list[np.ndarray]      # per pair, int (L_t - 1,), full visibility
+    traces: list[metrics.SDTrace] = field(default_factory=list)
+    _views: "_Views | None" = None
+
+    def simulate(self, gamma: int) -> list[metrics.SDTrace]:
+        return self._views.traces(gamma) if self._views else [metrics.simulate_sd(c, gamma, t >= 0)
+                                                                 for c, t in zip(self.correct, self.top1)]
+
+    def row(self) -> dict:
+        return {"drafter": self.name, "visibility": self.visibility.mode, "token_match": self.token_match,
+                "top5": self.top5, "mat": self.sd.mat, "tau": self.sd.tau, "gamma": self.sd.gamma,
+                "n_pairs": self.sd.n_pairs}
+
+
+class _Views:
+    """Teacher-forced top-1 of one drafter per (pair, visible draft tokens), computed on demand:
+    under streamed visibility each verify step may see a different draft prefix."""
+
+    def __init__(self, drafter: Drafter, pairs: Sequence[RecordedPair], visibility: Visibility,
+                 full_top1: list[np.ndarray]):
+        self.drafter, self.pairs, self.visibility = drafter, list(pairs), visibility
+        self.cache = [{len(p.draft_ids): t} for p, t in zip(pairs, full_top1)]
+
+    def top1(self, j: int, v: int) -> np.ndarray:
+        if v not in self.cache[j]:
+            self.cache[j][v] = self.drafter.predict_topk([self.pairs[j]], 1, [v])[0][:, 0]
+        return self.cache[j][v]
+
+    def traces(self, gamma: int) -> list[metrics.SDTrace]:
+        out = []
+        for j, p in enumerate(self.pairs):
+            tgt = np.asarray(p.target_ids[1:])
+
+            def view(s, j=j, tgt=tgt):
+                t = self.top1(j, self.visibility.visible(s, len(self.pairs[j].draft_ids)))[: len(tgt)]
+                return t == tgt, t >= 0
+            out.append(metrics.simulate_sd_steps(len(p.target_ids), gamma, view))
+        return out
+
+
+def evaluate(drafter: Drafter, pairs: Sequence[RecordedPair], gamma: int, k: int = 5,
+             visibility: Visibility = FULL) -> DrafterEval:
+    """Token metrics (teacher-forced, full visibility) and exact greedy SD at gamma under
+    `visibility` for one drafter on `pairs`."""
+    preds = drafter.predict_topk(pairs, k)
+    corrects, top1s, tm, tk = [], [], [], []
+    for p, pr in zip(pairs, preds):
+        tgt = np.asarray(p.target_ids)
+        if pr.shape[0] < len(tgt) - 1:
+            raise ValueError(f"{drafter.name}: {pr.shape[0]} predictions for {p.key}, need {len(tgt) - 1}")
+        pr = pr[: len(tgt) - 1]
+        top1s.append(pr[:, 0])
+        corrects.append(pr[:, 0] == tgt[1:])
+        tm.append(metrics.token_match(pr, tgt))
+        tk.append(metrics.topk_match(pr, tgt))
+    views = None if visibility.mode == "full" else _Views(drafter, pairs, visibility, top1s)
+    ev = DrafterEval(drafter.name, visibility, metrics.rate(tm),
+                     metrics.rate(tk) if getattr(drafter, "ranks", True) else float("nan"),
+                     None, corrects, top1s, _views=views)  # type: ignore[arg-type]
+    ev.traces = ev.simulate(gamma)
+    ev.sd = metrics.summarize_sd(ev.traces)
+    return ev
+
+
+def with_visibility(e: DrafterEval, drafter: Drafter, pairs: Sequence[RecordedPair], gamma: int,
+                    visibility: Visibility) -> DrafterEval:
+    """The same drafter's SD under another visibility, reusing its token metrics."""
+    views = None if visibility.mode == "full" else _Views(drafter, pairs, visibility, e.top1)
+    out = replace(e, visibility=visibility, _views=views)
+    out.traces = out.simulate(gamma)
+    out.sd = metrics.summarize_sd(out.traces)
+    return out
+
+
 class RawDraft:
-    """The draft model's own tokens used unchanged as drafts: predicts target[i+1] = draft[i+1]
+    """The draft model's own tokens used unchanged as drafts: proposes target[i+1] = draft[i+1]
     (no adapter). Its token match is the study's direct baseline shifted onto SD's footing."""
 
     name = "draft_direct"
+    needs = "draft token i+1 to propose target token i+1"
+    ranks = False
 
-    def predict_topk(self, pairs, k):
+    def propose(self, ctx: DraftContext, n: int) -> list[int]:
+        k = len(ctx.target_prefix)
+        return list(ctx.draft_ids[k:k + n])
+
+    def predict_topk(self, pairs, k, visible=None):
         out = []
-        for p in pairs:
+        for j, p in enumerate(pairs):
             n = len(p.target_ids) - 1
-            d = list(p.draft_ids[1:n + 1]) + [-1] * max(0, n - (len(p.draft_ids) - 1))
-            out.append(np.array([pad_topk([t], k) for t in d], dtype=np.int64).reshape(n, k))
+            v = len(p.draft_ids) if visible is None else min(visible[j], len(p.draft_ids))
+            d = list(p.draft_ids[1:v]) + [-1] * max(0, n - max(0, v - 1))
+            out.append(np.array([pad_topk([t], k) for t in d[:n]], dtype=np.int64).reshape(n, k))
         return out
-
-    def propose(self, pair, prefix, n):
-        k = len(prefix)
-        return [pair.draft_ids[i] if i < len(pair.draft_ids) else -1 for i in range(k, k + n)]

@@ -22,8 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from helpers.study.drafters.base import DraftContext, evaluate
+from helpers.study.drafters.ngram import NgramPrior
 from helpers.study.pairs import RecordedPair
-from helpers.training import IGNORE, MISS, TrainConfig, chunks, fit, pad_batch, resolve_device
+from helpers.training import IGNORE, MISS, TrainConfig, chunks, fit_token_model, pad_batch, resolve_device
 
 PAD, UNK = 0, 1  # compact ids
 
@@ -70,6 +72,9 @@ class CrossModalDrafter:
     def __init__(self, cfg: CrossModalConfig, device: str = "cpu", name: str | None = None):
         self.cfg, self.device = cfg, resolve_device(device)
         self.name = name or ("cross_modal" if cfg.use_draft else "target_prior_neural")
+        self.needs = ("every draft token that exists, and the target's accepted prefix" if cfg.use_draft
+                      else "the target's accepted prefix only (the draft is hidden)")
+        self.ranks = True
         self.prior, self.prior_weight = None, 1.0   # weight of the network when a prior is mixed in
 
     def set_prior(self, prior, weight: float) -> None:
@@ -86,14 +91,14 @@ class CrossModalDrafter:
     def _enc(self, ids, unk: int = UNK) -> list[int]:
         return [self.stoi.get(t, unk) for t in ids][: self.cfg.max_len]
 
-    def _src(self, p: RecordedPair) -> list[int]:
-        return self._enc(p.draft_ids) if self.cfg.use_draft else [UNK]
+    def _src(self, draft_ids: Sequence[int]) -> list[int]:
+        return (self._enc(draft_ids) or [UNK]) if self.cfg.use_draft else [UNK]
 
     # --- training -----------------------------------------------------------------
     def _batches(self, pairs: Sequence[RecordedPair], shuffle: bool, rng) -> list:
         out = []
         for g in chunks(pairs, self.batch_size, shuffle, rng):
-            src = pad_batch([self._src(p) for p in g], PAD)                        # (B, S)
+            src = pad_batch([self._src(p.draft_ids) for p in g], PAD)                        # (B, S)
             tgt = pad_batch([self._enc(p.target_ids[:-1]) for p in g], PAD)        # (B, T)
             y = pad_batch([self._enc(p.target_ids[1:], MISS) for p in g], IGNORE, tgt.shape[1])
             out.append(((src, tgt), y))
@@ -103,20 +108,18 @@ class CrossModalDrafter:
         self.batch_size = tcfg.batch_size
         self._build_vocab(train)
         self.model = EncoderDecoder(self.cfg, len(self.itos)).to(self.device)
-        return fit(self.model, self._batches, train, val, tcfg, desc=self.name)
+        return fit_token_model(self.model, self._batches, train, val, tcfg, desc=self.name)
 
     # --- inference ----------------------------------------------------------------
     @torch.no_grad()
-    def _logits(self, p: RecordedPair, prefix: Sequence[int]) -> torch.Tensor:      # (len(prefix), V)
-        src = pad_batch([self._src(p)], PAD).to(self.device)
+    def _probs(self, draft_ids: Sequence[int], prefix: Sequence[int]) -> torch.Tensor:   # (len(prefix), V)
+        """Next-token probabilities after each prefix position, the prior mixed in if set."""
+        self.model.eval()
+        src = pad_batch([self._src(draft_ids)], PAD).to(self.device)
         tgt = pad_batch([self._enc(prefix)], PAD).to(self.device)
         lg = self.model(src, tgt)[0].cpu()
         lg[:, :2] = -torch.inf                                       # PAD/UNK are never drafts
-        return lg
-
-    def _probs(self, p: RecordedPair, prefix: Sequence[int]) -> torch.Tensor:    # (len(prefix), V)
-        """Next-token probabilities after each prefix position, the prior mixed in if set."""
-        probs = self._logits(p, prefix).softmax(-1)
+        probs = lg.softmax(-1)
         if self.prior is None or self.prior_weight == 1.0:
             return probs
         probs = probs * self.prior_weight
@@ -127,23 +130,24 @@ class CrossModalDrafter:
                     probs[i, j] += (1 - self.prior_weight) * q
         return probs
 
-    def predict_topk(self, pairs, k):
-        self.model.eval()
+    def predict_topk(self, pairs, k, visible=None):
         itos = torch.tensor(self.itos)
         out = []
-        for p in pairs:
-            lg = self._probs(p, p.target_ids[:-1])                   # (L-1, V): position i predicts i+1
+        for j, p in enumerate(pairs):
+            v = len(p.draft_ids) if visible is None else visible[j]
+            lg = self._probs(p.draft_ids[:v], p.target_ids[:-1])     # (L-1, V): position i predicts i+1
             top = itos[lg.topk(k, dim=-1).indices].numpy()
             need = len(p.target_ids) - 1 - top.shape[0]              # beyond max_len
             out.append(np.vstack([top, -np.ones((need, k), dtype=top.dtype)]) if need > 0 else top)
         return out
 
-    def propose(self, pair, prefix, n):
-        self.model.eval()
-        seq = list(prefix)
+    def propose(self, ctx: DraftContext, n: int) -> list[int]:
+        seq = list(ctx.target_prefix)
         for _ in range(n):
-            seq.append(self.itos[int(self._probs(pair, seq)[-1].argmax())])
-        return seq[len(prefix):]
+            if len(seq) > self.cfg.max_len:                          # beyond its positions: nothing to propose
+                break
+            seq.append(self.itos[int(self._probs(ctx.draft_ids, seq)[-1].argmax())])
+        return seq[len(ctx.target_prefix):]
 
     # --- persistence --------------------------------------------------------------
     def save(self, path: str | Path) -> None:
@@ -163,7 +167,6 @@ class CrossModalDrafter:
         d.model.eval()
         prior = Path(path).with_suffix(".prior.json")
         if prior.exists():
-            from helpers.study.drafters.ngram import NgramPrior
             d.set_prior(NgramPrior.load(prior), ck["prior_weight"])
         return d
 
@@ -172,7 +175,6 @@ def choose_prior_weight(drafter: CrossModalDrafter, prior, val: Sequence[Recorde
                         grid: Sequence[float], gamma: int = 5) -> dict[float, float]:
     """Set the network/prior mixture weight with the best validation token match; returns
     the validation token match of every weight tried (0 = the prior alone, 1 = the network)."""
-    from helpers.study.drafters.base import evaluate
     scores = {}
     for w in grid:
         drafter.set_prior(prior, w)

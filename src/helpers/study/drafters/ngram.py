@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from helpers.study.pairs import RecordedPair
-from helpers.study.drafters.base import pad_topk
+from helpers.study.drafters.base import DraftContext, pad_topk
 
 BACKOFF = 0.4  # stupid-backoff discount per order dropped (Brants et al. 2007)
 
@@ -24,6 +24,8 @@ BACKOFF = 0.4  # stupid-backoff discount per order dropped (Brants et al. 2007)
 class NgramPrior:
     order: int = 4                       # n: predict from the last n-1 target tokens
     name: str = "target_prior_ngram"
+    needs = "the target's accepted prefix only"
+    ranks = True
 
     def fit(self, train: Sequence[RecordedPair]) -> "NgramPrior":
         if self.order < 1:
@@ -36,7 +38,6 @@ class NgramPrior:
                     if i - n < 0:
                         break
                     self.counts[tuple(t[i - n:i])][t[i]] += 1
-        self.n_contexts = len(self.counts)
         return self
 
     def scores(self, prefix: Sequence[int], k: int | None = None) -> dict[int, float]:
@@ -67,15 +68,18 @@ class NgramPrior:
         ranked = sorted(self.scores(prefix, k).items(), key=lambda kv: (-kv[1], kv[0]))
         return pad_topk([t for t, _ in ranked], k)
 
-    def predict_topk(self, pairs, k):
+    def predict_topk(self, pairs, k, visible=None):
         return [np.array([self._topk(p.target_ids[: i + 1], k) for i in range(len(p.target_ids) - 1)],
                          dtype=np.int64).reshape(-1, k) for p in pairs]
 
-    def propose(self, pair, prefix, n):
-        seq = list(prefix)
+    def propose(self, ctx: DraftContext, n: int) -> list[int]:
+        seq = list(ctx.target_prefix)
         for _ in range(n):
-            seq.append(self._topk(seq, 1)[0])
-        return seq[len(prefix):]
+            tok = self._topk(seq, 1)[0]
+            if tok < 0:
+                break
+            seq.append(tok)
+        return seq[len(ctx.target_prefix):]
 
     # --- persistence (JSON: the counts are the whole model) -------------------------
     def save(self, path: str | Path) -> None:
@@ -87,5 +91,4 @@ class NgramPrior:
         d = json.loads(Path(path).read_text())
         m = cls(order=d["order"], name=d["name"])
         m.counts = defaultdict(Counter, {tuple(ctx): Counter({t: c for t, c in cnt}) for ctx, cnt in d["counts"]})
-        m.n_contexts = len(m.counts)
         return m

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from helpers.study.drafters.base import DraftContext
 from helpers.study.pairs import RecordedPair
-from helpers.training import IGNORE, MISS, TrainConfig, chunks, fit, pad_batch, resolve_device
+from helpers.training import IGNORE, MISS, TrainConfig, chunks, fit_token_model, pad_batch, resolve_device
 
 EXTRA_IDS = 10  # the seed's 32010 = 32000 text ids + 10 spare; the first spare is the pad
 
@@ -76,6 +77,8 @@ class TokenAdapter(nn.Module):
 
 class SeedAdapterDrafter:
     name = "seed_token_adapter"
+    needs = "draft tokens 0..i to propose target token i+1 (causal over the draft, blind to the target's prefix)"
+    ranks = True
 
     def __init__(self, cfg: AdapterConfig, device: str = "cpu"):
         self.cfg, self.device = cfg, resolve_device(device)
@@ -104,30 +107,36 @@ class SeedAdapterDrafter:
             self._set_out_ids(torch.arange(self.cfg.vocab))
         else:
             raise ValueError(f"output_vocab must be 'full' or 'train', got {self.cfg.output_vocab!r}")
-        return fit(self.model, self._batches, train, val, tcfg, desc=self.name)
+        return fit_token_model(self.model, self._batches, train, val, tcfg, desc=self.name)
 
     @torch.no_grad()
-    def _logits(self, pairs: Sequence[RecordedPair]) -> list[torch.Tensor]:
+    def _topk_draft(self, draft_ids: Sequence[int], n_positions: int, k: int, draft_done: bool) -> np.ndarray:
+        """(n_positions, k) global ids: output i predicts target token i+1 from draft tokens 0..i.
+        A finished draft is padded past its end (as the seed trained); an unfinished one has no
+        output where its token i does not exist yet (-1)."""
         self.model.eval()
-        out = []
-        for p in pairs:
-            T = min(self.cfg.max_len, max(len(p.draft_ids), len(p.target_ids) - 1))
-            x = pad_batch([p.draft_ids], self.cfg.pad_id, T).to(self.device)
-            out.append(self.model(x)[0, : len(p.target_ids) - 1].cpu())       # (L-1, V)
+        T = min(self.cfg.max_len, max(len(draft_ids), n_positions, 1))
+        x = pad_batch([draft_ids], self.cfg.pad_id, T).to(self.device)
+        lg = self.model(x)[0, :n_positions].cpu()                                  # (<=n, V)
+        top = self.model.out_ids.cpu()[lg.topk(k, dim=-1).indices].numpy()         # global ids
+        out = -np.ones((n_positions, k), dtype=np.int64)
+        out[: top.shape[0]] = top                                                  # beyond max_len: -1
+        if not draft_done:
+            out[len(draft_ids):] = -1
         return out
 
-    def predict_topk(self, pairs, k):
+    def predict_topk(self, pairs, k, visible=None):
         res = []
-        for p, lg in zip(pairs, self._logits(pairs)):
-            top = self.model.out_ids.cpu()[lg.topk(k, dim=-1).indices].numpy()  # (L-1, k) global ids
-            need = len(p.target_ids) - 1 - top.shape[0]                        # beyond max_len
-            res.append(np.vstack([top, -np.ones((need, k), dtype=top.dtype)]) if need > 0 else top)
+        for j, p in enumerate(pairs):
+            v = len(p.draft_ids) if visible is None else min(visible[j], len(p.draft_ids))
+            res.append(self._topk_draft(p.draft_ids[:v], len(p.target_ids) - 1, k, v == len(p.draft_ids)))
         return res
 
-    def propose(self, pair, prefix, n):
-        top1 = self.predict_topk([pair], 1)[0][:, 0]
-        k = len(prefix)
-        return [int(top1[i]) if i < len(top1) else -1 for i in range(k - 1, k - 1 + n)]
+    def propose(self, ctx: DraftContext, n: int) -> list[int]:
+        k = len(ctx.target_prefix)                  # drafts for target tokens k..k+n-1 = outputs k-1..k+n-2
+        top1 = self._topk_draft(ctx.draft_ids, k - 1 + n, 1, ctx.draft_done)[k - 1:, 0]
+        stop = np.flatnonzero(top1 < 0)
+        return [int(t) for t in top1[: stop[0] if len(stop) else n]]
 
     def save(self, path: str | Path) -> None:
         torch.save({"config": asdict(self.cfg), "state_dict": self.model.state_dict()}, path)

@@ -2,26 +2,53 @@
 
     seed_token_adapter   the study's TokenAdapter (reads the draft's output only)
     target_prior_ngram   content-free control: the target's own prefix, n-gram
-    cross_modal          draft output + target prefix, encoder-decoder
+    cross_modal          draft output + target prefix, encoder-decoder (+ the n-gram prior, mixed)
     target_prior_neural  the same network with the draft hidden: the ablation of cross_modal
-Stage 20 trains and saves them into its folder; stage 30 loads them from there.
+    draft_direct         the draft model's own tokens, unchanged (nothing to train)
+
+`train(name, train, val, recipe)` fits one on the training pairs, with every choice (checkpoint,
+n-gram order, mixture weight) made on the validation pairs, and returns it with a summary. Stage
+20 trains and saves them into its folder; stage 30 loads them from there. No test pair enters.
 """
 from __future__ import annotations
 
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from helpers.study.pairs import RecordedPair
-from helpers.study.drafters.base import evaluate
-from helpers.study.drafters.cross_modal import CrossModalConfig, CrossModalDrafter
+from helpers.study.drafters.base import RawDraft, evaluate
+from helpers.study.drafters.cross_modal import CrossModalConfig, CrossModalDrafter, choose_prior_weight
 from helpers.study.drafters.ngram import NgramPrior
 from helpers.study.drafters.seed_adapter import AdapterConfig, SeedAdapterDrafter
+from helpers.study.pairs import RecordedPair
+from helpers.training import TrainConfig
 
 NAMES = ("seed_token_adapter", "target_prior_ngram", "cross_modal", "target_prior_neural")
-SEES_DRAFT = {"seed_token_adapter": True, "target_prior_ngram": False, "cross_modal": True,
-              "target_prior_neural": False, "draft_direct": True}
-SEES_TARGET_PREFIX = {"seed_token_adapter": False, "target_prior_ngram": True, "cross_modal": True,
-                      "target_prior_neural": True, "draft_direct": False}
+UNTRAINED = ("draft_direct",)
+
+
+@dataclass
+class Recipe:
+    """How the drafters are trained: the parameters of notebook 20, one field each."""
+    device: str = "cpu"
+    seed: int = 0
+    adapter_epochs: int = 50                   # the seed recipe (early stopping usually ends sooner)
+    adapter_lr: float = 1e-4
+    adapter_batch_size: int = 32
+    adapter_patience: int = 10
+    adapter_output_vocab: str = "train"        # "full": the seed's softmax over all ids
+    adapter_max_minutes: float = 0.0
+    text_vocab: int = 32000                    # the models' vocabulary (the adapter's embedding rows)
+    ngram_orders: list[int] = field(default_factory=lambda: [2, 3, 4, 5, 6])
+    cm_epochs: int = 40
+    cm_lr: float = 1e-3
+    cm_batch_size: int = 32
+    cm_patience: int = 8
+    cm_d_model: int = 256
+    cm_max_minutes: float = 0.0
+    cm_prior_weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    progress: bool = True
 
 
 def check_names(names: Sequence[str]) -> list[str]:
@@ -50,7 +77,57 @@ def fit_ngram(train: Sequence[RecordedPair], val: Sequence[RecordedPair], orders
     return best, scores
 
 
+def _network_summary(hist) -> dict:
+    return {"n_params": hist.n_params, "train_seconds": hist.train_seconds, "best_epoch": hist.best_epoch,
+            "epochs_run": len(hist.epochs), "val_token_match": hist.best_value, "stop_reason": hist.stop_reason,
+            "history": asdict(hist)}
+
+
+def train(name: str, train: Sequence[RecordedPair], val: Sequence[RecordedPair], recipe: Recipe,
+          trained: dict | None = None):
+    """Fit drafter `name` -> (drafter, summary). `trained`: drafters fitted earlier in this run
+    (cross_modal reuses target_prior_ngram as its mixed-in prior when it is there)."""
+    check_names([name])
+    trained = trained or {}
+    t0 = time.perf_counter()
+    if name == "target_prior_ngram":
+        ngram, scores = fit_ngram(train, val, recipe.ngram_orders)
+        return ngram, {"n_params": sum(len(c) for c in ngram.counts.values()), "train_seconds": time.perf_counter() - t0,
+                       "best_epoch": None, "epochs_run": None, "val_token_match": scores[ngram.order],
+                       "stop_reason": f"order {ngram.order} chosen on validation", "order": ngram.order,
+                       "val_token_match_by_order": scores}
+    if name == "seed_token_adapter":
+        d = SeedAdapterDrafter(AdapterConfig(text_vocab=recipe.text_vocab, output_vocab=recipe.adapter_output_vocab),
+                               recipe.device)
+        hist = d.fit(train, val, TrainConfig(epochs=recipe.adapter_epochs, batch_size=recipe.adapter_batch_size,
+                                             lr=recipe.adapter_lr, patience=recipe.adapter_patience, seed=recipe.seed,
+                                             device=recipe.device, max_minutes=recipe.adapter_max_minutes,
+                                             progress=recipe.progress))
+        return d, _network_summary(hist)
+    d = CrossModalDrafter(CrossModalConfig(d_model=recipe.cm_d_model, use_draft=name == "cross_modal"), recipe.device)
+    hist = d.fit(train, val, TrainConfig(epochs=recipe.cm_epochs, batch_size=recipe.cm_batch_size, lr=recipe.cm_lr,
+                                         patience=recipe.cm_patience, seed=recipe.seed, device=recipe.device,
+                                         max_minutes=recipe.cm_max_minutes, progress=recipe.progress))
+    summary = _network_summary(hist)
+    if name == "cross_modal":  # mix in the n-gram prior of the target's phrasing, weight chosen on validation
+        prior = trained.get("target_prior_ngram") or fit_ngram(train, val, recipe.ngram_orders)[0]
+        scores = choose_prior_weight(d, prior, val, recipe.cm_prior_weights)
+        summary.update(prior_weight=d.prior_weight, val_token_match_by_weight=scores,
+                       val_token_match_network_only=summary["val_token_match"],
+                       val_token_match=scores[d.prior_weight])
+    summary["train_seconds"] = time.perf_counter() - t0
+    return d, summary
+
+
+def save(drafter, folder: str | Path, name: str) -> Path:
+    path = checkpoint(folder, name)
+    drafter.save(path)
+    return path
+
+
 def load(folder: str | Path, name: str, device: str = "cpu"):
+    if name == "draft_direct":
+        return RawDraft()
     path = checkpoint(folder, name)
     if not path.exists():
         raise FileNotFoundError(f"{path}: drafter {name!r} was not trained in this run "
@@ -60,6 +137,3 @@ def load(folder: str | Path, name: str, device: str = "cpu"):
     if name == "seed_token_adapter":
         return SeedAdapterDrafter.load(path, device)
     return CrossModalDrafter.load(path, device)
-
-
-__all__ = ["NAMES", "AdapterConfig", "CrossModalConfig", "check_names", "checkpoint", "fit_ngram", "load"]
