@@ -4,7 +4,10 @@ Both models of the study are LLaMA decoders (Vicuna-7B inside EventGPT and Video
 synthetic world's two small models too). `StaticDecoder` wraps the transformers `LlamaModel`
 (embeddings, layers, norms, MLPs: their weights and their own forward code) plus `lm_head`, and
 owns only what speed needs: the KV cache, rotary positions, attention masks and the step
-functions, so that one decode step is one CUDA graph (`torch.compile(mode="reduce-overhead")`).
+functions. `compile()` makes one decode step (and one verify step of each width) one CUDA graph
+of torch.compile'd code: the decoder layer is compiled once (all layers share its code, so compile
+time does not grow with depth: "regional compilation"), and each step is captured whole with
+`torch.cuda.CUDAGraph` on first use per shape, so replaying it launches nothing from Python.
 
 The cache is written by position, as in gpt-fast: row b's token at position p lives in slot p.
 Rows of a batch have their own lengths (no left padding: a row's positions are exactly those it
@@ -31,6 +34,43 @@ from torch import nn
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
+
+
+def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    """LLaMA's RMSNorm, as transformers computes it (variance in fp32, cast back, then the weight)."""
+    xf = x.float()
+    return w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def _block(x, cos, sin, kc, vc, b, h_kv, s, mask, w_ln1, w_qkv, w_o, w_ln2, w_gu, w_down,
+           eps: float, n_heads: int, n_kv: int, head_dim: int):
+    """One decoder layer over the cache: x (B, T, D) -> (B, T, D). Weights come as tensors (QKV
+    and gate/up fused, one matrix each), so one compiled graph serves every layer. Writes keys
+    and values into kc / vc (B, Hkv, S, Dh) at slots s (B, T, 1); attends under mask (B, T, S), or
+    causally over these T tokens alone when mask is None (prefill of an empty cache)."""
+    B, T, _ = x.shape
+    qkv = _rms(x, w_ln1, eps) @ w_qkv.T                                               # (B, T, (H + 2 Hkv) Dh)
+    q, k, v = qkv.split([n_heads * head_dim, n_kv * head_dim, n_kv * head_dim], dim=-1)
+    q = q.view(B, T, n_heads, head_dim).transpose(1, 2)                              # (B, H, T, Dh)
+    k = k.view(B, T, n_kv, head_dim).transpose(1, 2)                                 # (B, Hkv, T, Dh)
+    v = v.view(B, T, n_kv, head_dim).transpose(1, 2)
+    q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+    kc[b, h_kv, s] = k.transpose(1, 2)                                              # (B, T, Hkv, Dh)
+    vc[b, h_kv, s] = v.transpose(1, 2)
+    if mask is None:
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=n_kv != n_heads)
+    else:
+        # a few queries against the whole cache: plain matmuls (split over the cache length by the
+        # GEMM) read the cache at full bandwidth, where a fused kernel would parallelise over heads only
+        kk, vv = kc, vc
+        if n_kv != n_heads:
+            kk, vv = kk.repeat_interleave(n_heads // n_kv, 1), vv.repeat_interleave(n_heads // n_kv, 1)
+        att = (q @ kk.transpose(-1, -2)).float() * head_dim ** -0.5                   # (B, H, T, S)
+        att = att.masked_fill(~mask[:, None], float("-inf")).softmax(-1).to(q.dtype)
+        o = att @ vv                                                                  # (B, H, T, Dh)
+    x = x + o.transpose(1, 2).reshape(B, T, -1) @ w_o.T
+    gate, up = (_rms(x, w_ln2, eps) @ w_gu.T).chunk(2, dim=-1)                         # (B, T, F) each
+    return x + (F.silu(gate) * up) @ w_down.T
 
 
 def language_model_of(model) -> tuple[nn.Module, nn.Module]:
@@ -68,19 +108,58 @@ class StaticDecoder(nn.Module):
         self.register_buffer("slots", torch.arange(max_len, device=device), persistent=False)
         inv = 1.0 / (rope["rope_theta"] ** (torch.arange(0, self.head_dim, 2, dtype=torch.float) / self.head_dim))
         self.register_buffer("inv_freq", inv.to(device), persistent=False)
-        self._decode_fn = self._decode_logits
+        if getattr(cfg, "hidden_act", "silu") != "silu" or getattr(cfg, "attention_bias", False) \
+                or getattr(cfg, "mlp_bias", False):
+            raise NotImplementedError("only LLaMA's SiLU MLP without biases is supported")
+        # per layer: (input norm, fused QKV, output projection, post-attention norm, fused gate/up, down)
+        self.weights = [(l.input_layernorm.weight,
+                         torch.cat([l.self_attn.q_proj.weight, l.self_attn.k_proj.weight, l.self_attn.v_proj.weight]),
+                         l.self_attn.o_proj.weight, l.post_attention_layernorm.weight,
+                         torch.cat([l.mlp.gate_proj.weight, l.mlp.up_proj.weight]), l.mlp.down_proj.weight)
+                        for l in llama.layers]
+        self.eps = llama.layers[0].input_layernorm.variance_epsilon
+        self._block = _block
+        self._graphs: dict = {}
         self._compiled = False
 
     @classmethod
     def for_model(cls, model, batch: int, max_len: int, **kw) -> "StaticDecoder":
         return cls(*language_model_of(model), batch, max_len, **kw)
 
-    def compile(self, mode: str = "reduce-overhead") -> "StaticDecoder":
-        """One CUDA graph per decode step (and per verify width, compiled on first use)."""
-        self._decode_fn = torch.compile(self._decode_logits, mode=mode, fullgraph=True)
-        self._verify_fn = torch.compile(self._verify_logits, mode=mode, fullgraph=True)
+    def compile(self) -> "StaticDecoder":
+        """Compile the decoder layer (once per step shape) and replay decode / verify steps as
+        CUDA graphs. On a CPU this only compiles the layer."""
+        import torch._dynamo
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit, 512)
+        self._block = torch.compile(_block, fullgraph=True, dynamic=False)
         self._compiled = True
         return self
+
+    def _graphed(self, name: str, fn, tokens: torch.Tensor) -> torch.Tensor:
+        """fn(tokens) as a captured CUDA graph, one per (name, shape): the first call warms up
+        (compiling), captures, and every call replays. Warm-up and capture write only cache slots
+        at or after each row's length, which the real step overwrites; lengths are not touched."""
+        if not (self._compiled and tokens.is_cuda):
+            return fn(tokens)
+        key = (name, tuple(tokens.shape))
+        if key not in self._graphs:
+            static = tokens.clone()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    fn(static)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            pool = next(iter(self._graphs.values()))[0].pool() if self._graphs else None
+            with torch.cuda.graph(graph, pool=pool):
+                out = fn(static)
+            self._graphs[key] = (graph, static, out)
+        graph, static, out = self._graphs[key]
+        static.copy_(tokens)
+        graph.replay()
+        return out.clone()
 
     # --- the forward pass ------------------------------------------------------------------
     def _rope(self, pos: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,31 +169,15 @@ class StaticDecoder(nn.Module):
 
     def _layers(self, x: torch.Tensor, pos: torch.Tensor, slots: torch.Tensor,
                 mask: torch.Tensor | None) -> torch.Tensor:
-        """x (B, T, D) at positions pos (B, T), written into cache slots (B, T); attention over the
-        cache under mask (B, T, S), or, with mask None, causally over these T tokens alone (prefill
-        of an empty cache)."""
-        B, T, _ = x.shape
+        """x (B, T, D) at positions pos (B, T), written into cache slots (B, T): see _block."""
+        B = x.shape[0]
         cos, sin = self._rope(pos, x.dtype)
         b = torch.arange(B, device=x.device)[:, None, None]
         h_kv = torch.arange(self.n_kv, device=x.device)[None, None, :]
-        s = slots[:, :, None]
-        gqa = self.n_kv != self.n_heads
-        for i, layer in enumerate(self.llama.layers):
-            a = layer.self_attn
-            h = layer.input_layernorm(x)
-            q = a.q_proj(h).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)   # (B, H, T, Dh)
-            k = a.k_proj(h).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)      # (B, Hkv, T, Dh)
-            v = a.v_proj(h).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-            q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-            self.k_cache[i][b, h_kv, s] = k.transpose(1, 2)                          # (B, T, Hkv, Dh)
-            self.v_cache[i][b, h_kv, s] = v.transpose(1, 2)
-            if mask is None:
-                o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-            else:
-                o = F.scaled_dot_product_attention(q, self.k_cache[i], self.v_cache[i],
-                                                   attn_mask=mask[:, None], enable_gqa=gqa)  # (B, H, T, Dh)
-            x = x + a.o_proj(o.transpose(1, 2).reshape(B, T, -1))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        block = _block if mask is None else self._block        # prefill (varying lengths) stays eager
+        for i, w in enumerate(self.weights):
+            x = block(x, cos, sin, self.k_cache[i], self.v_cache[i], b, h_kv, slots[:, :, None], mask, *w,
+                      self.eps, self.n_heads, self.n_kv, self.head_dim)
         return self.llama.norm(x)
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -142,9 +205,9 @@ class StaticDecoder(nn.Module):
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """One token per row (B,), written at each row's length: logits (B, V) of the next token."""
-        if self._compiled:
-            torch.compiler.cudagraph_mark_step_begin()
-        logits = self._decode_fn(tokens)
+        if int(self.lengths.max()) >= self.max_len:
+            raise ValueError("decode would write past the end of the cache: allocate a longer one")
+        logits = self._graphed("decode", self._decode_logits, tokens)
         self.lengths += 1
         return logits
 
@@ -158,10 +221,7 @@ class StaticDecoder(nn.Module):
         """Score k given tokens per row (B, k) in one forward over the cache; lengths unchanged."""
         if int(self.lengths.max()) + tokens.shape[1] > self.max_len:
             raise ValueError("verify would write past the end of the cache: allocate a longer one")
-        if self._compiled:
-            torch.compiler.cudagraph_mark_step_begin()
-            return self._verify_fn(tokens)
-        return self._verify_logits(tokens)
+        return self._graphed("verify", self._verify_logits, tokens)
 
     @torch.no_grad()
     def verify_tree(self, tokens: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:

@@ -133,10 +133,10 @@ def load_pretrained(path, kind: str, dtype=torch.float32, device="cpu", load_in_
 
 
 # ----------------------------------------------------------------------------- inputs
-def preprocess_pixels(images: np.ndarray, image_size_px: int) -> torch.Tensor:
+def preprocess_pixels(images: np.ndarray, image_size_px: int, device=None) -> torch.Tensor:
     """uint8 (..., H, W, 3) -> float (..., 3, S, S): CLIP processor steps (shortest side to S,
-    bicubic; centre crop; /255; normalise with CLIP mean/std)."""
-    x = torch.as_tensor(np.ascontiguousarray(images))
+    bicubic; centre crop; /255; normalise with CLIP mean/std), computed on `device` (default CPU)."""
+    x = torch.as_tensor(np.ascontiguousarray(images)).to(device)
     lead = x.shape[:-3]
     x = x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2).float() / 255.0  # (N, 3, H, W)
     h, w = x.shape[-2:]
@@ -146,8 +146,8 @@ def preprocess_pixels(images: np.ndarray, image_size_px: int) -> torch.Tensor:
         x = F.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)
     top, left = (nh - image_size_px) // 2, (nw - image_size_px) // 2
     x = x[..., top:top + image_size_px, left:left + image_size_px].clamp(0, 1)
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
     return ((x - mean) / std).reshape(*lead, 3, image_size_px, image_size_px)
 
 
@@ -160,9 +160,9 @@ def visual_tokens_per_image(model) -> int:
     return n + (c.vision_feature_select_strategy == "full")
 
 
-def pixel_tensor(model, pixel_input: np.ndarray) -> torch.Tensor:
+def pixel_tensor(model, pixel_input: np.ndarray, device=None) -> torch.Tensor:
     """uint8 input -> batch-1 pixel tensor: draft (n_images, 3, S, S), target (1, F, 3, S, S)."""
-    x = preprocess_pixels(pixel_input, model.config.vision_config.image_size)
+    x = preprocess_pixels(pixel_input, model.config.vision_config.image_size, device)
     if model_kind(model) == "target":
         return x.unsqueeze(0)  # (1, F, 3, S, S)
     return x.reshape(-1, *x.shape[-3:])  # (n_images, 3, S, S)

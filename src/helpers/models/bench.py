@@ -1,0 +1,205 @@
+"""Speed of the backends: per-stage timings, decode and verify steps, throughput, and the roofline.
+
+Timing hygiene (Spec-Bench): warm-up runs first (which also compile and capture CUDA graphs),
+CUDA synchronisation around every timed region, greedy decoding, `repeats` repetitions reported
+as median (and min/max). Every figure carries the device it was measured on (`device_info`).
+"""
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from helpers.models.backend import Backend, generate
+
+# Spec sheet of the card the figures are set against (NVIDIA H200 SXM): HBM3e bandwidth and dense
+# bf16 tensor throughput. The suite also reports what it measured (a device-to-device copy).
+H200_SPEC = {"bandwidth_gb_s": 4800.0, "bf16_tflops": 989.0}
+
+
+def device_info(device) -> dict:
+    d = torch.device(device)
+    out = {"torch": torch.__version__, "python": platform.python_version(), "device": str(d)}
+    try:
+        import transformers
+        out["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    if d.type == "cuda":
+        p = torch.cuda.get_device_properties(d)
+        out.update(name=p.name, memory_gb=round(p.total_memory / 2 ** 30, 1), sms=p.multi_processor_count,
+                   cuda=torch.version.cuda, driver_gpus=torch.cuda.device_count())
+    else:
+        out["name"] = platform.processor() or "CPU"
+    return out
+
+
+def _timed(fn: Callable[[], object], device, repeats: int) -> list[float]:
+    """Wall-clock ms of fn(), synchronised, `repeats` times."""
+    out = []
+    for _ in range(repeats):
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def summary(ms: Sequence[float]) -> dict:
+    return {"median": statistics.median(ms), "min": min(ms), "max": max(ms), "n": len(ms)}
+
+
+def measured_bandwidth_gb_s(device, n_bytes: int = 2 * 2 ** 30) -> float:
+    """Device-to-device copy rate, bytes read + written per second (the roofline's measured ceiling)."""
+    a = torch.empty(n_bytes // 2, dtype=torch.uint8, device=device)
+    b = torch.empty_like(a)
+    for _ in range(3):
+        b.copy_(a)
+    ms = statistics.median(_timed(lambda: b.copy_(a), device, 10))
+    return 2 * a.numel() / (ms / 1e3) / 1e9
+
+
+def weight_bytes(model) -> int:
+    """Bytes of the language model's weights read by one decode step (embeddings excluded: one row is read)."""
+    from helpers.models.decoder import language_model_of
+    llama, head = language_model_of(model)
+    n = sum(p.numel() * p.element_size() for name, p in llama.named_parameters() if "embed_tokens" not in name)
+    return n + sum(p.numel() * p.element_size() for p in head.parameters())
+
+
+def decode_steps(backend: Backend, pixel_inputs, questions, n_steps: int = 50, repeats: int = 3) -> dict:
+    """ms per decode step at the backend's batch, after one prefill (steps fed their own argmax)."""
+    visual = backend.encode(pixel_inputs)
+    n_items = [backend.adapter.n_items(p) for p in pixel_inputs]
+    start_token = backend.prefill(questions, visual, n_items).argmax(-1)
+    start = backend.decoder.lengths.clone()
+
+    def run():
+        backend.decoder.lengths.copy_(start)
+        tok = start_token
+        for _ in range(n_steps):
+            tok = backend.decoder.decode(tok).argmax(-1)
+
+    run()                                                                         # warm-up (compile, capture)
+    ms = _timed(run, backend.device, repeats)
+    backend.decoder.lengths.copy_(start)
+    return summary([m / n_steps for m in ms])
+
+
+def verify_widths(backend: Backend, pixel_inputs, questions, widths: Sequence[int], repeats: int = 5) -> dict:
+    """ms of one verify forward of k tokens per row, for each k, at the prompt's length."""
+    visual = backend.encode(pixel_inputs)
+    backend.prefill(questions, visual, [backend.adapter.n_items(p) for p in pixel_inputs])
+    start = backend.decoder.lengths.clone()
+    out = {}
+    for k in widths:
+        vocab = backend.decoder.lm_head.out_features
+        tokens = torch.randint(3, min(1000, vocab), (backend.batch, k), device=backend.device)
+        backend.decoder.verify(tokens)                                           # warm-up (compile, capture)
+        out[int(k)] = summary(_timed(lambda: backend.decoder.verify(tokens), backend.device, repeats))
+        backend.decoder.lengths.copy_(start)
+    return out
+
+
+def throughput(backend: Backend, pixel_inputs, questions, max_new_tokens: int = 50, repeats: int = 3) -> dict:
+    """Batched greedy generation of one full batch: samples/s and the per-stage ms (medians)."""
+    generate(backend, pixel_inputs, questions, max_new_tokens)                    # warm-up
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        g = generate(backend, pixel_inputs, questions, max_new_tokens)
+        runs.append({"wall_ms": (time.perf_counter() - t0) * 1e3, **g[0].timings_ms,
+                     "new_tokens": float(np.mean([len(x.ids) for x in g]))})
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    med["samples_per_s"] = len(questions) / (med["wall_ms"] / 1e3)
+    med["prompt_tokens"] = float(g[0].n_prompt_tokens)
+    return med
+
+
+def hf_generate_ms_per_token(model, backend: Backend, pixel_input, question: str, max_new_tokens: int = 50,
+                             repeats: int = 3) -> dict:
+    """transformers' own `generate` (eager, its dynamic cache) at batch 1: ms per new token, the
+    baseline users get out of the box. Prompt embeddings are built the suite's way."""
+    visual = backend.encode([pixel_input])
+    emb, n = backend.prompt([question], visual, [backend.adapter.n_items(pixel_input)])
+    emb = emb[:1, : n[0]]
+    kw = dict(inputs_embeds=emb, attention_mask=torch.ones(emb.shape[:2], dtype=torch.long, device=emb.device),
+              max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False)
+    with torch.no_grad():
+        model.generate(**kw)
+        ms = _timed(lambda: model.generate(**kw), backend.device, repeats)
+    return summary([m / max_new_tokens for m in ms])
+
+
+def run_7b(tokenizer, device="cuda", batches: Sequence[int] = (1, 8, 32), widths: Sequence[int] = (1, 2, 4, 6, 8, 16),
+           max_new_tokens: int = 50, repeats: int = 3, kinds: Sequence[str] = ("target", "draft"),
+           log=print) -> dict:
+    """Everything the performance chapter shows, on the 7B-shaped models (random weights, bf16):
+    per model: compiled and eager batch-1 decode steps, verify widths, transformers' generate at
+    batch 1, and batched greedy throughput at each batch size. `tokenizer` only writes the text
+    of the prompts (see helpers.models.shapes)."""
+    from helpers.models import shapes
+    out = {"device": device_info(device), "bandwidth_gb_s": measured_bandwidth_gb_s(device),
+           "spec": H200_SPEC, "max_new_tokens": max_new_tokens, "repeats": repeats, "models": {}}
+    question = "What are the key elements in this scene?"
+    for kind in kinds:
+        t0 = time.perf_counter()
+        model = (shapes.video_llava_7b if kind == "target" else shapes.eventgpt_7b)(device)
+        adapter = shapes.shaped_adapter(model, tokenizer)
+        res = {"build_s": time.perf_counter() - t0, "weight_bytes": weight_bytes(model),
+               "params": sum(p.numel() for p in model.parameters())}
+        one = shapes.random_inputs(kind, 1)
+        max_len = len(adapter.prompt_ids(question, adapter.n_items(one[0]))) + max(max(widths), max_new_tokens) + 8
+        for compiled in (False, True):
+            be = Backend(model, tokenizer, 1, max_len, adapter, compile=compiled)
+            res["decode_ms_" + ("compiled" if compiled else "eager")] = decode_steps(be, one, [question], max_new_tokens, repeats)
+            res["verify_ms_" + ("compiled" if compiled else "eager")] = verify_widths(be, one, [question], widths, repeats)
+            log(f"{kind} batch 1 {'compiled' if compiled else 'eager'}: decode "
+                f"{res['decode_ms_' + ('compiled' if compiled else 'eager')]['median']:.2f} ms/step")
+            del be
+            torch.cuda.empty_cache()
+        be = Backend(model, tokenizer, 1, max_len, adapter)
+        res["hf_generate_ms_per_token"] = hf_generate_ms_per_token(model, be, one[0], question, max_new_tokens, repeats)
+        del be
+        res["throughput"] = {}
+        for b in batches:
+            be = Backend(model, tokenizer, b, max_len, adapter, compile=True)
+            res["throughput"][int(b)] = throughput(be, shapes.random_inputs(kind, b, seed=b), [question] * b,
+                                                   max_new_tokens, repeats)
+            log(f"{kind} batch {b}: {res['throughput'][int(b)]['samples_per_s']:.1f} samples/s")
+            del be
+            torch.cuda.empty_cache()
+        out["models"][kind] = res
+        del model
+        torch.cuda.empty_cache()
+    return out
+
+
+def main(argv=None) -> None:
+    """python -m helpers.models.bench --out FILE.json [--batches 1 8 32]: the 7B-shaped benchmark."""
+    import argparse
+    import json
+    from helpers.models.tokenizer import load_tokenizer
+    from helpers.models.shipped import SHIPPED_DIR
+    ap = argparse.ArgumentParser(prog="python -m helpers.models.bench", description=main.__doc__)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--widths", type=int, nargs="+", default=[1, 2, 4, 6, 8, 16])
+    ap.add_argument("--kinds", nargs="+", default=["target", "draft"])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tokenizer", default=str(SHIPPED_DIR / "tokenizer"))
+    a = ap.parse_args(argv)
+    res = run_7b(load_tokenizer(a.tokenizer), batches=a.batches, widths=a.widths, kinds=a.kinds, repeats=a.repeats)
+    with open(a.out, "w") as f:
+        json.dump(res, f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()

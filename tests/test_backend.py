@@ -1,0 +1,44 @@
+"""The backend on the shipped synthetic models: batched greedy generation through the static-cache
+decoder equals the transformers-cache reference loop token for token (fp32, CPU)."""
+import numpy as np
+import pytest
+
+from helpers.models import vlm
+from helpers.models.backend import Backend, generate
+from helpers.models.shipped import SHIPPED_DIR
+from helpers.world.captions import QUESTIONS
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def models():
+    draft, tok = vlm.load_pretrained(SHIPPED_DIR / "draft", "draft")
+    target, _ = vlm.load_pretrained(SHIPPED_DIR / "target", "target")
+    return draft, target, tok
+
+
+def inputs(kind, n, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (120, 160, 3) if kind == "draft" else (8, 120, 160, 3)
+    return [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(n)]
+
+
+@pytest.mark.parametrize("kind", ["draft", "target"])
+def test_batched_generation_equals_the_reference_loop(models, kind):
+    draft, target, tok = models
+    model = draft if kind == "draft" else target
+    pix, qs = inputs(kind, 3), [QUESTIONS[0], QUESTIONS[3], QUESTIONS[5]]
+    backend = Backend(model, tok, batch=4, max_len=420)          # one spare row: a short last batch
+    got = generate(backend, pix, qs, max_new_tokens=20)
+    for g, p, q in zip(got, pix, qs):
+        ids, text, _ = vlm.generate_greedy(model, tok, p, q, max_new_tokens=20)
+        assert g.ids == ids and g.text == text
+    assert got[0].n_prompt_tokens == len(vlm.prompt_ids(model, tok, qs[0], 8 if kind == "target" else 1))
+    assert set(got[0].timings_ms) == {"vision", "prefill", "decode", "decode_per_token", "batch"}
+
+
+def test_too_many_rows_is_an_error(models):
+    draft, _, tok = models
+    with pytest.raises(ValueError, match="rows for a backend of 2"):
+        generate(Backend(draft, tok, batch=2, max_len=200), inputs("draft", 3), [QUESTIONS[0]] * 3)
