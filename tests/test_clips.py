@@ -180,6 +180,13 @@ def test_mp4_sampled_uniformly(tmp_path):
 
 
 # ----------------------------------------------------------------------------- work list
+def _repo_entry(question):
+    """An entry as the research repo's generate_json.py writes it, with the question filled in."""
+    return {"id": f"u-{question}", "event_data": "seq/000001.npy", "video_data": "seq/000001",
+            "mp4_data": "seq/000001.mp4", "conversations": [{"from": "human", "value": "<event>\n" + question},
+                                                             {"from": "gpt", "value": ""}]}
+
+
 def _study_manifest(root):
     """Two clips in the research repo's layout (seq/clip paths, question only in the human
     turn) and the synthetic world's (query, question_idx), entries out of order."""
@@ -187,12 +194,9 @@ def _study_manifest(root):
         (root / sub).mkdir(parents=True, exist_ok=True)
     for f in ("event_npy/seq/000001.npy", "mp4/seq/000001.mp4", "event_npy/c0.npy", "mp4/c0.mp4"):
         (root / f).write_bytes(b"")
-    real = lambda q: {"id": f"u-{q}", "event_data": "seq/000001.npy", "video_data": "seq/000001",  # noqa: E731
-                      "mp4_data": "seq/000001.mp4", "conversations": [{"from": "human", "value": "<event>\n" + q},
-                                                                       {"from": "gpt", "value": ""}]}
     synth = {"id": "c0_q3", "event_data": "c0.npy", "video_data": "c0.mp4", "mp4_data": "c0.mp4",
              "clip_id": "c0", "question_idx": 3, "query": QUESTIONS[3], "conversations": []}
-    entries = [real(QUESTIONS[2]), synth, real(QUESTIONS[0])]
+    entries = [_repo_entry(QUESTIONS[2]), synth, _repo_entry(QUESTIONS[0])]
     (root / "EventGPT_Instruction_Subset.json").write_text(json.dumps(entries))
     return entries
 
