@@ -111,34 +111,44 @@ def _empty() -> dict[str, np.ndarray]:
             "p": np.zeros(0, np.uint8)}
 
 
-def validate_events(ev: dict) -> dict[str, np.ndarray]:
-    """Check fields, lengths, polarity values and time order; return normalized dtypes."""
+def validate_events(ev: dict, where: str = "") -> dict[str, np.ndarray]:
+    """Check fields, lengths, polarity values and time order; return normalized dtypes.
+
+    `where` (a file, a file and time window) starts every error message, so a bad clip
+    among thousands can be found.
+    """
+    at = f"{where}: " if where else ""
     missing = [k for k in EVENT_KEYS if k not in ev]
     if missing:
-        raise ValueError(f"event dict lacks {missing}; has {sorted(ev)}")
+        raise ValueError(f"{at}event dict lacks {missing}; has {sorted(ev)}")
     n = {k: len(ev[k]) for k in EVENT_KEYS}
     if len(set(n.values())) != 1:
-        raise ValueError(f"event arrays differ in length: {n}")
+        raise ValueError(f"{at}event arrays differ in length: {n}")
     p = np.asarray(ev["p"])
     if p.size and not np.isin(p, (0, 1, -1)).all():
-        raise ValueError(f"polarity values outside {{0, 1}} (or -1/1): {np.unique(p)[:10]}")
+        raise ValueError(f"{at}polarity values outside {{0, 1}} (or -1/1): {np.unique(p)[:10]}")
     out = {"x": np.asarray(ev["x"]).astype(np.int32), "y": np.asarray(ev["y"]).astype(np.int32),
            "t": np.asarray(ev["t"]).astype(np.int64),  # cast BEFORE any arithmetic (uint16 files)
            "p": (p > 0).astype(np.uint8)}
     if out["x"].size and (out["x"].min() < 0 or out["y"].min() < 0):
-        raise ValueError("negative pixel coordinates")
-    if out["t"].size > 1 and np.any(np.diff(out["t"]) < 0):
-        raise ValueError("timestamps are not sorted")
+        raise ValueError(f"{at}negative pixel coordinates")
+    if out["t"].size > 1:
+        back = np.flatnonzero(np.diff(out["t"]) < 0)
+        if back.size:
+            i = int(back[0])
+            raise ValueError(f"{at}timestamps are not sorted ({back.size} backward steps; first at index "
+                             f"{i + 1}: t={out['t'][i + 1]} after t={out['t'][i]})")
     return out
 
 
 def load_events(path: str | Path) -> dict[str, np.ndarray]:
-    """Read an EventGPT `.npy` event dict: x, y int32; t int64 µs; p uint8 in {0, 1}."""
+    """Read an EventGPT `.npy` event dict: x, y int32; t int64 µs; p uint8 in {0, 1}.
+    Errors (bad fields, unsorted t) name the file."""
     obj = np.load(path, allow_pickle=True)
     ev = obj.item() if isinstance(obj, np.ndarray) and obj.dtype == object else obj
     if not isinstance(ev, dict):
         raise ValueError(f"{path}: expected a pickled dict of arrays, got {type(ev)}")
-    return validate_events(ev)
+    return validate_events(ev, where=str(path))
 
 
 def save_events(path: str | Path, ev: dict) -> None:
@@ -155,8 +165,11 @@ def duration_us(ev: dict) -> int:
     return int(t[-1] - t[0]) if t.size else 0
 
 
-def event_image(ev: dict, size: tuple[int, int], n_chunks: int = 1) -> list[np.ndarray]:
+def event_image(ev: dict, size: tuple[int, int] | None, n_chunks: int = 1) -> list[np.ndarray]:
     """EventGPT's event images: list of n_chunks uint8 (H, W, 3), size = (W, H).
+
+    size=None sizes each chunk's canvas from that chunk's own events, (max y + 1, max x + 1),
+    as EventGPT's `generate_event_image` does; an empty chunk then has no size (ValueError).
 
     White canvas; red (255, 0, 0) where the last event of the chunk at a pixel was ON,
     blue (0, 0, 255) where it was OFF. Chunks hold equal event counts (len // n), the last
@@ -164,7 +177,6 @@ def event_image(ev: dict, size: tuple[int, int], n_chunks: int = 1) -> list[np.n
     vectorized preprocessor painted all ON then all OFF events, so OFF won every pixel
     with both; we keep the time order: last event wins.) Events outside `size` are dropped.
     """
-    w, h = size
     x, y, p = (np.asarray(ev[k]).astype(np.int64) for k in ("x", "y", "p"))
     per = len(x) // n_chunks
     palette = np.array([[0, 0, 255], [255, 0, 0]], np.uint8)            # p=0 blue, p=1 red
@@ -172,6 +184,10 @@ def event_image(ev: dict, size: tuple[int, int], n_chunks: int = 1) -> list[np.n
     for i in range(n_chunks):
         sl = slice(i * per, (i + 1) * per if i < n_chunks - 1 else len(x))
         xi, yi, pi = x[sl], y[sl], p[sl]
+        if size is None and xi.size == 0:
+            raise ValueError(f"event chunk {i} of {n_chunks} is empty ({len(x)} events): its canvas "
+                             f"(max y + 1, max x + 1) is undefined; pass fewer chunks or more events")
+        w, h = size if size is not None else (int(xi.max()) + 1, int(yi.max()) + 1)
         ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
         xi, yi, pi = xi[ok], yi[ok], pi[ok]
         img = np.full((h, w, 3), 255, np.uint8)                         # (H, W, 3)

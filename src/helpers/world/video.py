@@ -58,8 +58,13 @@ def video_fps(path: str | Path) -> float:
         return float(container.streams.video[0].average_rate)
 
 
+def uniform_indices(n_total: int, n: int) -> np.ndarray:
+    """n indices spread uniformly over 0..n_total-1 (linspace, rounded), first and last included.
+    With n > n_total some indices repeat; callers that must not repeat check first."""
+    return np.round(np.linspace(0, n_total - 1, n)).astype(int)
+
+
 def sample_frames(path: str | Path, n: int = 8) -> np.ndarray:
     """n frames at uniformly spaced indices (linspace over the whole video): (n, H, W, 3)."""
     frames = read_video(path)
-    idx = np.round(np.linspace(0, len(frames) - 1, n)).astype(int)
-    return frames[idx]
+    return frames[uniform_indices(len(frames), n)]
