@@ -42,3 +42,23 @@ def test_too_many_rows_is_an_error(models):
     draft, _, tok = models
     with pytest.raises(ValueError, match="rows for a backend of 2"):
         generate(Backend(draft, tok, batch=2, max_len=200), inputs("draft", 3), [QUESTIONS[0]] * 3)
+
+
+def test_eventgpt_through_the_backend_equals_its_reference_loop():
+    import torch
+
+    from helpers.models import eventgpt
+    from helpers.models.backend import eventgpt_adapter
+    from helpers.models.tokenizer import load_tokenizer
+    tok = load_tokenizer(SHIPPED_DIR / "tokenizer")
+    torch.manual_seed(0)
+    model = eventgpt.build_eventgpt(eventgpt.EventGPTConfig.tiny(vocab=len(tok)))
+    imgs = [np.random.default_rng(i).integers(0, 256, (48, 64, 3), dtype=np.uint8) for i in range(2)]
+    qs = ["What is this scene about?", "Describe the following scene."]
+    be = Backend(model, tok, batch=2, max_len=700, adapter=eventgpt_adapter(model, tok))
+    got = generate(be, imgs, qs, max_new_tokens=12)
+    for g, img, q in zip(got, imgs, qs):
+        pix = vlm.preprocess_pixels(img[None], model.config.image_size)
+        ids, _ = eventgpt.generate_greedy(model, tok, pix, q, max_new_tokens=12, eos_token_id=tok.eos_token_id)
+        assert g.ids == ids
+    assert got[0].n_prompt_tokens == len(eventgpt.prompt_ids(tok, qs[0])) - 1 + model.config.n_vision_tokens + 1

@@ -79,7 +79,7 @@ def test_verify_k_equals_step_by_step_and_rollback_is_setting_lengths(lm):
         ref = hf_logits(lm, r + tokens[b].tolist())[len(r):]                # next-token logits after each
         assert torch.allclose(scored[b], ref, atol=1e-4)
     # row 0 accepts 2 drafts, row 1 none: keep last + accepted, continue with the target's own token
-    dec.lengths.copy_(start + torch.tensor([3, 1]))
+    dec.set_lengths(start + torch.tensor([3, 1]))
     nxt = torch.stack([scored[0, 2].argmax(), scored[1, 0].argmax()])
     after = dec.decode(nxt)
     for b, keep in enumerate((3, 1)):
@@ -110,3 +110,11 @@ def test_writing_past_the_cache_is_an_error(lm):
     prefill(dec, lm, [[5] * 10])
     with pytest.raises(ValueError, match="past the end"):
         dec.verify(torch.tensor([[1, 2, 3, 4]]))
+
+
+def test_decode_refuses_to_write_past_the_cache(lm):
+    dec = StaticDecoder.for_model(lm, batch=1, max_len=11)
+    tok = prefill(dec, lm, [[5] * 10]).argmax(-1)
+    dec.decode(tok)                                                          # slot 10: the last one
+    with pytest.raises(ValueError, match="past the end"):
+        dec.decode(tok)

@@ -30,7 +30,7 @@ from helpers.models.decoder import StaticDecoder
 class Adapter:
     """How one model family turns (pixels, question) into the language model's input embeddings."""
     pixels: Callable[[np.ndarray], torch.Tensor]                 # uint8 input -> the vision tower's input for one row
-    features: Callable[[torch.Tensor], torch.Tensor]            # stacked rows' pixels -> (N_total, D), rows in order
+    features: Callable[[torch.Tensor], torch.Tensor]            # rows' pixels stacked (B, ...) -> (B * N, D), rows in order
     prompt_ids: Callable[[str, int], list[int]]                  # question, items -> ids with one placeholder per visual row
     placeholder: int                                             # the id the visual rows replace
     n_items: Callable[[np.ndarray], int]                         # images or frames in one input
@@ -44,11 +44,31 @@ def hf_adapter(model, tokenizer) -> Adapter:
     return Adapter(
         pixels=lambda x: (vlm.pixel_tensor(model, x, model.device)[0] if kind == "target"
                           else vlm.pixel_tensor(model, x, model.device)),
-        features=lambda pixels: vlm.visual_embeddings(model, pixels),   # draft (B*n, 3, S, S) / target (B, F, 3, S, S)
+        # target rows (B, F, 3, S, S) go in whole; draft rows (B, n, 3, S, S) as B * n images
+        features=lambda x: vlm.visual_embeddings(model, x if kind == "target" else x.flatten(0, 1)),
         prompt_ids=lambda q, n: vlm.prompt_ids(model, tokenizer, q, n),
         placeholder=c.video_token_index if kind == "target" else c.image_token_index,
         n_items=lambda x: vlm.n_pixel_items(model, x),
     )
+
+
+def eventgpt_adapter(model, tokenizer) -> Adapter:
+    """EventGPT (helpers.models.eventgpt): event images at 336 px, its own prompt, the pooled
+    event features (T + 577 rows) in place of the <event> placeholder."""
+    from helpers.models import eventgpt
+    device = next(model.parameters()).device
+    size, n_vision = model.config.image_size, model.config.n_vision_tokens
+
+    def prompt_ids(question: str, n_items: int) -> list[int]:
+        ids = eventgpt.prompt_ids(tokenizer, question)
+        k = ids.index(eventgpt.EVENT_TOKEN_INDEX)
+        return ids[:k] + [eventgpt.EVENT_TOKEN_INDEX] * (n_items + n_vision) + ids[k + 1:]
+
+    return Adapter(
+        pixels=lambda x: vlm.preprocess_pixels(x if x.ndim == 4 else x[None], size, device),   # (T, 3, S, S)
+        features=lambda x: torch.cat([eventgpt.get_event_features(model, row) for row in x]),  # rows (B, T, 3, S, S)
+        prompt_ids=prompt_ids, placeholder=eventgpt.EVENT_TOKEN_INDEX,
+        n_items=lambda x: 1 if x.ndim == 3 else x.shape[0])
 
 
 class Backend:
@@ -75,8 +95,6 @@ class Backend:
     def encode(self, pixel_inputs: Sequence[np.ndarray]) -> list[torch.Tensor]:
         """Visual embeddings (N_i, D) for each uint8 input (the rows of one batch)."""
         x = torch.stack([self.adapter.pixels(p) for p in pixel_inputs]).to(self.device, self.dtype)
-        if x.ndim == 5 and vlm.model_kind(self.model) != "target":            # draft: rows of n images
-            x = x.flatten(0, 1)
         flat = self.adapter.features(x)                                      # (B * N, D)
         return list(flat.view(len(pixel_inputs), -1, flat.shape[-1]).unbind(0))
 

@@ -82,14 +82,14 @@ def decode_steps(backend: Backend, pixel_inputs, questions, n_steps: int = 50, r
     start = backend.decoder.lengths.clone()
 
     def run():
-        backend.decoder.lengths.copy_(start)
+        backend.decoder.set_lengths(start)
         tok = start_token
         for _ in range(n_steps):
             tok = backend.decoder.decode(tok).argmax(-1)
 
     run()                                                                         # warm-up (compile, capture)
     ms = _timed(run, backend.device, repeats)
-    backend.decoder.lengths.copy_(start)
+    backend.decoder.set_lengths(start)
     return summary([m / n_steps for m in ms])
 
 
@@ -104,7 +104,7 @@ def verify_widths(backend: Backend, pixel_inputs, questions, widths: Sequence[in
         tokens = torch.randint(3, min(1000, vocab), (backend.batch, k), device=backend.device)
         backend.decoder.verify(tokens)                                           # warm-up (compile, capture)
         out[int(k)] = summary(_timed(lambda: backend.decoder.verify(tokens), backend.device, repeats))
-        backend.decoder.lengths.copy_(start)
+        backend.decoder.set_lengths(start)
     return out
 
 
@@ -132,9 +132,10 @@ def hf_generate_ms_per_token(model, backend: Backend, pixel_input, question: str
     emb = emb[:1, : n[0]]
     kw = dict(inputs_embeds=emb, attention_mask=torch.ones(emb.shape[:2], dtype=torch.long, device=emb.device),
               max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False)
+    gen = model if hasattr(model, "generate") else model.language_model     # EventGPT: its LlamaForCausalLM
     with torch.no_grad():
-        model.generate(**kw)
-        ms = _timed(lambda: model.generate(**kw), backend.device, repeats)
+        gen.generate(**kw)
+        ms = _timed(lambda: gen.generate(**kw), backend.device, repeats)
     return summary([m / max_new_tokens for m in ms])
 
 
@@ -152,7 +153,7 @@ def run_7b(tokenizer, device="cuda", batches: Sequence[int] = (1, 8, 32), widths
     for kind in kinds:
         t0 = time.perf_counter()
         model = (shapes.video_llava_7b if kind == "target" else shapes.eventgpt_7b)(device)
-        adapter = shapes.shaped_adapter(model, tokenizer)
+        adapter = shapes.adapter(kind, model, tokenizer)
         res = {"build_s": time.perf_counter() - t0, "weight_bytes": weight_bytes(model),
                "params": sum(p.numel() for p in model.parameters())}
         one = shapes.random_inputs(kind, 1)

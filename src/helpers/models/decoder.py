@@ -22,7 +22,7 @@ Primitives (B = batch rows, all greedy-agnostic: they return logits):
                            lengths unchanged (the caller sets them to what it accepted)
     verify_tree(tokens, parents)  n tree nodes per row in one forward with a tree attention mask
     keep_path(path, n)     move an accepted tree path's cache entries into place
-    lengths                (B,) tokens in the cache per row; assign to roll back
+    set_lengths(n)         (B,) tokens in the cache per row: rolling back is setting them
 """
 from __future__ import annotations
 
@@ -121,6 +121,7 @@ class StaticDecoder(nn.Module):
         self._block = _block
         self._graphs: dict = {}
         self._compiled = False
+        self._longest = 0          # host copy of lengths.max(), so a step can refuse to overflow without a sync
 
     @classmethod
     def for_model(cls, model, batch: int, max_len: int, **kw) -> "StaticDecoder":
@@ -194,7 +195,7 @@ class StaticDecoder(nn.Module):
         n = torch.as_tensor(n, device=embeds.device)
         pos = torch.arange(T, device=embeds.device)[None].expand(B, T)
         h = self._layers(embeds, pos, pos, None)                                      # (B, T, D)
-        self.lengths.copy_(n)
+        self.set_lengths(n)
         return self.lm_head(h[torch.arange(B, device=h.device), n - 1]).float()       # (B, V)
 
     def _decode_logits(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -205,11 +206,17 @@ class StaticDecoder(nn.Module):
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """One token per row (B,), written at each row's length: logits (B, V) of the next token."""
-        if int(self.lengths.max()) >= self.max_len:
+        if self._longest >= self.max_len:
             raise ValueError("decode would write past the end of the cache: allocate a longer one")
         logits = self._graphed("decode", self._decode_logits, tokens)
         self.lengths += 1
+        self._longest += 1
         return logits
+
+    def set_lengths(self, lengths) -> None:
+        """Roll back (or forward) every row's length: the cache keeps slots below it."""
+        self.lengths.copy_(torch.as_tensor(lengths, device=self.lengths.device))
+        self._longest = int(self.lengths.max())
 
     def _verify_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         pos = self.lengths[:, None] + torch.arange(tokens.shape[1], device=tokens.device)  # (B, k)
@@ -219,7 +226,7 @@ class StaticDecoder(nn.Module):
     @torch.no_grad()
     def verify(self, tokens: torch.Tensor) -> torch.Tensor:
         """Score k given tokens per row (B, k) in one forward over the cache; lengths unchanged."""
-        if int(self.lengths.max()) + tokens.shape[1] > self.max_len:
+        if self._longest + tokens.shape[1] > self.max_len:
             raise ValueError("verify would write past the end of the cache: allocate a longer one")
         return self._graphed("verify", self._verify_logits, tokens)
 
@@ -259,3 +266,4 @@ class StaticDecoder(nn.Module):
             self.k_cache[:, b, :, dst] = self.k_cache[:, b, :, src]
             self.v_cache[:, b, :, dst] = self.v_cache[:, b, :, src]
             self.lengths[b] = start + len(nodes)
+        self._longest = int(self.lengths.max())

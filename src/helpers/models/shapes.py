@@ -3,11 +3,11 @@
 Timings do not depend on weight values, so speed is measured on these where the checkpoints
 are not available (no hub here). `video_llava_7b()` is transformers' VideoLlavaForConditionalGeneration
 configured as LanguageBind/Video-LLaVA-7B-hf (Vicuna-7B, CLIP ViT-L/14 at 224 px, 8 frames x 257
-tokens); `eventgpt_7b()` is the draft at EventGPT-7B's shape (Vicuna-7B, CLIP ViT-L/14-336, one event
-image -> 578 tokens), built by helpers.models.eventgpt when present, else as LLaVA with all 577 CLIP
-tokens (the shape the background figures were measured at). Prompts are built with the suite's
-own tokenizer for the text (ids below 32000) and the real placeholder expansion, so prompt lengths
-match the real models' to within the question's few tokens.
+tokens); `eventgpt_7b()` is helpers.models.eventgpt's EventGPT-7B (Vicuna-7B, CLIP ViT-L/14-336,
+one event image -> 578 pooled tokens). Prompts are built with the suite's own tokenizer for the
+text (ids below 32000) and the real placeholder expansion, so prompt lengths match the real
+models' to within the question's few tokens. `adapter(kind, model, tokenizer)` gives the Backend
+adapter of each.
 """
 from __future__ import annotations
 
@@ -54,10 +54,16 @@ def video_llava_7b(device="cuda", dtype=torch.bfloat16):
 
 
 def eventgpt_7b(device="cuda", dtype=torch.bfloat16):
-    from transformers import LlavaConfig, LlavaForConditionalGeneration
-    cfg = LlavaConfig(vision_config=_clip(336), text_config=_llama(), image_token_index=IMAGE_ID,
-                      image_seq_length=577, vision_feature_layer=-2, vision_feature_select_strategy="full")
-    return _build(LlavaForConditionalGeneration, cfg, device, dtype)
+    from helpers.models.eventgpt import EventGPTConfig, build_eventgpt
+    return build_eventgpt(EventGPTConfig.seven_b(), device, dtype, init=True)
+
+
+def adapter(kind: str, model, tokenizer) -> Adapter:
+    """The Backend adapter of the 7B-shaped target ('target') or draft ('draft')."""
+    if kind == "draft":
+        from helpers.models.backend import eventgpt_adapter
+        return eventgpt_adapter(model, tokenizer)
+    return shaped_adapter(model, tokenizer)
 
 
 def shaped_adapter(model, tokenizer) -> Adapter:
