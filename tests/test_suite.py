@@ -111,7 +111,7 @@ def test_every_page_reads_as_a_report(smoke_run):
     intro = rendered_dom(html / "intro.html").split('<article class="bd-article"', 1)[-1]
     answer = intro.split("The answer", 1)[1].split("How this book was produced", 1)[0]
     align = json.loads((smoke_run.run_dir / "30_alignment" / "results.json").read_text())
-    assert f"<code" in answer and align["headline"] in answer and "key_figure.png" in answer
+    assert "<code" in answer and align["headline"] in answer and "key_figure.png" in answer
     assert answer.index(align["headline"]) < answer.index("Run status")            # answer first, status below
 
 
