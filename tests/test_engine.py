@@ -112,3 +112,39 @@ def test_lossy_acceptance_is_labelled_and_greedy_loop_matches(world):
     res = speculative_generate(Backend(world["target"], world["tok"], batch=4, max_len=400), Wrong(), world["frames"],
                                world["qs"], lambda b: (), SpecConfig(gamma=3, lossy_topk=50), MAX_NEW)
     assert res.lossy
+
+
+def test_concurrent_draft_model_feeds_the_engine_what_exists(world):
+    """The draft model generating in a thread: the engine stays lossless, each step records how many
+    draft tokens it saw, and what a step saw never shrinks."""
+    from helpers.spec.overlap import DraftStream
+    draft, tok = vlm.load_pretrained(SHIPPED_DIR / "draft", "draft")
+    ds = DraftStream(Backend(draft, tok, batch=4, max_len=200), [f[4] for f in world["frames"]], world["qs"], MAX_NEW)
+    be = Backend(world["target"], world["tok"], batch=4, max_len=400)
+    ds.start()
+    res = speculative_generate(be, RawDraft(), world["frames"], world["qs"], ds.visible, SpecConfig(gamma=3), MAX_NEW)
+    ds.join()
+    assert [r.ids for r in res.rows] == world["reference"]
+    assert ds.tokens == world["draft_ids"]                       # the draft model's own greedy answers, all of them
+    for r in res.rows:
+        seen = [s.visible for s in r.steps]
+        assert seen == sorted(seen) and all(0 <= v <= MAX_NEW for v in seen)
+
+
+def test_wallclock_study_and_trace_replay_report_consistent_numbers(world):
+    from helpers.spec import study
+    be = Backend(world["target"], world["tok"], batch=2, max_len=400)
+    ngram = NgramPrior(order=3).fit(world["pairs"][:2])
+    df = study.wallclock(be, world["frames"], world["qs"], {"ngram": ngram, "draft_direct": RawDraft()},
+                         draft_answers=world["draft_ids"], max_new_tokens=MAX_NEW, repeats=1)
+    assert set(df.method) == {"greedy", "ngram", "draft_direct"} and df.exact.all()
+    sp = study.speedups(df)
+    assert set(sp.index) == {("ngram", "full"), ("draft_direct", "full")} and (sp["exact match"] == 1).all()
+    # replay: one verify per trace step; its MAT is the trace's
+    traces = evaluate(ngram, world["pairs"], 3).traces
+    be1 = Backend(world["target"], world["tok"], batch=1, max_len=400)
+    rep = study.replay(be1, world["frames"][0], world["qs"][0], world["pairs"], traces, ngram, repeats=1)
+    assert list(rep.steps) == [t.steps for t in traces]
+    s = study.replay_summary(rep)
+    assert s["mat"] == pytest.approx(sum(len(p.target_ids) - 1 for p in world["pairs"]) / sum(t.steps for t in traces))
+    assert s["speedup_ratio_of_means"] > 0 and s["drafter_ms_per_step"] >= 0

@@ -88,8 +88,10 @@ class Backend:
         return self.decoder.batch
 
     def sync(self) -> None:
+        """Wait for this thread's stream on the model's device (releases Python's lock while waiting,
+        and leaves other streams, e.g. a concurrent draft model's, running)."""
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            torch.cuda.current_stream(self.device).synchronize()
 
     @torch.no_grad()
     def encode(self, pixel_inputs: Sequence[np.ndarray]) -> list[torch.Tensor]:

@@ -1,60 +1,147 @@
-"""Record draft/target greedy pairs from the world's two VLMs, with per-stage timings.
+"""Recording draft/target pairs at scale: batched, sharded over GPUs, resumable.
 
-`record_pairs` runs both models on the chosen manifest entries (clip x question, in clip
-order) and returns `helpers.study.pairs.RecordedPair`s whose `timings_ms` hold, per model
-(`draft_` / `target_` prefix): preprocess, vision, prefill (prompt forward up to the first
-token), decode (all later tokens), decode_per_token, total; all in ms. Timing hygiene: one
-warm-up generation per model before anything is timed, batch 1, greedy, synchronised.
-`clip_index` is the clip's position in the dataset (its `sample_idx`), so the later split
-by clip order is deterministic; `clip_id` is the dataset's clip id.
+The work list is questions x clips (`work_from_manifest`). Each process (one per GPU under
+`torchrun`, or the notebook's own process) takes the chunks of `chunk` items whose index modulo
+the world size is its rank, runs both models' batched greedy generation on each chunk
+(helpers.models.backend.generate) and writes the chunk's pairs as one shard, atomically (a
+temporary file renamed into place). A run killed at any point and started again with the same
+parameters skips the shards that exist and loses nothing. A CUDA out-of-memory error on a batch is
+caught and logged, and the batch is split in two and retried. `merge` reads the shards back in
+work-list order as `RecordedPair`s; per-pair timings carry each model's batch cost (vision,
+prefill, decode, decode_per_token, batch), prefixed draft_ / target_.
+
+    torchrun --nproc_per_node 2 -m helpers.models.record --work work.json --out shards/ ...
 """
 from __future__ import annotations
 
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
 import numpy as np
 
-from helpers.models import vlm
 from helpers.study.pairs import RecordedPair
-from helpers.models.train import load_examples
-
-STAGES = ("preprocess", "vision", "prefill", "decode", "decode_per_token", "total")
 
 
-def stage_timings(prefix: str, timings: dict) -> dict[str, float]:
-    """helpers.models.vlm.generate_greedy's timings -> {'<prefix>_<stage>': ms}."""
-    decode = timings["decode_ms"]
-    return {f"{prefix}_preprocess": timings["preprocess_ms"], f"{prefix}_vision": timings["vision_ms"],
-            f"{prefix}_prefill": timings["prefill_ms"], f"{prefix}_decode": float(sum(decode)),
-            f"{prefix}_decode_per_token": float(np.mean(decode)) if decode else float("nan"),
-            f"{prefix}_total": timings["total_ms"]}
+@dataclass
+class WorkItem:
+    clip_id: str
+    clip_index: int
+    question_index: int
+    question: str
+    event_images: list[str] = field(default_factory=list)   # the draft's input: event image files
+    video: str = ""                                          # the target's input: mp4 or frame folder
+    seed: int = -1                                           # >= 0: random inputs of the real sizes (7B-shaped runs)
+
+    @property
+    def key(self) -> str:
+        return f"{self.clip_id}/q{self.question_index}"
 
 
-def record_pairs(draft, target, tokenizer, entries, max_new_tokens: int = 50, progress: bool = True,
-                 warmup: bool = True) -> tuple[list[RecordedPair], dict]:
-    """Greedy answers of both models for each entry -> (pairs, extras). extras: per pair the
-    prompt and visual token counts ({key: {...}}) and the input pixel shapes."""
+def work_from_manifest(entries: Sequence[dict], n_questions: int = 10, max_clips: int = 0) -> list[WorkItem]:
+    """The synthetic world's manifest entries (helpers.world.dataset.load_manifest) -> work items,
+    the first n_questions per clip, the first max_clips clips (0: all), in clip order."""
+    clips = sorted({e["sample_idx"] for e in entries})
+    keep = set(clips[:max_clips] if max_clips > 0 else clips)
+    chosen = sorted((e for e in entries if e["sample_idx"] in keep and e["question_idx"] < n_questions),
+                    key=lambda e: (e["sample_idx"], e["question_idx"]))
+    return [WorkItem(e["clip_id"], int(e["sample_idx"]), int(e["question_idx"]), e["query"],
+                     list(e["event_image_paths"]), e["video_path"]) for e in chosen]
+
+
+def random_work(n_clips: int, questions: Sequence[str]) -> list[WorkItem]:
+    """Work for 7B-shaped timing runs: random inputs of the real sizes, clips x questions."""
+    return [WorkItem(f"random{c:04d}", c, q, text, seed=c) for c in range(n_clips) for q, text in enumerate(questions)]
+
+
+def load_inputs(item: WorkItem, n_frames: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """(draft input: event image (H, W, 3) or (T, H, W, 3), target input: frames (F, H, W, 3)), uint8."""
+    if item.seed >= 0:
+        from helpers.models.shapes import random_inputs
+        return random_inputs("draft", 1, item.seed)[0], random_inputs("target", 1, item.seed)[0]
+    from PIL import Image
+
+    from helpers.models.clips import sample_video
+    imgs = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in item.event_images])
+    return (imgs[0] if len(imgs) == 1 else imgs), sample_video(item.video, n_frames)
+
+
+def shard_path(out_dir: str | Path, chunk: int) -> Path:
+    return Path(out_dir) / f"shard_{chunk:05d}.json"
+
+
+def _write_atomic(path: Path, records: list[dict]) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(records))
+    os.replace(tmp, path)                                     # atomic on POSIX: a shard exists whole or not at all
+
+
+def _generate_split(backend, inputs, questions, max_new_tokens, log) -> list:
+    """backend.generate, halving the batch on CUDA out-of-memory (logged) until it fits."""
+    import torch
+
+    from helpers.models.backend import generate
+    try:
+        return generate(backend, inputs, questions, max_new_tokens)
+    except torch.cuda.OutOfMemoryError:
+        if len(questions) == 1:
+            raise
+        torch.cuda.empty_cache()
+        half = len(questions) // 2
+        log(f"CUDA out of memory on a batch of {len(questions)}: retrying as {half} + {len(questions) - half}")
+        return (_generate_split(backend, inputs[:half], questions[:half], max_new_tokens, log)
+                + _generate_split(backend, inputs[half:], questions[half:], max_new_tokens, log))
+
+
+def record(draft, target, work: Sequence[WorkItem], out_dir: str | Path, chunk: int, max_new_tokens: int = 50,
+           rank: int = 0, world: int = 1, progress: bool = True, log: Callable = print) -> dict:
+    """Generate this rank's missing shards. draft / target: Backends with batch >= chunk.
+    Returns {"written": n, "skipped": n, "seconds": s}."""
     from tqdm.auto import tqdm
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mine = [c for c in range(0, (len(work) + chunk - 1) // chunk) if c % world == rank]
+    todo = [c for c in mine if not shard_path(out, c).exists()]
+    t0, n_items = time.perf_counter(), sum(len(work[c * chunk:(c + 1) * chunk]) for c in todo)
+    bar = tqdm(total=n_items, desc=f"pairs (rank {rank}/{world})", unit="pair", disable=not progress)
+    for c in todo:
+        items = work[c * chunk:(c + 1) * chunk]
+        ins = [load_inputs(it) for it in items]
+        qs = [it.question for it in items]
+        d = _generate_split(draft, [x[0] for x in ins], qs, max_new_tokens, log)
+        t = _generate_split(target, [x[1] for x in ins], qs, max_new_tokens, log)
+        recs = [{**asdict(it), "draft_ids": dg.ids, "target_ids": tg.ids, "draft_text": dg.text,
+                 "target_text": tg.text, "draft_prompt_tokens": dg.n_prompt_tokens,
+                 "target_prompt_tokens": tg.n_prompt_tokens,
+                 "timings_ms": {**{f"draft_{k}": v for k, v in dg.timings_ms.items()},
+                                **{f"target_{k}": v for k, v in tg.timings_ms.items()}}}
+                for it, dg, tg in zip(items, d, t)]
+        _write_atomic(shard_path(out, c), recs)
+        bar.update(len(items))
+    bar.close()
+    return {"written": len(todo), "skipped": len(mine) - len(todo), "seconds": time.perf_counter() - t0}
 
-    entries = sorted(entries, key=lambda e: (e["sample_idx"], e["question_idx"]))
-    draft_in = load_examples(entries, "draft")
-    target_in = load_examples(entries, "target")
-    if warmup and entries:
-        vlm.generate_greedy(draft, tokenizer, draft_in[0][0], draft_in[0][1], 4)
-        vlm.generate_greedy(target, tokenizer, target_in[0][0], target_in[0][1], 4)
-    pairs, counts = [], {}
-    for e, d_in, t_in in tqdm(list(zip(entries, draft_in, target_in)), desc="pairs", disable=not progress):
-        d_ids, d_text, d_t = vlm.generate_greedy(draft, tokenizer, d_in[0], d_in[1], max_new_tokens)
-        t_ids, t_text, t_t = vlm.generate_greedy(target, tokenizer, t_in[0], t_in[1], max_new_tokens)
-        p = RecordedPair(
-            clip_id=e["clip_id"], clip_index=int(e["sample_idx"]), question_index=int(e["question_idx"]),
-            question=e["query"], draft_ids=tuple(d_ids), target_ids=tuple(t_ids), draft_text=d_text,
-            target_text=t_text, timings_ms={**stage_timings("draft", d_t), **stage_timings("target", t_t)})
-        pairs.append(p)
-        counts[p.key] = {"draft_prompt_tokens": d_t["n_prompt_tokens"], "draft_visual_tokens": d_t["n_visual_tokens"],
-                         "target_prompt_tokens": t_t["n_prompt_tokens"], "target_visual_tokens": t_t["n_visual_tokens"]}
-    extras = {"token_counts": counts,
-              "draft_input_shape": list(draft_in[0][0].shape) if entries else [],
-              "target_input_shape": list(target_in[0][0].shape) if entries else []}
-    return pairs, extras
+
+def merge(out_dir: str | Path, work: Sequence[WorkItem], chunk: int) -> tuple[list[RecordedPair], list[dict]]:
+    """All shards read back in work-list order -> (pairs, the raw records); a missing shard is an
+    error naming it and the command that makes it."""
+    recs = []
+    for c in range((len(work) + chunk - 1) // chunk):
+        p = shard_path(out_dir, c)
+        if not p.exists():
+            raise FileNotFoundError(f"{p} is missing: run the recording again with the same parameters "
+                                    f"(it resumes and writes only the missing shards)")
+        recs.extend(json.loads(p.read_text()))
+    keys = [r["clip_id"] + f"/q{r['question_index']}" for r in recs]
+    if keys != [w.key for w in work]:
+        raise ValueError(f"the shards in {out_dir} were written for another work list (chunk size or parameters differ)")
+    pairs = [RecordedPair(r["clip_id"], r["clip_index"], r["question_index"], r["question"], tuple(r["draft_ids"]),
+                          tuple(r["target_ids"]), r["draft_text"], r["target_text"], r["timings_ms"]) for r in recs]
+    return pairs, recs
 
 
 def timing_summary(pairs) -> dict[str, dict[str, float]]:
@@ -65,3 +152,85 @@ def timing_summary(pairs) -> dict[str, dict[str, float]]:
         v = np.array([p.timings_ms[k] for p in pairs if k in p.timings_ms], dtype=float)
         out[k] = {"median": float(np.median(v)), "mean": float(np.mean(v)), "p90": float(np.percentile(v, 90))}
     return out
+
+
+# ----------------------------------------------------------------------------- command line
+def backends_for(kind: str, models_dir: str, batch: int, max_new_tokens: int, device, compile: bool):
+    """(draft, target) Backends: kind 'synthetic' (a shipped-models folder: draft/, target/) or '7b'
+    (7B-shaped random weights, bf16; models_dir: the tokenizer folder)."""
+    import torch
+
+    from helpers.models import shapes, vlm
+    from helpers.models.backend import Backend
+    if kind == "7b":
+        from helpers.models.tokenizer import load_tokenizer
+        tok = load_tokenizer(models_dir)
+        out = []
+        for k in ("draft", "target"):
+            m = (shapes.eventgpt_7b if k == "draft" else shapes.video_llava_7b)(device)
+            ad = shapes.adapter(k, m, tok)
+            n_prompt = len(ad.prompt_ids("What are the key elements in this scene?", 1 if k == "draft" else 8))
+            out.append(Backend(m, tok, batch, n_prompt + max_new_tokens + 32, ad, compile))
+        return tuple(out)
+    dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    draft, tok = vlm.load_pretrained(Path(models_dir) / "draft", "draft", dtype=dtype, device=device)
+    target, _ = vlm.load_pretrained(Path(models_dir) / "target", "target", dtype=dtype, device=device)
+    n_prompt = len(vlm.prompt_ids(target, tok, "What do you see happening in this scene and why?", 8))
+    return (Backend(draft, tok, batch, n_prompt + max_new_tokens + 32, compile=compile),
+            Backend(target, tok, batch, n_prompt + max_new_tokens + 32, compile=compile))
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    import torch
+    ap = argparse.ArgumentParser(prog="python -m helpers.models.record", description=__doc__.split("\n")[0])
+    ap.add_argument("--work", required=True, help="work list JSON (a list of WorkItem fields)")
+    ap.add_argument("--out", required=True, help="shard folder")
+    ap.add_argument("--kind", choices=["synthetic", "7b"], default="synthetic")
+    ap.add_argument("--models", required=True, help="synthetic: the models folder; 7b: a tokenizer folder")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=50)
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--quiet", action="store_true")
+    a = ap.parse_args(argv)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    work = [WorkItem(**w) for w in json.loads(Path(a.work).read_text())]
+    draft, target = backends_for(a.kind, a.models, a.batch, a.max_new_tokens, device, a.compile)
+    log = lambda m: print(f"[rank {rank}] {m}", file=sys.stderr, flush=True)
+    res = record(draft, target, work, a.out, a.batch, a.max_new_tokens, rank, world, not a.quiet, log)
+    log(f"{res['written']} shards written, {res['skipped']} already there, {res['seconds']:.1f} s on {device}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def launch(work: Sequence[WorkItem], out_dir: str | Path, kind: str, models: str, batch: int, max_new_tokens: int = 50,
+           gpus: int = 1, compile: bool = False, progress: bool = True, log: Callable = print) -> dict:
+    """Record `work` into out_dir's shards: in this process on one device (or the CPU), or over
+    `gpus` GPUs with torchrun (one process and one replica of each model per GPU). Resumes."""
+    import subprocess
+
+    import torch
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "work.json").write_text(json.dumps([asdict(w) for w in work]))
+    t0 = time.perf_counter()
+    if gpus > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+               "-m", "helpers.models.record", "--work", str(out / "work.json"), "--out", str(out), "--kind", kind,
+               "--models", str(models), "--batch", str(batch), "--max-new-tokens", str(max_new_tokens)]
+        cmd += (["--compile"] if compile else []) + ([] if progress else ["--quiet"])
+        log(f"launching: {' '.join(cmd[2:])}")
+        subprocess.run(cmd, check=True)
+        return {"gpus": gpus, "seconds": time.perf_counter() - t0}
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    draft, target = backends_for(kind, models, batch, max_new_tokens, device, compile)
+    res = record(draft, target, work, out, batch, max_new_tokens, progress=progress, log=log)
+    return {**res, "gpus": 1 if device.type == "cuda" else 0, "seconds": time.perf_counter() - t0}

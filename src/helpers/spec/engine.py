@@ -175,9 +175,10 @@ def speculative_generate(target: Backend, drafter, pixel_inputs: Sequence, quest
             out = target.decoder.verify_tree(toks, parents.to(target.device))        # (B, W, V)
         else:
             out = target.decoder.verify(toks)                                        # (B, W, V)
-        greedy = out.argmax(-1).tolist()
+        greedy_t = out.argmax(-1)
         probs = out.softmax(-1) if cfg.lossy else None
-        verify_ms = _ms_since(t1, target)
+        verify_ms = _ms_since(t1, target)                                            # synchronises first
+        greedy = greedy_t.tolist()
         keep_paths = []
         for b in range(n):
             if done[b]:
@@ -227,8 +228,8 @@ def greedy_generate(target: Backend, pixel_inputs: Sequence, questions: Sequence
     while not all(done):
         t0 = time.perf_counter()
         tok = target.decoder.decode(tok).argmax(-1)
-        nxt = tok[:n].tolist()
         ms = _ms_since(t0, target)
+        nxt = tok[:n].tolist()
         for b in range(n):
             if not done[b]:
                 rows[b].ids.append(nxt[b])

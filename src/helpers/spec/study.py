@@ -1,0 +1,171 @@
+"""The wall-clock study: speculative decoding against target-only greedy on the same decode loop.
+
+Two kinds of measurement, labelled as such in the book:
+
+- *end to end* (`wallclock`): real models (the synthetic world's, or any backend), real drafters,
+  the draft model's answer either finished beforehand (`full`) or generating concurrently
+  (`concurrent`, helpers.spec.overlap); every SD answer is checked against the target's own
+  greedy answer;
+- *trace-driven* (`replay`): 7B-shaped models with random weights, where timings are real but
+  acceptance would be meaningless, so each step replays the accepted length of the exact
+  simulation on recorded pairs: the drafter's real propose call, one verify forward of the right
+  width, the cache rolled back to what the trace accepted.
+
+Timing hygiene (Spec-Bench): a warm-up pass first (compiles, captures graphs), synchronisation
+around timed regions, greedy, `repeats` repetitions (the median per sample is kept).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from helpers.models.backend import Backend
+from helpers.spec.engine import SpecConfig, greedy_generate, speculative_generate
+from helpers.spec.overlap import DraftStream
+from helpers.study.drafters.base import DraftContext
+from helpers.study.pairs import RecordedPair
+
+
+def _chunks(n: int, size: int) -> list[range]:
+    return [range(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def wallclock(target: Backend, frames: Sequence[np.ndarray], questions: Sequence[str], drafters: dict,
+              draft_answers: Sequence[Sequence[int]] | None = None, draft: Backend | None = None,
+              event_inputs: Sequence[np.ndarray] | None = None, cfg: SpecConfig = SpecConfig(),
+              max_new_tokens: int = 50, repeats: int = 3) -> pd.DataFrame:
+    """One row per (sample, method): method 'greedy' (target alone) or a drafter's name. Batches of
+    target.batch samples. Visibility 'full' uses draft_answers; 'concurrent' (when `draft` and
+    event_inputs are given) runs the draft model alongside each batch. Columns: sample, method,
+    visibility, batch, latency_ms, prefill_ms, decode_ms, n_tokens, steps, mat, exact, lossy."""
+    B, rows = target.batch, []
+    modes = (["full"] if draft_answers is not None else []) + (["concurrent"] if draft is not None else [])
+
+    def one(method, idx, mode):
+        f, q = [frames[i] for i in idx], [questions[i] for i in idx]
+        if method == "greedy":
+            return greedy_generate(target, f, q, max_new_tokens), None
+        if mode == "full":
+            return speculative_generate(target, drafters[method], f, q, lambda b: draft_answers[idx[b]], cfg,
+                                        max_new_tokens), None
+        ds = DraftStream(draft, [event_inputs[i] for i in idx], q, max_new_tokens).start()
+        res = speculative_generate(target, drafters[method], f, q, ds.visible, cfg, max_new_tokens)
+        return res, ds.join()
+
+    for idx in _chunks(len(questions), B):
+        idx = list(idx)
+        one("greedy", idx, "full")                                          # warm-up of this batch shape
+        for method, mode in [("greedy", "-")] + [(m, v) for m in drafters for v in modes]:
+            if method != "greedy":
+                one(method, idx, mode)                                      # warm-up (drafter caches, graphs)
+            runs = [one(method, idx, mode) for _ in range(repeats)]
+            for j, i in enumerate(idx):
+                lat = statistics.median(r.total_ms for r, _ in runs)
+                r, ds = runs[0]
+                row = r.rows[j]
+                rows.append({"sample": i, "method": method, "visibility": mode, "batch": len(idx), "latency_ms": lat,
+                             "prefill_ms": statistics.median(x.prefill_ms for x, _ in runs),
+                             "decode_ms": statistics.median(x.decode_ms for x, _ in runs),
+                             "n_tokens": len(row.ids), "steps": len(row.steps), "mat": row.mat, "ids": row.ids,
+                             "draft_ms": sum(s.draft_ms for s in row.steps) / max(1, len(idx)),
+                             "draft_model_ms": ds.times_ms[-1] if ds is not None and ds.times_ms else float("nan"),
+                             "lossy": r.lossy})
+    df = pd.DataFrame(rows)
+    ref = df[df.method == "greedy"].set_index("sample")["ids"]
+    df["exact"] = [ids == ref[s] for s, ids in zip(df["sample"], df["ids"])]
+    return df
+
+
+def speedups(df: pd.DataFrame) -> pd.DataFrame:
+    """Per method and visibility: mean of per-sample ratios and ratio of means of greedy latency over
+    SD latency (prefill included), the same without the prefill, MAT, and the exact-match rate."""
+    g = df[df.method == "greedy"].set_index("sample")
+    out = []
+    for (m, v), d in df[df.method != "greedy"].groupby(["method", "visibility"]):
+        d = d.set_index("sample")
+        base, sd = g.loc[d.index], d
+        out.append({"method": m, "visibility": v, "samples": len(d),
+                    "speedup (mean of ratios)": float((base.latency_ms / sd.latency_ms).mean()),
+                    "speedup (ratio of means)": float(base.latency_ms.mean() / sd.latency_ms.mean()),
+                    "decode speedup (ratio of means)": float(base.decode_ms.mean() / sd.decode_ms.mean()),
+                    "MAT": float(sd.n_tokens.sum() - len(sd)) / float(sd.steps.sum()),
+                    "exact match": float(d.exact.mean()), "lossy": bool(d.lossy.any())})
+    return pd.DataFrame(out).set_index(["method", "visibility"])
+
+
+def replay(target: Backend, pixel_input: np.ndarray, question: str, pairs: Sequence[RecordedPair],
+           traces: Sequence, drafter=None, repeats: int = 3, gamma: int | None = None) -> pd.DataFrame:
+    """Trace-driven SD on a (7B-shaped) target, one pair at a time at batch 1: prefill a real-shaped
+    prompt, then per recorded step the drafter's real propose call on that step's context (when a
+    drafter is given), one verify forward of width gamma + 1, and the cache rolled back to the
+    trace's accepted length. The baseline is target-only greedy for as many tokens, on the same
+    loop. One row per pair: greedy and SD latency (median of repeats), with and without prefill."""
+    gamma = gamma or traces[0].gamma
+    dec = target.decoder
+    visual = target.encode([pixel_input])
+    n_items = [target.adapter.n_items(pixel_input)]
+
+    def prefill():
+        t0 = time.perf_counter()
+        tok = target.prefill([question], visual, n_items).argmax(-1)
+        target.sync()
+        return tok, (time.perf_counter() - t0) * 1e3
+
+    def greedy(n):
+        tok, pre = prefill()
+        t0 = time.perf_counter()
+        for _ in range(n - 1):
+            tok = dec.decode(tok).argmax(-1)
+        target.sync()
+        return pre, (time.perf_counter() - t0) * 1e3
+
+    def sd(pair, trace):
+        tok, pre = prefill()
+        t0, k, draft_ms = time.perf_counter(), 1, 0.0
+        toks = torch.full((dec.batch, gamma + 1), 3, dtype=torch.long, device=target.device)
+        for a, d in zip(trace.accepted, trace.drafted):
+            if drafter is not None:
+                td = time.perf_counter()
+                drafter.propose(DraftContext(pair.question, pair.draft_ids, tuple(pair.target_ids[:k])), d)
+                draft_ms += (time.perf_counter() - td) * 1e3
+            dec.verify(toks)
+            dec.set_lengths(dec.lengths + 1 + a)
+            k += a + 1
+        target.sync()
+        return pre, (time.perf_counter() - t0) * 1e3, draft_ms
+
+    rows = []
+    greedy(4), sd(pairs[0], traces[0])                                       # warm-up: graphs captured
+    for pair, trace in zip(pairs, traces):
+        n = len(pair.target_ids)
+        g = [greedy(n) for _ in range(repeats)]
+        s = [sd(pair, trace) for _ in range(repeats)]
+        rows.append({"key": pair.key, "n_tokens": n, "steps": trace.steps,
+                     "mat": (n - 1) / max(1, trace.steps),
+                     "greedy_prefill_ms": statistics.median(x[0] for x in g),
+                     "greedy_decode_ms": statistics.median(x[1] for x in g),
+                     "sd_prefill_ms": statistics.median(x[0] for x in s),
+                     "sd_decode_ms": statistics.median(x[1] for x in s),
+                     "drafter_ms": statistics.median(x[2] for x in s)})
+    df = pd.DataFrame(rows)
+    df["greedy_ms"] = df.greedy_prefill_ms + df.greedy_decode_ms
+    df["sd_ms"] = df.sd_prefill_ms + df.sd_decode_ms
+    return df
+
+
+def replay_summary(df: pd.DataFrame) -> dict:
+    """Speedups of a replay: mean of ratios and ratio of means, prefill included and excluded."""
+    return {"samples": len(df), "mat": float((df.n_tokens - 1).sum() / df.steps.sum()),
+            "speedup_mean_of_ratios": float((df.greedy_ms / df.sd_ms).mean()),
+            "speedup_ratio_of_means": float(df.greedy_ms.mean() / df.sd_ms.mean()),
+            "decode_speedup_mean_of_ratios": float((df.greedy_decode_ms / df.sd_decode_ms).mean()),
+            "decode_speedup_ratio_of_means": float(df.greedy_decode_ms.mean() / df.sd_decode_ms.mean()),
+            "prefill_ms": float(df.greedy_prefill_ms.median()),
+            "decode_step_ms": float((df.greedy_decode_ms / (df.n_tokens - 1)).median()),
+            "verify_step_ms": float(((df.sd_decode_ms - df.drafter_ms) / df.steps).median()),
+            "drafter_ms_per_step": float((df.drafter_ms / df.steps).median())}

@@ -1,0 +1,101 @@
+"""Recording pairs at scale on the synthetic world (CPU): shards merge back in work-list order and
+equal batch-1 answers, ranks partition the work, a killed run resumes and loses nothing, and an
+out-of-memory batch is split and retried."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from helpers.models import record as rec
+from helpers.models import vlm
+from helpers.models.shipped import SHIPPED_DIR
+from helpers.world.dataset import generate_dataset, load_manifest
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    d = tmp_path_factory.mktemp("world") / "data"
+    generate_dataset(d, n_clips=3, seed=5, n_workers=1, progress=False)
+    return rec.work_from_manifest(load_manifest(d), n_questions=2)
+
+
+def backends(batch):
+    return rec.backends_for("synthetic", str(SHIPPED_DIR), batch, 12, torch.device("cpu"), False)
+
+
+def test_shards_merge_in_order_and_equal_batch_one_answers(work, tmp_path):
+    draft, target = backends(2)
+    res = rec.record(draft, target, work, tmp_path, chunk=2, max_new_tokens=12, progress=False)
+    assert res == {"written": 3, "skipped": 0, "seconds": res["seconds"]}
+    pairs, _ = rec.merge(tmp_path, work, 2)
+    assert [p.key for p in pairs] == [w.key for w in work]
+    tok = target.tokenizer
+    for p, w in zip(pairs[:2], work[:2]):
+        d_in, t_in = rec.load_inputs(w)
+        assert list(p.target_ids) == vlm.generate_greedy(target.model, tok, t_in, w.question, 12)[0]
+        assert list(p.draft_ids) == vlm.generate_greedy(draft.model, tok, d_in, w.question, 12)[0]
+        assert p.timings_ms["target_batch"] == 2.0 and p.timings_ms["draft_prefill"] > 0
+    again = rec.record(draft, target, work, tmp_path, chunk=2, max_new_tokens=12, progress=False)
+    assert again["written"] == 0 and again["skipped"] == 3                           # nothing redone
+
+
+def test_ranks_partition_the_work_and_merge_checks_completeness(work, tmp_path):
+    draft, target = backends(1)
+    rec.record(draft, target, work, tmp_path, chunk=1, max_new_tokens=6, rank=0, world=2, progress=False)
+    with pytest.raises(FileNotFoundError, match="shard_00001"):
+        rec.merge(tmp_path, work, 1)
+    rec.record(draft, target, work, tmp_path, chunk=1, max_new_tokens=6, rank=1, world=2, progress=False)
+    assert len(rec.merge(tmp_path, work, 1)[0]) == len(work)
+    with pytest.raises(ValueError, match="another work list"):
+        rec.merge(tmp_path, work[::-1], 1)
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_and_loses_nothing(work, tmp_path):
+    import json
+    from dataclasses import asdict
+    (tmp_path / "work.json").write_text(json.dumps([asdict(w) for w in work]))
+    out = tmp_path / "shards"
+    cmd = [sys.executable, "-m", "helpers.models.record", "--work", str(tmp_path / "work.json"), "--out", str(out),
+           "--models", str(SHIPPED_DIR), "--batch", "1", "--max-new-tokens", "12", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not rec.shard_path(out, 0).exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)                                                   # killed mid-run
+    p.wait()
+    done = sorted(out.glob("shard_*.json"))
+    assert 1 <= len(done) < len(work)
+    assert all(json.loads(d.read_text()) for d in done)                            # every shard there is whole
+    subprocess.run(cmd, env=env, check=True, capture_output=True)                   # same parameters: resumes
+    resumed, _ = rec.merge(out, work, 1)
+    draft, target = backends(1)
+    rec.record(draft, target, work, tmp_path / "clean", chunk=1, max_new_tokens=12, progress=False)
+    clean, _ = rec.merge(tmp_path / "clean", work, 1)
+    assert [(p.draft_ids, p.target_ids) for p in resumed] == [(p.draft_ids, p.target_ids) for p in clean]
+
+
+def test_out_of_memory_splits_the_batch(monkeypatch, work):
+    from helpers.models import backend as be_mod
+    real, calls = be_mod.generate, []
+
+    def fake(backend, inputs, questions, max_new_tokens=50):
+        calls.append(len(questions))
+        if len(questions) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(backend, inputs, questions, max_new_tokens)
+
+    monkeypatch.setattr(be_mod, "generate", fake)
+    draft, _ = backends(4)
+    logs = []
+    ins = [rec.load_inputs(w)[0] for w in work[:4]]
+    out = rec._generate_split(draft, ins, [w.question for w in work[:4]], 6, logs.append)
+    assert len(out) == 4 and calls == [4, 2, 1, 1, 2, 1, 1]
+    assert logs[0] == "CUDA out of memory on a batch of 4: retrying as 2 + 2"
