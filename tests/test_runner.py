@@ -158,3 +158,29 @@ def test_record_has_the_required_fields():
 def test_module_entry_point_help():
     r = subprocess.run([sys.executable, "-m", "helpers.run", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--only" in r.stdout and "--set" in r.stdout
+
+
+def test_book_only_builds_from_an_existing_run_without_executing(tmp_path):
+    """A run folder made elsewhere (the GPU machine) is turned into a book here without re-running:
+    the stages are 'reused', the notebooks untouched, and the status box says where each ran."""
+    import json as _json
+    nbd, pdir = tmp_path / "notebooks", tmp_path / "params"
+    make_notebook(nbd / "10_a.ipynb", "k = 1  # a number\n", [write_results_cell("10_a", "{'k': k}")])
+    pdir.mkdir()
+    (pdir / "toy.yml").write_text("k: 2\n")
+    src = make_book_src(tmp_path, ["10_a"])
+    first = run_suite("toy", out=tmp_path / "run", notebooks_dir=nbd, params_dir=pdir, book=False, progress=False)
+    assert first.exit_code == 0
+    prov_file = tmp_path / "run" / "10_a" / "provenance.json"
+    rec = _json.loads(prov_file.read_text())
+    rec["device"] = {**rec["device"], "cuda_device": "NVIDIA H200"}                  # as if it ran on the GPU machine
+    prov_file.write_text(_json.dumps(rec))
+    before = (tmp_path / "run" / "10_a" / "10_a.ipynb").read_bytes()
+    rep = run_suite("toy", out=tmp_path / "run", notebooks_dir=nbd, params_dir=pdir, book_src=src, progress=False,
+                    execute=False)
+    assert [s.status for s in rep.stages] == ["reused"] and rep.book["status"] == "ok"
+    assert (tmp_path / "run" / "10_a" / "10_a.ipynb").read_bytes() == before
+    intro = (tmp_path / "run" / "book" / "_build" / "html" / "intro.html").read_text()
+    assert "NVIDIA H200" in intro
+    assert main(["--preset", "toy", "--book-only", "--only", "10_a", "--out", str(tmp_path / "run"),
+                 "--notebooks-dir", str(nbd), "--params-dir", str(pdir)]) == 2

@@ -8,6 +8,7 @@ chosen (the headline drafter, gamma) is chosen from validation evaluations (`hea
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Sequence
 
@@ -44,13 +45,12 @@ def choose_gamma(val_eval: DrafterEval, gammas: Sequence[int], cost_ratio_c: flo
 
 def stream_costs(run_dir: str) -> tuple[dict[str, float], str]:
     """Costs (ms) that set streamed visibility by default: the timings 03_inference recorded for
-    this run's own models when it recorded the pairs, else the 7B figures measured on an H200
-    (literature.H200_EAGER). Returns (stream_timing's keyword arguments, where they came from)."""
+    this run's own models when it recorded the pairs at batch 1, else the 7B figures measured on an
+    H200 (literature.H200_EAGER). Returns (stream_timing's keyword arguments, where they came from)."""
     res = stage_dir(run_dir, "03_inference", create=False) / "results.json"
-    if res.exists():
-        import json
-        t = json.loads(res.read_text())["timings_ms"]
-        med = {k: v["median"] for k, v in t.items()}
+    t = json.loads(res.read_text()).get("timings_ms", {}) if res.exists() else {}
+    med = {k: v["median"] for k, v in t.items()}
+    if med.get("target_batch") == 1 and med.get("draft_batch") == 1:       # batch-1 latencies
         return ({"draft_prefill_ms": med["draft_vision"] + med["draft_prefill"],
                  "draft_decode_ms": med["draft_decode_per_token"],
                  "target_prefill_ms": med["target_vision"] + med["target_prefill"],

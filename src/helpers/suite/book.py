@@ -53,8 +53,9 @@ class BookStatus:
     date: str
     stages: dict[str, str]  # stem -> ok | failed | reused | missing
     failed: list[str] = field(default_factory=list)
-    wall_s: dict[str, float] = field(default_factory=dict)  # stem -> seconds, for stages run now
+    wall_s: dict[str, float] = field(default_factory=dict)  # stem -> seconds
     machine: str = ""  # where they ran (CPU model and cores, GPU name)
+    machines: dict[str, str] = field(default_factory=dict)  # stem -> machine, where it differs from `machine`
 
 
 # ---------------------------------------------------------------- toc
@@ -121,8 +122,16 @@ def status_markdown(s: BookStatus) -> str:
     commit = f"`{s.commit[:12]}`" + (" (uncommitted changes)" if s.dirty else "") if s.commit else "unknown (no git)"
     stages = ", ".join(f"{k}: {v}" + (f" ({s.wall_s[k]:.0f} s)" if k in s.wall_s else "")
                        for k, v in s.stages.items()) or "none"
-    timing = (f"\n\nStage time {sum(s.wall_s.values()):.0f} s" + (f" on {s.machine}" if s.machine else "") + "."
-              if s.wall_s else "")
+    by_machine: dict[str, list[str]] = {}
+    for k in s.wall_s:
+        by_machine.setdefault(s.machines.get(k, s.machine), []).append(k)
+    if len(by_machine) <= 1:
+        where = next(iter(by_machine), s.machine)
+        timing = (f"\n\nStage time {sum(s.wall_s.values()):.0f} s" + (f" on {where}" if where else "") + "."
+                  if s.wall_s else "")
+    else:
+        timing = "\n\nStage time " + "; ".join(
+            f"{sum(s.wall_s[k] for k in ks):.0f} s on {m} ({', '.join(ks)})" for m, ks in by_machine.items()) + "."
     box = (f"```{{admonition}} Run status\n:class: note\n"
            f"Preset `{s.preset}`, commit {commit}, built {s.date}.\n\nStages: {stages}.{timing}\n```\n")
     if s.failed:

@@ -43,6 +43,7 @@ class StageResult:
     message: str | None = None
     notebook: str | None = None  # executed copy
     reused: bool = False
+    machine: str | None = None  # where it ran (from its provenance when reused)
 
 
 @dataclass
@@ -120,7 +121,7 @@ def run_stage(spec, run_dir: Path, injected: dict[str, Any], progress: bool = Tr
     rec = prov.make_record(spec.stem, effective, injected, started, prov.now_iso(), wall,
                            "failed" if error else "ok", error, git, hash_cache, stage)
     prov.write_record(stage / "provenance.json", rec)
-    return StageResult(spec.stem, "failed" if error else "ok", round(wall, 3),
+    return StageResult(spec.stem, "failed" if error else "ok", round(wall, 3), machine=prov.machine_summary(),
                        notebook=str(out_nb) if out_nb.exists() else None, **(error or {}))
 
 
@@ -136,7 +137,8 @@ def _reused(stem: str, run_dir: Path) -> StageResult:
                            cell=err.get("cell"), exec_count=err.get("exec_count"),
                            exception=err.get("exception"),
                            message=f"(earlier run) {err.get('message', '')}")
-    return StageResult(stem, "reused", rec.get("wall_s"), notebook=str(nb), reused=True)
+    machine = prov.machine_summary(rec["device"]) if rec.get("device") else None
+    return StageResult(stem, "reused", rec.get("wall_s"), notebook=str(nb), reused=True, machine=machine)
 
 
 def _write_run_json(rep: RunReport, plan: Plan, git: dict, started: str, status: str) -> None:
@@ -157,9 +159,11 @@ def run_suite(preset: str = "default", params_files: list | None = None,
               out: str | Path | None = None, book: bool = True,
               notebooks_dir: str | Path = REPO_ROOT / "notebooks",
               params_dir: str | Path = REPO_ROOT / "params", book_src: str | Path = REPO_ROOT / "book",
-              progress: bool = True, log_output: bool = False, log=print) -> RunReport:
+              progress: bool = True, log_output: bool = False, log=print, execute: bool = True) -> RunReport:
     """Validate everything, run the selected stages (or the `only` subset), build the book.
-    Raises ParamError before executing anything if a parameter or stage name is wrong."""
+    execute=False runs nothing: the book is built from the executed notebooks already in the run
+    folder (e.g. one brought back from the GPU machine). Raises ParamError before executing
+    anything if a parameter or stage name is wrong."""
     t0, started = time.perf_counter(), prov.now_iso()
     plan = plan_run(preset, notebooks_dir, params_dir, params_files, overrides)
     stems = [s.stem for s in plan.notebooks]
@@ -173,7 +177,7 @@ def run_suite(preset: str = "default", params_files: list | None = None,
     ensure_kernel()
     git, cache = prov.git_info(), {}
     rep = RunReport(run_dir, preset, parameters={k: v.value for k, v in plan.values.items()})
-    to_run = [s for s in plan.notebooks if not only or s.stem in only]
+    to_run = [s for s in plan.notebooks if execute and (not only or s.stem in only)]
     for spec in plan.notebooks:
         if spec not in to_run:
             rep.stages.append(_reused(spec.stem, run_dir))
@@ -202,8 +206,9 @@ def _book(rep: RunReport, git: dict, book_src, log) -> dict[str, Any]:
     status = book_mod.BookStatus(rep.preset, git.get("commit"), git.get("dirty"),
                                  prov.now_iso().replace("T", " ").replace("+00:00", " UTC"),
                                  {s.stem: s.status for s in rep.stages}, failed,
-                                 {s.stem: s.wall_s for s in rep.stages if s.status in ("ok", "failed") and s.wall_s},
-                                 prov.machine_summary())
+                                 {s.stem: s.wall_s for s in rep.stages if s.status in ("ok", "failed", "reused") and s.wall_s},
+                                 prov.machine_summary(),
+                                 {s.stem: s.machine for s in rep.stages if s.machine})
     try:
         res = book_mod.build_book(rep.run_dir, nbs, status, book_src, log=log)
     except Exception as e:  # a broken book source must not hide the stages' report
@@ -248,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", metavar="STEM", help="run these stages; reuse the others' outputs")
     ap.add_argument("--out", help="run folder (default runs/<preset>)")
     ap.add_argument("--no-book", action="store_true", help="skip building the book")
+    ap.add_argument("--book-only", action="store_true",
+                    help="execute nothing: build the book from the run folder's executed notebooks (e.g. a GPU run brought back)")
     ap.add_argument("--list", action="store_true", help="show presets and notebook parameters")
     ap.add_argument("--log-output", action="store_true", help="stream cell output (tqdm bars) to the terminal")
     ap.add_argument("--notebooks-dir", default=str(REPO_ROOT / "notebooks"), help=argparse.SUPPRESS)
@@ -257,8 +264,10 @@ def main(argv: list[str] | None = None) -> int:
         print(list_suite(Path(a.notebooks_dir), Path(a.params_dir)))
         return 0
     try:
+        if a.book_only and (a.only or a.no_book):
+            raise ParamError("--book-only builds the book from what the run folder holds: it takes neither --only nor --no-book")
         rep = run_suite(a.preset, a.params, a.overrides, a.only, a.out, not a.no_book,
-                        a.notebooks_dir, a.params_dir, log_output=a.log_output)
+                        a.notebooks_dir, a.params_dir, log_output=a.log_output, execute=not a.book_only)
     except ParamError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
