@@ -9,6 +9,8 @@ from helpers.models.backend import Backend, generate
 from helpers.models.shipped import SHIPPED_DIR
 from helpers.models.tokenizer import load_tokenizer
 
+from _tiny import run_7b_tiny
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -49,3 +51,26 @@ def test_shaped_prompt_has_the_real_placeholders_and_lengths():
     be = Backend(model, tok, batch=2, max_len=len(ids) + 8, adapter=ad)
     out = generate(be, shapes.random_inputs("target", 2), ["What is this scene about?"] * 2, max_new_tokens=3)
     assert [g.n_prompt_tokens for g in out] == [len(ids)] * 2
+
+
+def test_run_7b_structure_and_tables(monkeypatch):
+    perf = run_7b_tiny(monkeypatch)
+    assert set(perf["models"]) == {"target", "draft"} and perf["bandwidth_gb_s"] > 0
+    t = bench.tables(perf)
+    assert list(t["steps"].index) == ["target", "draft"] and (t["steps"]["compiled / bound"] > 0).all()
+    assert set(t["throughput"].index) == {(k, b) for k in ("target", "draft") for b in (1, 2)}
+    assert list(t["verify"].index) == [1, 3]
+
+
+@pytest.mark.slow
+def test_recording_scales_over_processes_with_torchrun(tmp_path):
+    """The multi-GPU path (torchrun, one process per device) on the CPU with the small models:
+    two processes split the work and the merged result equals one process's."""
+    from helpers.models import record
+    sc = bench.scaling(str(SHIPPED_DIR), tmp_path, n_clips=4, batch=2, gpus=[1, 2], max_new_tokens=4,
+                       log=lambda m: None, kind="synthetic")
+    assert sc[2]["written"] == 2 and sc[1]["written"] == 2 and sc[2]["pairs_per_s"] > 0
+    work = record.random_work(4, ["What are the key elements in this scene?"])
+    one, _ = record.merge(tmp_path / "gpus1", work, 2)
+    two, _ = record.merge(tmp_path / "gpus2", work, 2)
+    assert [p.target_ids for p in one] == [p.target_ids for p in two]

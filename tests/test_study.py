@@ -176,3 +176,18 @@ def test_training_finding_flags_drafters_still_improving():
     f = findings.training(train)
     assert "`a`" in f.text and "`b`" not in f.text
     assert findings.training({"drafters": {"b": train["drafters"]["b"]}}) is None
+
+
+def test_measured_speed_finding_reads_the_replay():
+    spec = {"replay": {"device": "NVIDIA H200", "gamma": 5, "drafters": {
+        "a|full": {"summary": {"speedup_ratio_of_means": 2.1, "decode_speedup_ratio_of_means": 2.8, "mat": 3.1,
+                               "verify_step_ms": 4.5, "decode_step_ms": 4.2, "drafter_ms_per_step": 0.3, "prefill_ms": 60}},
+        "b|streamed": {"summary": {"speedup_ratio_of_means": 1.4, "decode_speedup_ratio_of_means": 1.7, "mat": 2.0,
+                                   "verify_step_ms": 4.5, "decode_step_ms": 4.2, "drafter_ms_per_step": 0.1,
+                                   "prefill_ms": 60}}}},
+            "end_to_end": {"where": "CPU", "exact_match": 1.0}}
+    f = findings.measured_speed(align_results(0, 0), spec)
+    assert "`a` with the draft full gives 2.10x" in f.text and "100.0% of the speculative answers" in f.text
+    assert "pays here" in f.recommendation and "2.10x" in f.headline
+    titles = [x.title for x in findings.findings({"split": {}}, {"drafters": {}}, align_results(0, 0), spec)]
+    assert "Measured speed" in titles and "What speculative decoding can gain" not in titles

@@ -65,7 +65,7 @@ def test_smoke_preset_runs_every_stage_and_builds_the_book(smoke_run):
     prov10 = json.loads((rep.run_dir / "10_data" / "provenance.json").read_text())
     assert prov10["inputs"]["pairs_path"]["path"].endswith("03_inference/pairs.parquet")  # a run: parameter
     html = rep.run_dir / "book" / "_build" / "html"
-    for stem in ("01_world", "10_data", "30_alignment", "40_findings"):
+    for stem in ("01_world", "10_data", "30_alignment", "90_findings"):
         assert (html / f"{stem}.html").exists(), stem
     total = sum(s.wall_s for s in rep.stages)
     assert f"Stage time {total:.0f} s on " in (html / "intro.html").read_text()  # the suite's wall time, in the book
@@ -116,13 +116,42 @@ def test_every_page_reads_as_a_report(smoke_run):
 
 
 @pytest.mark.slow
-def test_recorded_dsec_study_on_a_few_pairs(tmp_path):
+def test_recorded_dsec_study_on_a_few_pairs(tmp_path, monkeypatch):
     require_shared(DEV_PAIRS)
     rep = run_suite("dsec_recorded", overrides={"max_pairs": 100, "adapter_epochs": 1, "cm_epochs": 1, "n_boot": 50,
-                                                "drafters": ["seed_token_adapter", "target_prior_ngram"]},
+                                                "drafters": ["seed_token_adapter", "target_prior_ngram"],
+                                                "notebooks": ["10_data", "20_train_drafters", "30_alignment"]},
                     out=tmp_path / "run", book=False, progress=False)
     assert rep.exit_code == 0, [(s.stem, s.exception, s.message) for s in rep.failures]
     align = json.loads((tmp_path / "run" / "30_alignment" / "results.json").read_text())
     assert set(align["drafters"]) == {"seed_token_adapter", "target_prior_ngram", "draft_direct"}  # only those asked for
     assert "direct_match" in align
+    # the 7B trace-driven replay's code path, on this study run with the small synthetic target (CPU)
+    from helpers.models import vlm
+    from helpers.models.backend import hf_adapter
+    from helpers.models.shipped import SHIPPED_DIR
+    from helpers.spec.study import replay_7b
+
+    def build(device):
+        model, tok = vlm.load_pretrained(SHIPPED_DIR / "target", "target")
+        return model, hf_adapter(model, tok)
+    tok = vlm.load_pretrained(SHIPPED_DIR / "target", "target")[1]
+    rep = replay_7b(str(tmp_path / "run"), ["target_prior_ngram"], tok, 5, "cpu", max_pairs=3, repeats=1,
+                    build=build, compile=False, log=lambda m: None)
+    assert set(rep["drafters"]) == {"target_prior_ngram|full", "target_prior_ngram|streamed"}
+    full = rep["drafters"]["target_prior_ngram|full"]["summary"]
+    assert full["samples"] == 3 and full["mat"] >= 1 and full["leviathan"] > 0
+    # the speed chapters render measurement files of this form (what the GPU run writes), read from elsewhere
+    from _tiny import run_7b_tiny
+    perf = tmp_path / "performance.json"
+    perf.write_text(json.dumps(run_7b_tiny(monkeypatch), default=str))
+    spec = tmp_path / "speculative.json"
+    spec.write_text(json.dumps({"replay": {**rep, "device": "a CPU (test)"}}, default=str))
+    monkeypatch.undo()
+    rep2 = run_suite("dsec_recorded", overrides={"measurements_path": str(perf), "replay_path": str(spec)},
+                     only=["50_performance", "60_speculative", "90_findings"], out=tmp_path / "run", book=False,
+                     progress=False)
+    assert rep2.exit_code == 0, [(s.stem, s.exception, s.message) for s in rep2.failures]
+    found = json.loads((tmp_path / "run" / "90_findings" / "results.json").read_text())
+    assert any(f["title"] == "Measured speed" for f in found["findings"])
     assert align["n_test_pairs"] == 20  # 100 pairs of 1 question: 60/20/20 clips

@@ -141,22 +141,27 @@ def hf_generate_ms_per_token(model, backend: Backend, pixel_input, question: str
 
 def run_7b(tokenizer, device="cuda", batches: Sequence[int] = (1, 8, 32), widths: Sequence[int] = (1, 2, 4, 6, 8, 16),
            max_new_tokens: int = 50, repeats: int = 3, kinds: Sequence[str] = ("target", "draft"),
-           log=print) -> dict:
+           log=print, build=None) -> dict:
     """Everything the performance chapter shows, on the 7B-shaped models (random weights, bf16):
     per model: compiled and eager batch-1 decode steps, verify widths, transformers' generate at
     batch 1, and batched greedy throughput at each batch size. `tokenizer` only writes the text
-    of the prompts (see helpers.models.shapes)."""
+    of the prompts (see helpers.models.shapes). build(kind, device) -> (model, adapter, inputs(n, seed))
+    replaces the 7B-shaped models (tests)."""
     from helpers.models import shapes
-    out = {"device": device_info(device), "bandwidth_gb_s": measured_bandwidth_gb_s(device),
+    out = {"device": device_info(device), "bandwidth_gb_s": measured_bandwidth_gb_s(device, 2 ** 27 if build else 2 * 2 ** 30),
            "spec": H200_SPEC, "max_new_tokens": max_new_tokens, "repeats": repeats, "models": {}}
     question = "What are the key elements in this scene?"
     for kind in kinds:
         t0 = time.perf_counter()
-        model = (shapes.video_llava_7b if kind == "target" else shapes.eventgpt_7b)(device)
-        adapter = shapes.adapter(kind, model, tokenizer)
+        if build is None:
+            model = (shapes.video_llava_7b if kind == "target" else shapes.eventgpt_7b)(device)
+            adapter = shapes.adapter(kind, model, tokenizer)
+            inputs = lambda n, seed=0, kind=kind: shapes.random_inputs(kind, n, seed)
+        else:
+            model, adapter, inputs = build(kind, device)
         res = {"build_s": time.perf_counter() - t0, "weight_bytes": weight_bytes(model),
                "params": sum(p.numel() for p in model.parameters())}
-        one = shapes.random_inputs(kind, 1)
+        one = inputs(1)
         max_len = len(adapter.prompt_ids(question, adapter.n_items(one[0]))) + max(max(widths), max_new_tokens) + 8
         for compiled in (False, True):
             be = Backend(model, tokenizer, 1, max_len, adapter, compile=compiled)
@@ -165,22 +170,27 @@ def run_7b(tokenizer, device="cuda", batches: Sequence[int] = (1, 8, 32), widths
             log(f"{kind} batch 1 {'compiled' if compiled else 'eager'}: decode "
                 f"{res['decode_ms_' + ('compiled' if compiled else 'eager')]['median']:.2f} ms/step")
             del be
-            torch.cuda.empty_cache()
+            _free()
         be = Backend(model, tokenizer, 1, max_len, adapter)
         res["hf_generate_ms_per_token"] = hf_generate_ms_per_token(model, be, one[0], question, max_new_tokens, repeats)
         del be
         res["throughput"] = {}
         for b in batches:
             be = Backend(model, tokenizer, b, max_len, adapter, compile=True)
-            res["throughput"][int(b)] = throughput(be, shapes.random_inputs(kind, b, seed=b), [question] * b,
+            res["throughput"][int(b)] = throughput(be, inputs(b, b), [question] * b,
                                                    max_new_tokens, repeats)
             log(f"{kind} batch {b}: {res['throughput'][int(b)]['samples_per_s']:.1f} samples/s")
             del be
-            torch.cuda.empty_cache()
+            _free()
         out["models"][kind] = res
         del model
-        torch.cuda.empty_cache()
+        _free()
     return out
+
+
+def _free() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def main(argv=None) -> None:
@@ -204,3 +214,46 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def scaling(tokenizer_dir: str, out_dir, n_clips: int = 64, batch: int = 32, gpus: Sequence[int] = (1, 2),
+            max_new_tokens: int = 50, log=print, kind: str = "7b") -> dict:
+    """Samples/s of recording 7B-shaped pairs (both models, random inputs) on 1 and on several GPUs
+    (torchrun, one replica of each model per GPU); the time counted is the slowest rank's
+    generation, model building excluded. kind 'synthetic' (tokenizer_dir: a models folder) runs
+    the same path with the small models (tests, CPU)."""
+    from pathlib import Path
+
+    from helpers.models import record
+    work = record.random_work(n_clips, ["What are the key elements in this scene?"])
+    out = {}
+    for g in gpus:
+        res = record.launch(work, Path(out_dir) / f"gpus{g}", kind, tokenizer_dir, batch, max_new_tokens, gpus=g,
+                            progress=False, log=log)
+        out[int(g)] = {**res, "pairs": len(work), "pairs_per_s": len(work) / res["recording_seconds"]}
+        log(f"{g} GPU(s): {out[int(g)]['pairs_per_s']:.1f} pairs/s")
+    return out
+
+
+def tables(perf: dict) -> dict:
+    """The performance chapter's tables from run_7b's results (see its docstring)."""
+    import pandas as pd
+    bw, spec = perf["bandwidth_gb_s"], perf["spec"]
+    steps, widths, tput = [], {}, []
+    for kind, r in perf["models"].items():
+        bound = r["weight_bytes"] / (spec["bandwidth_gb_s"] * 1e9) * 1e3
+        steps.append({"model": kind, "eager (ms)": r["decode_ms_eager"]["median"],
+                      "compiled (ms)": r["decode_ms_compiled"]["median"],
+                      "transformers generate (ms)": r["hf_generate_ms_per_token"]["median"],
+                      "bandwidth bound, spec (ms)": bound,
+                      "bandwidth bound, measured copy (ms)": r["weight_bytes"] / (bw * 1e9) * 1e3,
+                      "compiled / bound": r["decode_ms_compiled"]["median"] / bound})
+        for mode in ("eager", "compiled"):
+            widths[(kind, mode)] = {int(k): v["median"] for k, v in r[f"verify_ms_{mode}"].items()}
+        for b, t in r["throughput"].items():
+            tput.append({"model": kind, "batch": int(b), "samples/s": t["samples_per_s"], "vision (ms)": t["vision"],
+                         "prefill (ms)": t["prefill"], "decode step (ms)": t["decode_per_token"],
+                         "prompt tokens": t["prompt_tokens"], "new tokens": t["new_tokens"]})
+    verify = pd.DataFrame(widths).rename_axis("k")
+    return {"steps": pd.DataFrame(steps).set_index("model"), "verify": verify,
+            "throughput": pd.DataFrame(tput).set_index(["model", "batch"])}

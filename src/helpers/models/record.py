@@ -204,6 +204,7 @@ def main(argv=None) -> int:
     log = lambda m: print(f"[rank {rank}] {m}", file=sys.stderr, flush=True)
     res = record(draft, target, work, a.out, a.batch, a.max_new_tokens, rank, world, not a.quiet, log)
     log(f"{res['written']} shards written, {res['skipped']} already there, {res['seconds']:.1f} s on {device}")
+    (Path(a.out) / f"rank_{rank}.json").write_text(json.dumps({**res, "device": str(device)}))
     return 0
 
 
@@ -229,8 +230,12 @@ def launch(work: Sequence[WorkItem], out_dir: str | Path, kind: str, models: str
         cmd += (["--compile"] if compile else []) + ([] if progress else ["--quiet"])
         log(f"launching: {' '.join(cmd[2:])}")
         subprocess.run(cmd, check=True)
-        return {"gpus": gpus, "seconds": time.perf_counter() - t0}
+        ranks = [json.loads((out / f"rank_{r}.json").read_text()) for r in range(gpus)]
+        return {"gpus": gpus, "seconds": time.perf_counter() - t0,              # including each process's start
+                "recording_seconds": max(r["seconds"] for r in ranks),         # the slowest rank's generation
+                "written": sum(r["written"] for r in ranks), "skipped": sum(r["skipped"] for r in ranks)}
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     draft, target = backends_for(kind, models, batch, max_new_tokens, device, compile)
     res = record(draft, target, work, out, batch, max_new_tokens, progress=progress, log=log)
-    return {**res, "gpus": 1 if device.type == "cuda" else 0, "seconds": time.perf_counter() - t0}
+    return {**res, "recording_seconds": res["seconds"], "gpus": 1 if device.type == "cuda" else 0,
+            "seconds": time.perf_counter() - t0}

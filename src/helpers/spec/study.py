@@ -169,3 +169,53 @@ def replay_summary(df: pd.DataFrame) -> dict:
             "decode_step_ms": float((df.greedy_decode_ms / (df.n_tokens - 1)).median()),
             "verify_step_ms": float(((df.sd_decode_ms - df.drafter_ms) / df.steps).median()),
             "drafter_ms_per_step": float((df.drafter_ms / df.steps).median())}
+
+
+def leviathan_prediction(alpha: float, gamma: int, drafter_ms: float, step_ms: float, verify_ms: float) -> float:
+    """Leviathan et al.'s decode-phase speedup with measured costs: expected tokens per step
+    (1 - alpha^(gamma+1)) / (1 - alpha) over the step's cost (drafting + one verify) in target
+    decode steps. With verify = one decode step and drafter cost gamma c steps this is their
+    (1 - alpha^(gamma+1)) / ((1 - alpha)(gamma c + 1))."""
+    from helpers.study.metrics import expected_tokens_per_step
+    return expected_tokens_per_step(alpha, gamma) / ((drafter_ms + verify_ms) / step_ms)
+
+
+def replay_7b(study_run: str, drafter_names: Sequence[str], tokenizer, gamma: int, device="cuda",
+              max_pairs: int = 0, repeats: int = 3, log=print, build=None, compile: bool = True) -> dict:
+    """The 7B trace-driven study: the recorded study's test pairs and trained drafters (a run folder
+    whose stages 10-20 ran, e.g. dsec_recorded), exact traces under full and streamed visibility,
+    replayed on the 7B-shaped Video-LLaVA with a compiled decode loop. Returns per drafter and
+    visibility the summary, Leviathan's prediction and the per-pair rows. build(device) ->
+    (target model, adapter) replaces the 7B-shaped target (tests use a small one)."""
+    from helpers.models import shapes
+    from helpers.study import alignment
+    from helpers.study import data as study_data
+    from helpers.study.drafters import FULL, evaluate, zoo
+    from helpers.suite.paths import stage_dir
+    data = study_data.load_study_data(study_run, parts=("test",))
+    pairs = data.split.test[:max_pairs] if max_pairs else data.split.test
+    streamed, source = alignment.visibility(-1, -1, study_run)
+    if build is None:
+        target = shapes.video_llava_7b(device)
+        ad = shapes.adapter("target", target, tokenizer)
+    else:
+        target, ad = build(device)
+    question = pairs[0].question
+    pixel = shapes.random_inputs("target", 1)[0]
+    n_prompt = len(ad.prompt_ids(question, 8))
+    be = Backend(target, tokenizer, 1, n_prompt + max(len(p.target_ids) for p in pairs) + gamma + 8, ad, compile=compile)
+    out = {"gamma": gamma, "n_pairs": len(pairs), "visibility": {"lead": streamed.lead, "rate": streamed.rate,
+                                                                   "source": source}, "prompt_tokens": n_prompt,
+           "drafters": {}}
+    for name in drafter_names:
+        drafter = zoo.load(stage_dir(study_run, "20_train_drafters", create=False), name)
+        for vis in (FULL, streamed):
+            ev = evaluate(drafter, pairs, gamma, visibility=vis)
+            df = replay(be, pixel, question, pairs, ev.traces, drafter, repeats, gamma)
+            summ = replay_summary(df)
+            summ["leviathan"] = leviathan_prediction(ev.token_match, gamma, summ["drafter_ms_per_step"],
+                                                     summ["decode_step_ms"], summ["verify_step_ms"])
+            summ["alpha"] = ev.token_match
+            out["drafters"][f"{name}|{vis.mode}"] = {"summary": summ, "rows": df.to_dict("records")}
+            log(f"{name} {vis.mode}: {summ['speedup_ratio_of_means']:.2f}x (MAT {summ['mat']:.2f})")
+    return out

@@ -164,7 +164,7 @@ def inject_status(md: str, box: str) -> str:
 HIDDEN_PARAMS = ("run_dir", "preset")  # the status box names the preset; run_dir is a machine path
 ANSWER_START, ANSWER_END = "<!-- answer:start -->", "<!-- answer:end -->"
 STATUS_MARKER = "<!-- run-status -->"
-FINDINGS_STAGE = "40_findings"
+FINDINGS_STAGE = "90_findings"
 
 
 def _literal_assignments(source: str) -> dict:

@@ -97,6 +97,15 @@ def require_stage_file(run_dir: str | Path, stage: str, name: str, preset: str =
     return note_input(path)
 
 
+def measurement(path: str | Path, made_by: str) -> Path:
+    """A measurement file a parameter names (recorded as an input); a clear error saying how it
+    is made when it is absent."""
+    p = resolve(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p} is missing: it is made by {made_by}")
+    return note_input(p)
+
+
 def read_results(run_dir: str | Path, stage: str, preset: str = "default") -> dict:
     """The results.json of an earlier stage (see require_stage_file for the error)."""
     return json.loads(require_stage_file(run_dir, stage, "results.json", preset).read_text())
