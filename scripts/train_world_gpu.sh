@@ -2,9 +2,9 @@
 # Train and ship the synthetic world's two VLMs on the GPU machine, in one command (~7.5 min on
 # an NVIDIA H200 with the defaults below: data ~80 s, both models in parallel ~255 s + loading
 # and held-out answers ~100 s). Run from the repository root; the machine needs PyAV, carried
-# as a wheel in .whl/ (see the device README; `pip download av==18.1.0 ... -d .whl`).
+# as a wheel in .whl-av/ (scripts/gpu_wheels.sh).
 #
-#   run(command="GIT_COMMIT=$(git rev-parse HEAD) bash scripts/train_world_gpu.sh", carry=[".whl"])
+#   run(command="GIT_COMMIT=$(git rev-parse HEAD) bash scripts/train_world_gpu.sh", carry=[".whl-av"])
 #
 # Knobs (environment): N_CLIPS, SEED, BUDGET_S (training seconds per model), AUX_WEIGHT (vision
 # fact loss, 0 = off), BATCH, LR, VLM_CONFIG (JSON of helpers.models.vlm.VLMConfig fields), GIT_COMMIT.
@@ -19,10 +19,10 @@ LR=${LR:-3e-3}
 VLM_CONFIG=${VLM_CONFIG:-'{"vision_hidden": 128, "vision_layers": 3, "vision_intermediate": 512, "vision_heads": 4}'}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+if [ -d .whl-av ] && [ ! -d /tmp/site/av ]; then   # PyAV (see scripts/gpu_wheels.sh); gpu_run.sh may have installed it
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl-av/*.whl
 fi
+export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4 HF_HUB_OFFLINE=1
 export HELPERS_GIT_COMMIT=${GIT_COMMIT:-unknown}
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt" || true

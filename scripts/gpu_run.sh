@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One command on the GPU machine (the device tool): install the carried wheels, then run a preset
+# through the suite's own runner there and pack its run folder into $OUT, so that its book is built
+# here without re-executing it:  python -m helpers.run --preset PRESET --out runs/NAME --book-only
+#   PHASE=7b  bash scripts/gpu_run.sh   # gpu_7b_shapes -> $OUT/gpu7b.tgz      (carry .whl, runs/dsec_slim)
+#   PHASE=syn bash scripts/gpu_run.sh   # gpu_synthetic -> $OUT/gpusyn.tgz     (carry .whl, .whl-av, runs/gpu7b),
+#                                       # and the world's VLMs retrained on the second GPU meanwhile
+# GIT_COMMIT names the commit (the copy there has no .git). NVLink multicast stays off (KINDS.md).
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+for w in .whl .whl-av; do
+  [ -d "$w" ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$w"/*.whl
+done
+export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HELPERS_GIT_COMMIT=${GIT_COMMIT:-unknown}
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 TOKENIZERS_PARALLELISM=false
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpus.txt"
+t0=$(date +%s)
+case "${PHASE:?PHASE=7b or PHASE=syn}" in
+  7b)
+    python3 -m helpers.run --preset gpu_7b_shapes --out runs/gpu7b --no-book --set replay_study_run=runs/dsec_slim \
+      2>&1 | grep -v -E "Executing: |it/s\]$" | tee "$OUT/gpu7b.log"
+    tar czf "$OUT/gpu7b.tgz" --exclude=runs/gpu7b/scaling runs/gpu7b ;;
+  syn)
+    (CUDA_VISIBLE_DEVICES=1 OUT=/tmp/world BUDGET_S=${BUDGET_S:-200} AUX_WEIGHT=${AUX_WEIGHT:-1} \
+      bash scripts/train_world_gpu.sh > /tmp/world_train.log 2>&1) &
+    CUDA_VISIBLE_DEVICES=0 python3 -m helpers.run --preset gpu_synthetic --out runs/gpusyn --no-book \
+      2>&1 | grep -v -E "Executing: |it/s\]$" | tee "$OUT/gpusyn.log"
+    wait
+    cat /tmp/world_train.log /tmp/world/*.log /tmp/world/*.txt > "$OUT/world.log" 2>/dev/null
+    cp /tmp/world/synthetic_vlm.tar.gz "$OUT/" 2>/dev/null
+    tar czf "$OUT/gpusyn.tgz" --exclude=runs/gpusyn/shards --exclude=runs/gpusyn/01_world/data runs/gpusyn ;;
+esac
+echo "phase ${PHASE} took $(( $(date +%s) - t0 )) s" | tee -a "$OUT/gpus.txt"
