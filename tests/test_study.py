@@ -97,6 +97,25 @@ def test_paired_bootstrap_identical_is_zero_and_sign_follows_better():
     assert diff["n_clips"] == 6
 
 
+def test_mat_ratio_bootstrap_by_clip():
+    clips = [0, 0, 1, 1, 2, 2, 3, 3]
+    two = metrics.simulate_sd([True, False] * 4, 3)        # 8 tokens to produce: 4 steps of 2 -> MAT 2
+    one = metrics.simulate_sd([False] * 8, 3)               # plain decoding -> MAT 1
+    same = alignment.mat_ratio_bootstrap([two] * 8, [two] * 8, clips, n_boot=200)
+    assert same["ratio"] == same["lo"] == same["hi"] == pytest.approx(1.0)
+    r = alignment.mat_ratio_bootstrap([two] * 8, [one] * 8, clips, n_boot=200)
+    assert r["ratio"] == pytest.approx(2.0) and r["lo"] == pytest.approx(2.0) and r["n_clips"] == 4
+    # a gain only on clip 0: the interval must straddle the clips that gain and those that do not
+    mixed = [two, two] + [one] * 6
+    m = alignment.mat_ratio_bootstrap(mixed, [one] * 8, clips, n_boot=400, seed=1)
+    tokens, steps = 2 * 8 + 6 * 8, 2 * 4 + 6 * 8
+    assert m["ratio"] == pytest.approx((tokens / steps) / 1.0)
+    assert m["lo"] == pytest.approx(1.0) and m["hi"] > m["ratio"]      # some resamples draw clip 0 never
+    assert m["mat_a"] == pytest.approx(tokens / steps) and m["mat_b"] == 1.0
+    with pytest.raises(ValueError, match="same"):
+        alignment.mat_ratio_bootstrap([two], [two, two], [0, 1])
+
+
 def test_pick_examples_and_gamma_sweep():
     e = fake_eval("x", [[False, True, True], [True, True, True], [True, False, True]])
     assert alignment.pick_examples(e, pairs_(3, 1)) == {"best": 1, "median": 2, "worst": 0}
