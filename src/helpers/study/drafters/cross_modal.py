@@ -124,10 +124,11 @@ class CrossModalDrafter:
             return probs
         probs = probs * self.prior_weight
         for i in range(probs.shape[0]):
-            for tok, q in self.prior.distribution(prefix[: i + 1]).items():
-                j = self.stoi.get(tok)
-                if j is not None:                                     # the prior knows only training ids too
-                    probs[i, j] += (1 - self.prior_weight) * q
+            mix = [(self.stoi[tok], (1 - self.prior_weight) * q) for tok, q in self.prior.distribution(prefix[: i + 1]).items()
+                   if tok in self.stoi]                               # the prior knows only training ids too
+            if mix:                                                   # one vectorised add (a Python loop of tensor
+                cols, vals = zip(*mix)                                # element updates cost most of the time)
+                probs[i].index_add_(0, torch.tensor(cols), torch.tensor(vals, dtype=probs.dtype))
         return probs
 
     def predict_topk(self, pairs, k, visible=None):
