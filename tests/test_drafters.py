@@ -318,3 +318,16 @@ def test_zoo_selects_lookup_settings_on_validation(tmp_path):
         assert zoo.load(tmp_path, name).settings() == trained[name].settings()
     assert trained["target_prior_kn"].order == 3                     # a unigram cannot follow the register
     assert trained["draft_retrieval"].weight == 0.6 and trained["draft_copy"].boost == 3.0   # the draft names the word
+
+
+def test_priors_declare_that_they_never_read_the_draft():
+    """Streamed SD reuses a prior's full-visibility predictions (reads_draft False): the explicit
+    online loop, which hands the prior only the visible draft, must agree."""
+    train, pairs = toy_pairs(30, 1), toy_pairs(6, 5)
+    ng = NgramPrior(order=3).fit(train)
+    kn = lookup.KneserNeyPrior(order=3).fit(train)
+    for d in (ng, kn):
+        assert d.reads_draft is False
+        check_shortcut(d, pairs, gamma=3, visibility=Visibility("streamed", 0.0, 0.5))
+    assert CrossModalDrafter(CrossModalConfig(use_draft=False)).reads_draft is False
+    assert CrossModalDrafter(CrossModalConfig()).reads_draft is True and lookup.DraftCopy().reads_draft is True

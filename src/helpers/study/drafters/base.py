@@ -125,6 +125,8 @@ class Drafter(Protocol):
     name: str
     needs: str     # what it reads, in words (the book's drafter table)
     ranks: bool    # whether its candidates beyond the first are ranked (top-5 is NaN otherwise)
+    # optional: reads_draft = False declares that it never reads the draft (streamed SD then reuses
+    # its full-visibility predictions); absent means it may read the draft
 
     def propose(self, ctx: DraftContext, n: int) -> list[int]: ...
 
@@ -171,6 +173,8 @@ class _Views:
         self.cache = [{len(p.draft_ids): t} for p, t in zip(pairs, full_top1)]
 
     def top1(self, j: int, v: int) -> np.ndarray:
+        if not getattr(self.drafter, "reads_draft", True):             # a prior: what is visible changes nothing
+            return self.cache[j][len(self.pairs[j].draft_ids)]
         if v not in self.cache[j]:
             self.cache[j][v] = self.drafter.predict_topk([self.pairs[j]], 1, [v])[0][:, 0]
         return self.cache[j][v]

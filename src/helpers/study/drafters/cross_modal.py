@@ -75,6 +75,7 @@ class CrossModalDrafter:
         self.needs = ("every draft token that exists, and the target's accepted prefix" if cfg.use_draft
                       else "the target's accepted prefix only (the draft is hidden)")
         self.ranks = True
+        self.reads_draft = cfg.use_draft       # the ablation sees only UNK where the draft would be
         self.prior, self.prior_weight = None, 1.0   # weight of the network when a prior is mixed in
 
     def set_prior(self, prior, weight: float) -> None:
