@@ -30,12 +30,18 @@ class Dist:
     """p(w) = explicit.get(w, 0) + sum(coef * base[w] for coef, base, order in bases)."""
     explicit: dict[int, float] = field(default_factory=dict)
     bases: list[tuple[float, np.ndarray, np.ndarray]] = field(default_factory=list)  # (coef, probs, ids by prob)
+    _top: dict = field(default_factory=dict, repr=False, compare=False)             # k -> topk(k), computed once
 
     def prob(self, w: int) -> float:
         return self.explicit.get(w, 0.0) + sum(c * float(b[w]) for c, b, _ in self.bases if 0 <= w < len(b))
 
     def topk(self, k: int) -> list[tuple[int, float]]:
         """The k most probable tokens with their probabilities (ties: the smaller id first)."""
+        if k not in self._top:
+            self._top[k] = self._topk(k)
+        return self._top[k]
+
+    def _topk(self, k: int) -> list[tuple[int, float]]:
         cand = set(self.explicit)
         for c, b, order in self.bases:
             if c > 0:
@@ -122,8 +128,18 @@ class CountIndex:
 
     def kneser_ney(self, prefix: Sequence[int], n_ctx: int | None = None) -> Dist:
         """Interpolated Kneser-Ney with contexts of up to n_ctx tokens: raw counts at the longest
-        context asked for, continuation counts below it."""
+        context asked for, continuation counts below it. Memoised by those last tokens (the
+        answers are formulaic, so the same contexts recur; callers never modify a Dist)."""
         ctxs = self._contexts(prefix, n_ctx)
+        key = ctxs[-1] if ctxs else ()
+        memo = self.__dict__.setdefault("_kn_memo", {})
+        if key not in memo:
+            if len(memo) > 200_000:
+                memo.clear()
+            memo[key] = self._kneser_ney(ctxs)
+        return memo[key]
+
+    def _kneser_ney(self, ctxs: list[tuple]) -> Dist:
         top = len(ctxs)
         explicit: dict[int, float] = {}
         coef = 1.0
