@@ -114,6 +114,8 @@ def test_mat_ratio_bootstrap_by_clip():
     assert m["mat_a"] == pytest.approx(tokens / steps) and m["mat_b"] == 1.0
     with pytest.raises(ValueError, match="same"):
         alignment.mat_ratio_bootstrap([two], [two, two], [0, 1])
+    rows = alignment.tokens_and_steps(mixed)                              # the stored form gives the same interval
+    assert rows.tolist()[0] == [8, 4] and alignment.mat_ratio_bootstrap(rows, [one] * 8, clips, n_boot=400, seed=1) == m
 
 
 def test_pick_examples_and_gamma_sweep():
@@ -195,3 +197,38 @@ def test_training_finding_flags_drafters_still_improving():
     f = findings.training(train)
     assert "`a`" in f.text and "`b`" not in f.text
     assert findings.training({"drafters": {"b": train["drafters"]["b"]}}) is None
+
+
+def event_results(lo, hi, ratio=None, s_lo=0.9, s_hi=1.1, slope=0.0, trees=True):
+    r = lambda a, b, x=None: {"ratio": x if x is not None else (a + b) / 2, "lo": a, "hi": b,   # noqa: E731
+                              "mat_a": 2.0 * (x if x is not None else (a + b) / 2), "mat_b": 2.0}
+    out = {"gamma": 5, "best": {"prior": "target_prior_kn", "reader": "draft_copy"},
+           "ratio_chain": {"full": r(lo, hi, ratio), "streamed": r(s_lo, s_hi)},
+           "learning_curve": [{"train pairs": 100}, {"train pairs": 480}], "learning_curve_slope_per_doubling": slope,
+           "cost_ms": {"draft_copy": {"propose": 0.58}}, "target_step_ms": 5.8}
+    if trees:
+        out["tree"] = {"by_size": {"5": {"full": r(0.99, 1.01, 1.0)}, "40": {"full": {**r(0.98, 1.02, 1.0), "mat_a": 3.5, "mat_b": 3.5}}}}
+    return out
+
+
+def test_event_camera_finding_follows_the_ratio_and_its_interval():
+    bar = findings.event_camera(event_results(1.16, 1.3), bar=1.15)
+    gain = findings.event_camera(event_results(1.02, 1.2), bar=1.15)
+    none = findings.event_camera(event_results(0.99, 1.01, 1.0))
+    loss = findings.event_camera(event_results(0.9, 0.97))
+    assert "meets the bar of 1.15x" in bar.text and bar.recommendation.startswith("Use `draft_copy`")
+    assert "below the bar" in gain.text and "below the 1.15x bar" in gain.headline
+    assert "no difference" in none.text and "content-free `target_prior_kn`" in none.recommendation
+    assert "1.000x (95% interval 0.990 to 1.010; MAT 2.00 vs 2.00)" in none.text
+    assert "does worse" in loss.text and "only 0.94x" in loss.headline
+    assert "no detectable difference" in none.text                      # streamed interval 0.9..1.1 contains 1
+    assert "still ahead" in findings.event_camera(event_results(1.02, 1.2, s_lo=1.01, s_hi=1.05)).text
+    assert "trees of 40 nodes" in none.text and "3.50" in none.text      # the largest tree reported
+    assert "10% of a 5.8 ms" in none.text                                 # 0.58 / 5.8
+    assert "stays flat" in none.text and "extrapolation" in none.text
+    assert "grows (+0.050 per doubling" in findings.event_camera(event_results(0.99, 1.01, slope=0.05)).text
+    assert "shrinks" in findings.event_camera(event_results(0.99, 1.01, slope=-0.05)).text
+    assert "trees" not in findings.event_camera(event_results(0.99, 1.01, trees=False)).text
+    items = findings.findings({"split": {"train": 200}}, {"drafters": {}}, align_results(-0.1, 0.1),
+                              event_results(0.99, 1.01))
+    assert items[-1].title.startswith("What the event camera adds")

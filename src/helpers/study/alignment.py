@@ -142,15 +142,21 @@ def paired_bootstrap(a: DrafterEval, b: DrafterEval, pairs: Sequence[RecordedPai
     return out
 
 
-def mat_ratio_bootstrap(a: Sequence[metrics.SDTrace], b: Sequence[metrics.SDTrace], clips: Sequence,
+def tokens_and_steps(traces: Sequence) -> np.ndarray:
+    """(pairs, 2): tokens emitted and verify steps of each pair, from SDTraces or from such rows
+    (the form chapter 30 stores in its results for chapter 35)."""
+    return np.array([(sum(t.emitted), t.steps) if isinstance(t, metrics.SDTrace) else tuple(t) for t in traces],
+                    dtype=float).reshape(-1, 2)
+
+
+def mat_ratio_bootstrap(a: Sequence, b: Sequence, clips: Sequence,
                         n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
-    """MAT(a) / MAT(b) on the same pairs (traces in the same order) with a percentile interval from
-    resampling clips with replacement (a clip's pairs move together). MAT pools verify steps, so
-    each resample recomputes both as sum(emitted) / sum(steps) over the drawn pairs."""
+    """MAT(a) / MAT(b) on the same pairs (SDTraces, or (tokens, steps) rows, in the same order) with a
+    percentile interval from resampling clips with replacement (a clip's pairs move together). MAT
+    pools verify steps, so each resample recomputes both as sum(emitted) / sum(steps) over the draws."""
     if not (len(a) == len(b) == len(clips)) or not len(a):
         raise ValueError(f"need the same non-zero number of traces and clips, got {len(a)}, {len(b)}, {len(clips)}")
-    ea, sa = (np.array([sum(t.emitted) for t in a], float), np.array([t.steps for t in a], float))
-    eb, sb = (np.array([sum(t.emitted) for t in b], float), np.array([t.steps for t in b], float))
+    (ea, sa), (eb, sb) = tokens_and_steps(a).T, tokens_and_steps(b).T
     clips = np.asarray(clips)
     uniq = np.unique(clips)
     member = np.searchsorted(uniq, clips)                     # pair -> clip number
