@@ -90,6 +90,14 @@ def main(argv=None) -> int:
         "streamed": ec.ratio(test_stream[reader].traces, test_stream[prior].traces, test, a.n_boot)}
     log("chain ratio", out["ratio_chain"])
 
+    # --- the oracle bound on bag-of-words content (validation pairs) --------------------------------
+    count_priors = [n for n in drafters if not ec.reads_draft(n) and hasattr(drafters[n], "dist")]
+    if count_priors:
+        op = max(count_priors, key=lambda n: val_mat[n])
+        out["oracle"] = {"prior": op, "mat": val_mat[op], "bag": ec.oracle_content_mat(drafters[op], val, a.gamma),
+                         "remaining": ec.oracle_content_mat(drafters[op], val, a.gamma, remaining=True)}
+        log("oracle", out["oracle"])
+
     # --- trees: validation chooses the best prior and reader per size ------------------------------
     tree_names = {n: drafters[n] for n in drafters if n in LOOKUP_TREES}
     val_trees = ec.mat_table(ec.tree_sweep(tree_names, val, a.tree_sizes))

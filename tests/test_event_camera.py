@@ -91,3 +91,13 @@ def test_refit_keeps_the_settings_and_uses_the_new_pairs():
     small = ec.refit(d, toy_pairs(5, 2))
     assert small.settings() == d.settings() and small.tree_branch == 2 and small.name == d.name
     assert len(small.train_docs) == 5 and len(d.train_docs) == 40
+
+
+def test_oracle_content_bounds_what_the_bag_of_words_can_add():
+    train, val = toy_pairs(60, 1), toy_pairs(30, 6)
+    kn = lookup.KneserNeyPrior(order=3).fit(train)
+    plain = evaluate(kn, val, 5).sd.mat
+    bag = ec.oracle_content_mat(kn, val, 5)
+    assert bag > plain                                                    # knowing the content word helps the prior
+    assert ec.oracle_content_mat(kn, val, 5, boost=1.0) == pytest.approx(plain)   # no boost: the prior itself
+    assert ec.oracle_content_mat(kn, val, 5, remaining=True) >= bag - 1e-12

@@ -229,6 +229,9 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
     assert "grows (+0.050 per doubling" in findings.event_camera(event_results(0.99, 1.01, slope=0.05)).text
     assert "shrinks" in findings.event_camera(event_results(0.99, 1.01, slope=-0.05)).text
     assert "trees" not in findings.event_camera(event_results(0.99, 1.01, trees=False)).text
+    oracle = {**event_results(0.99, 1.01), "oracle": {"prior": "target_prior_kn", "mat": 2.0, "bag": 2.2, "remaining": 2.5}}
+    assert "to 1.10x its validation MAT (1.25x when told" in findings.event_camera(oracle).text
+    assert "oracle" not in none.text
     items = findings.findings({"split": {"train": 200}}, {"drafters": {}}, align_results(-0.1, 0.1),
                               event_results(0.99, 1.01))
     assert items[-1].title.startswith("What the event camera adds")

@@ -102,6 +102,26 @@ def token_wins(reader: DrafterEval, prior: DrafterEval, pairs: Sequence[Recorded
     return df.sort_values(["reader wins", "net", "token"], ascending=[False, False, True]).head(top).reset_index(drop=True)
 
 
+def oracle_content_mat(prior, pairs: Sequence[RecordedPair], gamma: int, remaining: bool = False,
+                       boost: float = 1000.0, k: int = 50) -> float:
+    """MAT of a count prior told which tokens the target's own answer contains: its k best
+    candidates, those in the answer's bag of words (`remaining`: in the multiset of answer tokens
+    not yet emitted) made `boost` times as probable. No drafter can know this; it bounds what
+    content of the bag-of-words kind (which objects, colours, road types) can add to the prior.
+    Teacher-forced and deterministic per (pair, prefix), so exact greedy SD follows (metrics)."""
+    traces = []
+    for p in pairs:
+        st, t = prior.state(p.draft_ids), p.target_ids
+        bag, correct = Counter(t), []
+        for i in range(len(t) - 1):
+            left = bag - Counter(t[: i + 1]) if remaining else bag
+            cands = prior.dist(st, t[: i + 1]).topk(k)
+            best = max(cands, key=lambda wp: (wp[1] * (boost if left.get(wp[0], 0) > 0 else 1.0), -wp[0]))[0] if cands else -1
+            correct.append(best == t[i + 1])
+        traces.append(metrics.simulate_sd(correct, gamma))
+    return metrics.summarize_sd(traces).mat
+
+
 # --- cost ------------------------------------------------------------------------------------
 
 def call_cost_ms(call: Callable[[DraftContext], object], pairs: Sequence[RecordedPair], traces: Sequence[metrics.SDTrace],

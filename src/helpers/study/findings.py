@@ -173,6 +173,11 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
             f"{lead}. With the draft streaming in: {_ratio_text(stream)}, "
             + {"bar": "still at the bar.", "gain": "still ahead of the prior.", "none": "no detectable difference.",
                "loss": "behind the prior."}[vs])
+    o = ev.get("oracle") or {}
+    if o:
+        text += (f" An oracle told which tokens the target's answer contains lifts `{o['prior']}` to "
+                 f"{o['bag'] / o['mat']:.2f}x its validation MAT ({o['remaining'] / o['mat']:.2f}x when told the "
+                 "tokens still to come): a bound on what the draft's words could add.")
     trees = ev.get("tree", {}).get("by_size", {})
     if trees:
         k = max(trees, key=lambda n: int(n))
