@@ -225,6 +225,8 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
     assert "still ahead" in findings.event_camera(event_results(1.02, 1.2, s_lo=1.01, s_hi=1.05)).text
     assert "trees of 40 nodes" in none.text and "3.50" in none.text      # the largest tree reported
     assert "10% of a 5.8 ms" in none.text                                 # 0.58 / 5.8
+    slow = {**event_results(0.99, 1.01), "cost_ms": {"draft_copy": {"propose": 58.0}}}
+    assert "10.0 times a 5.8 ms" in findings.event_camera(slow).text
     assert "stays flat" in none.text and "extrapolation" in none.text
     assert "grows (+0.050 per doubling" in findings.event_camera(event_results(0.99, 1.01, slope=0.05)).text
     assert "shrinks" in findings.event_camera(event_results(0.99, 1.01, slope=-0.05)).text

@@ -194,8 +194,9 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
     step = ev.get("target_step_ms")
     if reader in cost and step:
         c = cost[reader]["propose"]
+        share = f"{c / step:.0%} of" if c < step else f"{c / step:.1f} times"
         text += (f" `{reader}` costs {c:.2f} ms per propose call of {ev['gamma']} drafts on this CPU, "
-                 f"{c / step:.0%} of a {step:.1f} ms compiled 7B target decode step.")
+                 f"{share} a {step:.1f} ms compiled 7B target decode step.")
     if v == "bar":
         rec = f"Use `{reader}`: the event camera's draft adds at least {bar - 1:.0%} MAT over the best prior."
         head = f"Reading the event-camera draft lifts MAT {full['ratio']:.2f}x over the best content-free drafter."
