@@ -32,7 +32,8 @@ def test_repo_toc_lists_world_parts_first():
     import yaml
     toc = yaml.safe_load((REPO_ROOT / "book" / "_toc.yml").read_text())
     assert [p["caption"] for p in toc["parts"]] == ["Synthetic world", "The study"]
-    assert [c["file"] for c in toc["parts"][1]["chapters"]] == ["10_data", "20_train_drafters", "30_alignment", "40_findings"]
+    assert [c["file"] for c in toc["parts"][1]["chapters"]] == ["10_data", "20_train_drafters", "30_alignment", "35_event_camera",
+                                                            "40_findings"]
     cfg = yaml.safe_load((REPO_ROOT / "book" / "_config.yml").read_text())
     assert cfg["title"] == "Cross-modal speculative decoding" and cfg["execute"]["execute_notebooks"] == "off"
     intro = (REPO_ROOT / "book" / "intro.md").read_text()
