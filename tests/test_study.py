@@ -174,7 +174,7 @@ def test_findings_wording_follows_the_numbers():
     loss = findings.draft_content(align_results(-0.3, -0.05))
     assert "No detectable gain" in no_gain.text and "helps" in gain.text and "hurts" in loss.text
     assert "With the draft still streaming in, it hurts" in gain.text            # the streamed interval lies below 0
-    assert "+8.8%" in gain.headline                                               # 0.175 / 2.0 of the prior's MAT
+    assert "+8.8%" in gain.headline and "`target_prior_ngram`" in gain.headline   # 0.175 / 2.0 of the prior's MAT
     seed = findings.seed_adapter(align_results(0, 0), data)
     assert f"{literature.STUDY_1Q_TOKEN_MATCH[200]:.1%}" in seed.text
     assert "within 3 points" in seed.text and "below the content-free" in seed.text
@@ -234,6 +234,8 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
     oracle = {**event_results(0.99, 1.01), "oracle": {"prior": "target_prior_kn", "mat": 2.0, "bag": 2.2, "remaining": 2.5}}
     assert "to 1.10x its validation MAT (1.25x when told" in findings.event_camera(oracle).text
     assert "oracle" not in none.text
-    items = findings.findings({"split": {"train": 200}}, {"drafters": {}}, align_results(-0.1, 0.1),
+    items = findings.findings({"split": {"train": 200}}, {"drafters": {}}, align_results(0.05, 0.3),
                               event_results(0.99, 1.01))
-    assert items[-1].title.startswith("What the event camera adds")
+    assert items[0].title.startswith("What the event camera adds")        # the comparison with the best prior leads
+    heads = findings.headlines(items)
+    assert len(heads) == 2 and heads[0] == items[0].headline and not any("content adds" in h for h in heads)
