@@ -34,6 +34,7 @@ def test_repo_toc_lists_world_parts_first():
     assert [p["caption"] for p in toc["parts"]] == ["Synthetic world", "The study", "Speed", "Findings"]
     listed = [c["file"] for p in toc["parts"] for c in p["chapters"]]
     assert sorted(listed) == sorted(p.stem for p in (REPO_ROOT / "notebooks").glob("*.ipynb"))   # every stage listed
+    assert listed.index("35_event_camera") == listed.index("30_alignment") + 1
     cfg = yaml.safe_load((REPO_ROOT / "book" / "_config.yml").read_text())
     assert cfg["title"] == "Cross-modal speculative decoding" and cfg["execute"]["execute_notebooks"] == "off"
     intro = (REPO_ROOT / "book" / "intro.md").read_text()

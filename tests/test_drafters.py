@@ -228,3 +228,106 @@ def test_top5_survives_a_pair_with_a_one_token_target():
     ev = evaluate(NgramPrior(order=3).fit(train), pairs, gamma=3)
     assert 0 < ev.top5 <= 1 and ev.top5 >= ev.token_match
     assert np.isnan(evaluate(RawDraft(), pairs, gamma=3).top5)   # the raw draft has one candidate, no ranking
+
+
+# --- count and lookup drafters (helpers.study.drafters.lookup) ---------------------------------
+
+from helpers.study.drafters import lookup  # noqa: E402
+
+
+def lookup_drafters(train):
+    return [lookup.KneserNeyPrior(order=3).fit(train), lookup.SuffixPrior(max_ctx=6, weight=0.5, order=3).fit(train),
+            lookup.DraftRetrieval(neighbours=5, temperature=0.1, weight=0.6, order=3).fit(train),
+            lookup.DraftCopy(boost=3.0, max_doc_share=0.5, order=3).fit(train)]
+
+
+@pytest.mark.parametrize("i", range(4))
+def test_lookup_drafters_shortcut_is_exact_full_and_streamed(i):
+    d = lookup_drafters(toy_pairs(30, 1))[i]
+    pairs = toy_pairs(6, 5)
+    check_shortcut(d, pairs, gamma=3)
+    check_shortcut(d, pairs, gamma=3, visibility=STREAMED)
+    check_prefix_dependence(d, pairs[:3], blind=False)
+
+
+def test_priors_cannot_see_the_content_and_readers_can():
+    """The content word after (10, 11, 12) is one of three and is named in the draft: the priors
+    guess, retrieval keyed by the draft and the pointer into the draft get it right."""
+    train, test = toy_pairs(60, 1), toy_pairs(30, 6)
+    kn, suffix, retrieval, copy = lookup_drafters(train)
+    prior_tm = evaluate(kn, test, 3).token_match
+    assert prior_tm < 0.95 and evaluate(suffix, test, 3).token_match < 0.95
+    assert not kn.reads_draft and retrieval.reads_draft and copy.reads_draft
+    for reader in (retrieval, copy):
+        ev = evaluate(reader, test, 3)
+        assert ev.token_match == 1.0 > prior_tm
+        blind = evaluate(reader, test, 3, visibility=Visibility("streamed", 0.0, 0.0))   # no draft token ever visible
+        assert blind.sd.mat == pytest.approx(evaluate(kn, test, 3).sd.mat)               # = the prior it mixes with
+
+
+def test_kneser_ney_is_a_distribution_and_orders_matter():
+    from helpers.study.drafters.counts import CountIndex
+    idx = CountIndex([p.target_ids for p in toy_pairs(30, 1)], max_ctx=2)
+    for prefix in ((10,), (10, 11, 12), (99, 98)):
+        d = idx.kneser_ney(prefix)
+        total = sum(d.explicit.values()) + sum(c * b.sum() for c, b, _ in d.bases)
+        assert total == pytest.approx(1.0)
+    assert idx.kneser_ney((10, 11)).topk(1)[0][0] == 12
+    with pytest.raises(ValueError, match="order"):
+        lookup.KneserNeyPrior(order=0)
+
+
+def test_lookup_trees_chain_and_round_trip(tmp_path):
+    train, pairs = toy_pairs(30, 1), toy_pairs(5, 7)
+    for d in lookup_drafters(train):
+        for p in pairs:
+            ctx = DraftContext.of(p, p.target_ids[:2])
+            d.tree_branch = 1
+            assert d.propose_tree(ctx, 4) == metrics.chain_tree(d.propose(ctx, 4))   # one candidate per node: the chain
+            d.tree_branch = 3
+            tree = d.propose_tree(ctx, 6)
+            metrics.check_tree(tree)
+            assert len(tree) == 6 and tree[0] == (-1, d.propose(ctx, 1)[0])          # the best node first
+            assert len({(a, t) for a, t in tree}) == len(tree)                        # siblings differ
+        d.save(tmp_path / f"{d.name}.json")
+        back = lookup.load(tmp_path / f"{d.name}.json")
+        assert back.tree_branch == 3 and back.settings() == d.settings()
+        assert all((a == b).all() for a, b in zip(d.predict_topk(pairs, 3), back.predict_topk(pairs, 3)))
+
+
+def test_tree_sd_of_lookup_drafters_beats_their_chain():
+    train, test = toy_pairs(60, 1), toy_pairs(12, 8)
+    kn = lookup.KneserNeyPrior(order=3).fit(train)
+    chain = evaluate(kn, test, 3).sd.mat
+    kn.tree_branch = 3
+    traces = [metrics.simulate_tree_sd(lambda s, pre, n, p=p: kn.propose_tree(DraftContext.of(p, pre), n), p.target_ids, 9)
+              for p in test]
+    assert metrics.summarize_sd(traces).mat > chain        # the three content words fit side by side in the tree
+
+
+def test_zoo_selects_lookup_settings_on_validation(tmp_path):
+    recipe = zoo.Recipe(kn_orders=[1, 3], suffix_max_ctx=[4], suffix_weights=[0.0, 1.0], retrieval_neighbours=[3],
+                        retrieval_temperatures=[0.1], retrieval_weights=[0.0, 0.6], copy_boosts=[0.0, 3.0],
+                        copy_doc_shares=[0.5], select_gamma=5, progress=False)
+    train, val = toy_pairs(40, 1), toy_pairs(30, 6)
+    trained = {}
+    for name in zoo.LOOKUP:
+        trained[name], summary = zoo.train(name, train, val, recipe, trained)
+        assert summary["val_mat"] == max(summary["val_mat_by_setting"].values())
+        zoo.save(trained[name], tmp_path, name)
+        assert zoo.load(tmp_path, name).settings() == trained[name].settings()
+    assert trained["target_prior_kn"].order == 3                     # a unigram cannot follow the register
+    assert trained["draft_retrieval"].weight == 0.6 and trained["draft_copy"].boost == 3.0   # the draft names the word
+
+
+def test_priors_declare_that_they_never_read_the_draft():
+    """Streamed SD reuses a prior's full-visibility predictions (reads_draft False): the explicit
+    online loop, which hands the prior only the visible draft, must agree."""
+    train, pairs = toy_pairs(30, 1), toy_pairs(6, 5)
+    ng = NgramPrior(order=3).fit(train)
+    kn = lookup.KneserNeyPrior(order=3).fit(train)
+    for d in (ng, kn):
+        assert d.reads_draft is False
+        check_shortcut(d, pairs, gamma=3, visibility=Visibility("streamed", 0.0, 0.5))
+    assert CrossModalDrafter(CrossModalConfig(use_draft=False)).reads_draft is False
+    assert CrossModalDrafter(CrossModalConfig()).reads_draft is True and lookup.DraftCopy().reads_draft is True

@@ -145,3 +145,64 @@ def test_leviathan_formulas():
         metrics.expected_tokens_per_step(1.5, 5)
     with pytest.raises(ValueError):
         metrics.simulate_sd([True], gamma=0)
+
+
+# --- token trees -------------------------------------------------------------------------
+
+def test_tree_accepts_the_longest_matching_path_hand_case():
+    # root children: 7 (node 0) and 5 (node 1); 5 -> 6 (node 2), 5 -> 9 (node 3); 6 -> 8 (node 4)
+    nodes = [(-1, 7), (-1, 5), (1, 6), (1, 9), (2, 8)]
+    assert metrics.tree_depths(nodes) == [1, 1, 2, 2, 3]
+    assert metrics.accept_tree(nodes, [5, 6, 8, 1]) == 3      # 5 -> 6 -> 8
+    assert metrics.accept_tree(nodes, [5, 9, 8]) == 2         # the sibling branch
+    assert metrics.accept_tree(nodes, [5, 6]) == 2            # the continuation ends before node 4
+    assert metrics.accept_tree(nodes, [6, 8]) == 0            # 6 is not a child of the root
+    assert metrics.accept_tree([], [1, 2]) == 0
+    # target 0 | 5 6 8 4 3: step 0 accepts 5 6 8 and the target adds 4 (k 1 -> 5); step 1 has 1 token left
+    t = metrics.simulate_tree_sd(lambda s, prefix, n: nodes, [0, 5, 6, 8, 4, 3], n_nodes=5)
+    assert t.accepted == [3, 0] and t.emitted == [4, 1] and t.drafted == [5, 2]   # depth > 1 dropped at the end
+    assert metrics.summarize_sd([t]).mat == pytest.approx(5 / 2)
+
+
+def test_tree_format_is_checked():
+    with pytest.raises(ValueError, match="parent"):
+        metrics.simulate_tree_sd(lambda s, p, n: [(0, 3)], [0, 3, 4], 2)        # a node cannot be its own parent
+    with pytest.raises(ValueError, match="at most"):
+        metrics.simulate_tree_sd(lambda s, p, n: [(-1, 3)] * 3, [0, 3, 4], 2)
+    with pytest.raises(ValueError, match="n_nodes"):
+        metrics.simulate_tree_sd(lambda s, p, n: [], [0, 3], 0)
+
+
+def test_tree_of_a_chain_equals_the_chain_simulation():
+    """A chain of n nodes proposed as a tree gives exactly the chain simulation at gamma = n, for a
+    prefix-dependent drafter that also proposes nothing sometimes (a chain that stops early)."""
+    rng = np.random.default_rng(3)
+    for _ in range(60):
+        target = rng.integers(0, 4, size=rng.integers(2, 30)).tolist()
+
+        def propose(step, prefix, n):
+            seq = list(prefix)
+            for _ in range(n):
+                if (seq[-1] + len(seq) + step) % 7 == 0:    # nothing to propose here
+                    break
+                seq.append((seq[-1] * 3 + len(seq)) % 4)
+            return seq[len(prefix):]
+
+        for n in (1, 3, 5):
+            chain = metrics.simulate_sd_with_proposals(propose, target, n)
+            tree = metrics.simulate_tree_sd(lambda s, p, k: metrics.chain_tree(propose(s, p, k)), target, n)
+            assert (chain.drafted, chain.accepted, chain.emitted) == (tree.drafted, tree.accepted, tree.emitted)
+
+
+def test_a_tree_with_every_token_at_the_root_accepts_at_least_one_per_step():
+    rng = np.random.default_rng(4)
+    for _ in range(40):
+        target = rng.integers(0, 3, size=rng.integers(2, 25)).tolist()
+
+        def tree(s, prefix, n):                       # a chain of 2, plus every other token at the root
+            chain = [(prefix[-1] + 1) % 3, prefix[-1]]
+            return metrics.chain_tree(chain) + [(-1, t) for t in range(3) if t != chain[0]]
+
+        t = metrics.simulate_tree_sd(tree, target, 4)
+        assert all(a >= 1 for a in t.accepted) and sum(t.emitted) == len(target) - 1
+        assert all(d <= 4 for d in t.drafted)

@@ -97,6 +97,27 @@ def test_paired_bootstrap_identical_is_zero_and_sign_follows_better():
     assert diff["n_clips"] == 6
 
 
+def test_mat_ratio_bootstrap_by_clip():
+    clips = [0, 0, 1, 1, 2, 2, 3, 3]
+    two = metrics.simulate_sd([True, False] * 4, 3)        # 8 tokens to produce: 4 steps of 2 -> MAT 2
+    one = metrics.simulate_sd([False] * 8, 3)               # plain decoding -> MAT 1
+    same = alignment.mat_ratio_bootstrap([two] * 8, [two] * 8, clips, n_boot=200)
+    assert same["ratio"] == same["lo"] == same["hi"] == pytest.approx(1.0)
+    r = alignment.mat_ratio_bootstrap([two] * 8, [one] * 8, clips, n_boot=200)
+    assert r["ratio"] == pytest.approx(2.0) and r["lo"] == pytest.approx(2.0) and r["n_clips"] == 4
+    # a gain only on clip 0: the interval must straddle the clips that gain and those that do not
+    mixed = [two, two] + [one] * 6
+    m = alignment.mat_ratio_bootstrap(mixed, [one] * 8, clips, n_boot=400, seed=1)
+    tokens, steps = 2 * 8 + 6 * 8, 2 * 4 + 6 * 8
+    assert m["ratio"] == pytest.approx((tokens / steps) / 1.0)
+    assert m["lo"] == pytest.approx(1.0) and m["hi"] > m["ratio"]      # some resamples draw clip 0 never
+    assert m["mat_a"] == pytest.approx(tokens / steps) and m["mat_b"] == 1.0
+    with pytest.raises(ValueError, match="same"):
+        alignment.mat_ratio_bootstrap([two], [two, two], [0, 1])
+    rows = alignment.tokens_and_steps(mixed)                              # the stored form gives the same interval
+    assert rows.tolist()[0] == [8, 4] and alignment.mat_ratio_bootstrap(rows, [one] * 8, clips, n_boot=400, seed=1) == m
+
+
 def test_pick_examples_and_gamma_sweep():
     e = fake_eval("x", [[False, True, True], [True, True, True], [True, False, True]])
     assert alignment.pick_examples(e, pairs_(3, 1)) == {"best": 1, "median": 2, "worst": 0}
@@ -153,7 +174,7 @@ def test_findings_wording_follows_the_numbers():
     loss = findings.draft_content(align_results(-0.3, -0.05))
     assert "No detectable gain" in no_gain.text and "helps" in gain.text and "hurts" in loss.text
     assert "With the draft still streaming in, it hurts" in gain.text            # the streamed interval lies below 0
-    assert "+8.8%" in gain.headline                                               # 0.175 / 2.0 of the prior's MAT
+    assert "+8.8%" in gain.headline and "`target_prior_ngram`" in gain.headline   # 0.175 / 2.0 of the prior's MAT
     seed = findings.seed_adapter(align_results(0, 0), data)
     assert f"{literature.STUDY_1Q_TOKEN_MATCH[200]:.1%}" in seed.text
     assert "within 3 points" in seed.text and "below the content-free" in seed.text
@@ -191,3 +212,45 @@ def test_measured_speed_finding_reads_the_replay():
     assert "pays here" in f.recommendation and "2.10x" in f.headline
     titles = [x.title for x in findings.findings({"split": {}}, {"drafters": {}}, align_results(0, 0), spec)]
     assert "Measured speed" in titles and "What speculative decoding can gain" not in titles
+
+
+def event_results(lo, hi, ratio=None, s_lo=0.9, s_hi=1.1, slope=0.0, trees=True):
+    r = lambda a, b, x=None: {"ratio": x if x is not None else (a + b) / 2, "lo": a, "hi": b,   # noqa: E731
+                              "mat_a": 2.0 * (x if x is not None else (a + b) / 2), "mat_b": 2.0}
+    out = {"gamma": 5, "best": {"prior": "target_prior_kn", "reader": "draft_copy"},
+           "ratio_chain": {"full": r(lo, hi, ratio), "streamed": r(s_lo, s_hi)},
+           "learning_curve": [{"train pairs": 100}, {"train pairs": 480}], "learning_curve_slope_per_doubling": slope,
+           "cost_ms": {"draft_copy": {"propose": 0.58}}, "target_step_ms": 5.8}
+    if trees:
+        out["tree"] = {"by_size": {"5": {"full": r(0.99, 1.01, 1.0)}, "40": {"full": {**r(0.98, 1.02, 1.0), "mat_a": 3.5, "mat_b": 3.5}}}}
+    return out
+
+
+def test_event_camera_finding_follows_the_ratio_and_its_interval():
+    bar = findings.event_camera(event_results(1.16, 1.3), bar=1.15)
+    gain = findings.event_camera(event_results(1.02, 1.2), bar=1.15)
+    none = findings.event_camera(event_results(0.99, 1.01, 1.0))
+    loss = findings.event_camera(event_results(0.9, 0.97))
+    assert "meets the bar of 1.15x" in bar.text and bar.recommendation.startswith("Use `draft_copy`")
+    assert "below the bar" in gain.text and "below the 1.15x bar" in gain.headline
+    assert "no difference" in none.text and "content-free `target_prior_kn`" in none.recommendation
+    assert "1.000x (95% interval 0.990 to 1.010; MAT 2.00 vs 2.00)" in none.text
+    assert "does worse" in loss.text and "only 0.94x" in loss.headline
+    assert "no detectable difference" in none.text                      # streamed interval 0.9..1.1 contains 1
+    assert "still ahead" in findings.event_camera(event_results(1.02, 1.2, s_lo=1.01, s_hi=1.05)).text
+    assert "trees of 40 nodes" in none.text and "3.50" in none.text      # the largest tree reported
+    assert "10% of a 5.8 ms" in none.text                                 # 0.58 / 5.8
+    slow = {**event_results(0.99, 1.01), "cost_ms": {"draft_copy": {"propose": 58.0}}}
+    assert "10.0 times a 5.8 ms" in findings.event_camera(slow).text
+    assert "stays flat" in none.text and "extrapolation" in none.text
+    assert "grows (+0.050 per doubling" in findings.event_camera(event_results(0.99, 1.01, slope=0.05)).text
+    assert "shrinks" in findings.event_camera(event_results(0.99, 1.01, slope=-0.05)).text
+    assert "trees" not in findings.event_camera(event_results(0.99, 1.01, trees=False)).text
+    oracle = {**event_results(0.99, 1.01), "oracle": {"prior": "target_prior_kn", "mat": 2.0, "bag": 2.2, "remaining": 2.5}}
+    assert "to 1.10x its validation MAT (1.25x when told" in findings.event_camera(oracle).text
+    assert "oracle" not in none.text
+    items = findings.findings({"split": {"train": 200}}, {"drafters": {}}, align_results(0.05, 0.3),
+                              event=event_results(0.99, 1.01))
+    assert items[0].title.startswith("What the event camera adds")        # the comparison with the best prior leads
+    heads = findings.headlines(items)
+    assert len(heads) == 2 and heads[0] == items[0].headline and not any("content adds" in h for h in heads)

@@ -142,6 +142,37 @@ def paired_bootstrap(a: DrafterEval, b: DrafterEval, pairs: Sequence[RecordedPai
     return out
 
 
+def tokens_and_steps(traces: Sequence) -> np.ndarray:
+    """(pairs, 2): tokens emitted and verify steps of each pair, from SDTraces or from such rows
+    (the form chapter 30 stores in its results for chapter 35)."""
+    return np.array([(sum(t.emitted), t.steps) if isinstance(t, metrics.SDTrace) else tuple(t) for t in traces],
+                    dtype=float).reshape(-1, 2)
+
+
+def mat_ratio_bootstrap(a: Sequence, b: Sequence, clips: Sequence,
+                        n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
+    """MAT(a) / MAT(b) on the same pairs (SDTraces, or (tokens, steps) rows, in the same order) with a
+    percentile interval from resampling clips with replacement (a clip's pairs move together). MAT
+    pools verify steps, so each resample recomputes both as sum(emitted) / sum(steps) over the draws."""
+    if not (len(a) == len(b) == len(clips)) or not len(a):
+        raise ValueError(f"need the same non-zero number of traces and clips, got {len(a)}, {len(b)}, {len(clips)}")
+    (ea, sa), (eb, sb) = tokens_and_steps(a).T, tokens_and_steps(b).T
+    clips = np.asarray(clips)
+    uniq = np.unique(clips)
+    member = np.searchsorted(uniq, clips)                     # pair -> clip number
+    per = lambda v: np.bincount(member, v, len(uniq))        # noqa: E731  (per-clip sums)
+    ca, cs, cb, ct = per(ea), per(sa), per(eb), per(sb)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(uniq), (n_boot, len(uniq)))   # (B, clips)
+    w = np.stack([np.bincount(d, minlength=len(uniq)) for d in draws]).astype(float)   # (B, clips) multiplicities
+    ratios = (w @ ca / (w @ cs)) / (w @ cb / (w @ ct))
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(ratios, [tail, 100 - tail])
+    return {"ratio": float((ea.sum() / sa.sum()) / (eb.sum() / sb.sum())), "lo": float(lo), "hi": float(hi),
+            "mat_a": float(ea.sum() / sa.sum()), "mat_b": float(eb.sum() / sb.sum()), "n_clips": int(len(uniq)),
+            "n_pairs": int(len(a)), "n_boot": int(n_boot), "level": level}
+
+
 def pick_examples(e: DrafterEval, pairs: Sequence[RecordedPair]) -> dict[str, int]:
     """Indices of the best, median and worst pairs by tokens accepted in the first verify step
     without a gamma cap (the leading run of correct drafts), ties broken by token match."""

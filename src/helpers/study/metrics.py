@@ -139,6 +139,70 @@ def simulate_sd_with_proposals(propose: Callable[[int, list[int], int], list[int
     return trace
 
 
+def check_tree(nodes: Sequence[tuple[int, int]]) -> None:
+    """A token tree is a list of (parent, token) in topological order: parent is the index of an
+    earlier node or -1 (the root: the position right after the accepted prefix)."""
+    for i, (parent, token) in enumerate(nodes):
+        if not -1 <= parent < i:
+            raise ValueError(f"tree node {i}: parent {parent} is not -1 or an earlier node")
+        if token < 0:
+            raise ValueError(f"tree node {i}: token {token} is not a token id")
+
+
+def tree_depths(nodes: Sequence[tuple[int, int]]) -> list[int]:
+    """Depth of each node (children of the root have depth 1)."""
+    depth: list[int] = []
+    for parent, _ in nodes:
+        depth.append(1 if parent < 0 else depth[parent] + 1)
+    return depth
+
+
+def accept_tree(nodes: Sequence[tuple[int, int]], continuation: Sequence[int]) -> int:
+    """Length of the longest root-to-node path whose tokens equal continuation[0], [1], ...:
+    what greedy verification of the whole tree in one target forward pass accepts."""
+    matched = [False] * len(nodes)   # node i lies on a path that matches the continuation so far
+    best = 0
+    for i, (d, (parent, token)) in enumerate(zip(tree_depths(nodes), nodes)):
+        if d <= len(continuation) and (parent < 0 or matched[parent]) and token == continuation[d - 1]:
+            matched[i] = True
+            best = max(best, d)
+    return best
+
+
+def simulate_tree_sd(propose_tree: Callable[[int, list[int], int], list[tuple[int, int]]],
+                     target: Sequence[int], n_nodes: int) -> SDTrace:
+    """Exact greedy SD with token trees: at verify step s, propose_tree(s, accepted_prefix, n_nodes)
+    returns at most n_nodes (parent, token) nodes (format: `check_tree`); the target verifies every
+    node in one forward pass (tree attention) and accepts the longest root-to-node path that equals
+    its own greedy continuation, which on a recorded pair is its recorded output. The step emits the
+    accepted tokens + the target's bonus/correction token, capped at the end of the recorded output.
+    Nodes deeper than the tokens left cannot be verified and are dropped before counting.
+    drafted[s] = nodes verified; SDTrace.gamma = n_nodes. A chain of n nodes (each the child of the
+    previous) gives exactly simulate_sd_with_proposals at gamma = n."""
+    if n_nodes < 1:
+        raise ValueError(f"n_nodes must be >= 1, got {n_nodes}")
+    trace, k, length, s = SDTrace(n_nodes), 1, len(target), 0
+    while k < length:
+        remaining = length - k
+        nodes = list(propose_tree(s, list(target[:k]), n_nodes))
+        if len(nodes) > n_nodes:
+            raise ValueError(f"proposed {len(nodes)} tree nodes, at most {n_nodes} allowed")
+        check_tree(nodes)
+        kept = sum(d <= remaining for d in tree_depths(nodes))   # a deeper node's ancestors are kept too
+        n = accept_tree(nodes, target[k:])
+        emitted = min(n + 1, remaining)
+        trace.drafted.append(kept)
+        trace.accepted.append(n)
+        trace.emitted.append(emitted)
+        k, s = k + emitted, s + 1
+    return trace
+
+
+def chain_tree(tokens: Sequence[int]) -> list[tuple[int, int]]:
+    """A chain of drafts as a token tree: node i is the child of node i-1."""
+    return [(i - 1, int(t)) for i, t in enumerate(tokens)]
+
+
 @dataclass
 class SDSummary:
     gamma: int

@@ -110,3 +110,59 @@ def mat_overview(drafters: dict[str, dict], headline: str, gamma: int):
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def tree_sizes(mats: pd.DataFrame, chain_gamma: int):
+    """MAT against the number of tree nodes per verify step (columns of `mats`), one line per
+    drafter (rows) and visibility; a chain of `chain_gamma` drafts is the dotted vertical line."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    for i, (label, row) in enumerate(mats.iterrows()):
+        ax.plot([int(c) for c in row.index], row.values, marker="o", color=f"C{i}", label=label,
+                ls="--" if "streamed" in str(label) else "-")
+    ax.axvline(chain_gamma, color="k", ls=":", lw=1)
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="tree nodes verified per step (log scale)", ylabel="MAT (tokens per verify step)",
+           title="Token trees: MAT vs tree size, test pairs")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def position_gain(gain: pd.DataFrame, reader: str, prior: str, smooth: int = 3):
+    """Teacher-forced correctness of the best draft reader and the best prior by target position,
+    and the reader's gain (running mean over `smooth` positions)."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
+    x = np.asarray(gain.index)
+    a.plot(x, gain["reader"], color="C1", label=reader)
+    a.plot(x, gain["prior"], color="C0", label=prior)
+    a.set(xlabel="target position", ylabel="top-1 correct (teacher-forced)", ylim=(0, 1), title="Correctness by position")
+    a.legend(fontsize=8)
+    b.bar(x, gain["gain"], color=np.where(gain["gain"] >= 0, "C2", "C3"), width=0.8)
+    b.plot(x, gain["gain"].rolling(smooth, center=True, min_periods=1).mean(), color="k", lw=1)
+    b.axhline(0, color="grey", lw=0.8)
+    b.set(xlabel="target position", ylabel="reader - prior (share of pairs)", title="Where the draft reader gains")
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(curve: pd.DataFrame):
+    """Test MAT of each drafter against training pairs (left) and the ratio best reader / best prior
+    (right), both chosen on validation at each size."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
+    ratio_name = "ratio best reader / best prior"
+    for i, (name, g) in enumerate(curve[curve["drafter"] != ratio_name].groupby("drafter", sort=False)):
+        a.plot(g["train pairs"], g["MAT test"], marker="o", color=f"C{i}", label=name,
+               ls="--" if name.startswith("target_prior") else "-")
+    r = curve[curve["drafter"] == ratio_name]
+    b.plot(r["train pairs"], r["MAT test"], marker="o", color="k", label="test")
+    b.plot(r["train pairs"], r["MAT validation"], marker="s", color="grey", ls=":", label="validation")
+    b.axhline(1.0, color="grey", lw=0.8)
+    for ax in (a, b):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training pairs (log scale)")
+    a.set(ylabel="MAT (tokens per verify step)", title="MAT vs training pairs (dashed: priors)")
+    b.set(ylabel="MAT ratio", title="Best draft reader / best prior")
+    a.legend(fontsize=7)
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -16,15 +16,28 @@ raw draft needs draft token i+1 to propose target token i+1; the seed adapter is
 the draft (its output i reads draft tokens 0..i, so it needs draft token i to propose target
 token i+1); the cross-modal drafter reads every draft token that exists.
 
+Token trees (`propose_tree(ctx, n_nodes)`, optional: drafters that can propose several
+continuations at once): a list of at most n_nodes `(parent, token)` nodes in topological order;
+`parent` is the index of an earlier node in the list, or -1 for the root, which is the position
+right after ctx.target_prefix (the children of -1 are candidates for the target's next token).
+Node i stands for the path root -> ... -> parent -> i; its depth is 1 + its parent's depth. A
+verify step feeds every node to the target in one forward pass, node i attending to the accepted
+prefix and to its ancestors only (a tree attention mask; positions = prefix length + depth - 1),
+and accepts the longest root-to-node path whose tokens equal the target's greedy continuation,
+plus the target's own next token after it (`metrics.simulate_tree_sd` simulates this exactly on
+recorded pairs). Siblings should carry distinct tokens (a duplicate wastes a node). A chain of n
+drafts is the tree [(-1, d0), (0, d1), ..., (n-2, d_{n-1})] (`metrics.chain_tree`).
+
 `Visibility` says how many draft tokens exist at verify step s: `full` (the draft model
 finished before the first verify step, the seed study's assumption) or `streamed`
 (v(s) = lead + rate * s, the draft model still generating while the target verifies).
 """
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field, replace
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -84,10 +97,36 @@ def stream_timing(draft_prefill_ms: float, draft_decode_ms: float, target_prefil
     return Visibility("streamed", lead, verify_ms / draft_decode_ms)
 
 
+def best_first_tree(children: Callable[[tuple[int, ...]], list[tuple[int, float]]], n_nodes: int) -> list[tuple[int, int]]:
+    """A token tree of at most n_nodes nodes grown best-first by path probability: `children(path)`
+    gives (token, probability) candidates after the path (tokens below the root), best first; the
+    next node added is always the most probable path not yet in the tree (ties: the earlier
+    candidate). With one candidate per call it returns the greedy chain."""
+    heap: list[tuple[float, int, int, int, tuple[int, ...]]] = []   # (-path prob, order, parent, token, path)
+    order = 0
+
+    def push(parent: int, path: tuple[int, ...], prob: float) -> None:
+        nonlocal order
+        for tok, p in children(path):
+            heapq.heappush(heap, (-prob * p, order, parent, tok, path + (tok,)))
+            order += 1
+
+    nodes: list[tuple[int, int]] = []
+    push(-1, (), 1.0)
+    while heap and len(nodes) < n_nodes:
+        negp, _, parent, tok, path = heapq.heappop(heap)
+        nodes.append((parent, tok))
+        if len(nodes) < n_nodes:
+            push(len(nodes) - 1, path, -negp)
+    return nodes
+
+
 class Drafter(Protocol):
     name: str
     needs: str     # what it reads, in words (the book's drafter table)
     ranks: bool    # whether its candidates beyond the first are ranked (top-5 is NaN otherwise)
+    # optional: reads_draft = False declares that it never reads the draft (streamed SD then reuses
+    # its full-visibility predictions); absent means it may read the draft
 
     def propose(self, ctx: DraftContext, n: int) -> list[int]: ...
 
@@ -134,6 +173,8 @@ class _Views:
         self.cache = [{len(p.draft_ids): t} for p, t in zip(pairs, full_top1)]
 
     def top1(self, j: int, v: int) -> np.ndarray:
+        if not getattr(self.drafter, "reads_draft", True):             # a prior: what is visible changes nothing
+            return self.cache[j][len(self.pairs[j].draft_ids)]
         if v not in self.cache[j]:
             self.cache[j][v] = self.drafter.predict_topk([self.pairs[j]], 1, [v])[0][:, 0]
         return self.cache[j][v]

@@ -75,6 +75,7 @@ class CrossModalDrafter:
         self.needs = ("every draft token that exists, and the target's accepted prefix" if cfg.use_draft
                       else "the target's accepted prefix only (the draft is hidden)")
         self.ranks = True
+        self.reads_draft = cfg.use_draft       # the ablation sees only UNK where the draft would be
         self.prior, self.prior_weight = None, 1.0   # weight of the network when a prior is mixed in
 
     def set_prior(self, prior, weight: float) -> None:
@@ -112,22 +113,27 @@ class CrossModalDrafter:
 
     # --- inference ----------------------------------------------------------------
     @torch.no_grad()
-    def _probs(self, draft_ids: Sequence[int], prefix: Sequence[int]) -> torch.Tensor:   # (len(prefix), V)
-        """Next-token probabilities after each prefix position, the prior mixed in if set."""
+    def _probs(self, draft_ids: Sequence[int], prefix: Sequence[int], last_only: bool = False) -> torch.Tensor:
+        """Next-token probabilities after each prefix position, (len(prefix), V), the prior mixed
+        in if set; `last_only`: only after the last position, (1, V) (what greedy drafting needs)."""
         self.model.eval()
         src = pad_batch([self._src(draft_ids)], PAD).to(self.device)
         tgt = pad_batch([self._enc(prefix)], PAD).to(self.device)
         lg = self.model(src, tgt)[0].cpu()
+        first = lg.shape[0] - 1 if last_only else 0                  # prefix position of row 0
+        lg = lg[first:]
         lg[:, :2] = -torch.inf                                       # PAD/UNK are never drafts
         probs = lg.softmax(-1)
         if self.prior is None or self.prior_weight == 1.0:
             return probs
         probs = probs * self.prior_weight
-        for i in range(probs.shape[0]):
-            for tok, q in self.prior.distribution(prefix[: i + 1]).items():
-                j = self.stoi.get(tok)
-                if j is not None:                                     # the prior knows only training ids too
-                    probs[i, j] += (1 - self.prior_weight) * q
+        for r in range(probs.shape[0]):
+            mix = [(self.stoi[tok], (1 - self.prior_weight) * q)
+                   for tok, q in self.prior.distribution(prefix[: first + r + 1]).items()
+                   if tok in self.stoi]                               # the prior knows only training ids too
+            if mix:                                                   # one vectorised add (a Python loop of tensor
+                cols, vals = zip(*mix)                                # element updates cost most of the time)
+                probs[r].index_add_(0, torch.tensor(cols), torch.tensor(vals, dtype=probs.dtype))
         return probs
 
     def predict_topk(self, pairs, k, visible=None):
@@ -146,7 +152,7 @@ class CrossModalDrafter:
         for _ in range(n):
             if len(seq) > self.cfg.max_len:                          # beyond its positions: nothing to propose
                 break
-            seq.append(self.itos[int(self._probs(ctx.draft_ids, seq)[-1].argmax())])
+            seq.append(self.itos[int(self._probs(ctx.draft_ids, seq, last_only=True)[-1].argmax())])
         return seq[len(ctx.target_prefix):]
 
     # --- persistence --------------------------------------------------------------

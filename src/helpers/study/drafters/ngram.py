@@ -26,6 +26,7 @@ class NgramPrior:
     name: str = "target_prior_ngram"
     needs = "the target's accepted prefix only"
     ranks = True
+    reads_draft = False
 
     def fit(self, train: Sequence[RecordedPair]) -> "NgramPrior":
         if self.order < 1:

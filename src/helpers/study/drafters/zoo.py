@@ -1,30 +1,40 @@
 """The named drafters of the study: how each is trained, saved and loaded back.
 
     seed_token_adapter   the study's TokenAdapter (reads the draft's output only)
-    target_prior_ngram   content-free control: the target's own prefix, n-gram
+    target_prior_ngram   content-free control: the target's own prefix, n-gram (stupid backoff)
+    target_prior_kn      content-free control: interpolated Kneser-Ney n-gram
+    target_prior_suffix  content-free control: suffix datastore of all training answers + Kneser-Ney
     cross_modal          draft output + target prefix, encoder-decoder (+ the n-gram prior, mixed)
     target_prior_neural  the same network with the draft hidden: the ablation of cross_modal
+    draft_retrieval      target answers of the clips with similar DRAFT answers + Kneser-Ney
+    draft_copy           Kneser-Ney with the draft's unsaid content tokens boosted (a pointer)
     draft_direct         the draft model's own tokens, unchanged (nothing to train)
 
 `train(name, train, val, recipe)` fits one on the training pairs, with every choice (checkpoint,
-n-gram order, mixture weight) made on the validation pairs, and returns it with a summary. Stage
-20 trains and saves them into its folder; stage 30 loads them from there. No test pair enters.
+n-gram order, mixture weight, lookup settings) made on the validation pairs, and returns it with a
+summary. The count and lookup drafters (helpers.study.drafters.lookup) choose their settings by
+validation MAT at `recipe.select_gamma`, the quantity the study reports. Stage 20 trains and saves
+them into its folder; stages 30 and 35 load them from there. No test pair enters.
 """
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from helpers.study.drafters.base import RawDraft, evaluate
+from helpers.study.drafters import lookup
 from helpers.study.drafters.cross_modal import CrossModalConfig, CrossModalDrafter, choose_prior_weight
 from helpers.study.drafters.ngram import NgramPrior
 from helpers.study.drafters.seed_adapter import AdapterConfig, SeedAdapterDrafter
 from helpers.study.pairs import RecordedPair
 from helpers.training import TrainConfig
 
-NAMES = ("seed_token_adapter", "target_prior_ngram", "cross_modal", "target_prior_neural")
+NAMES = ("seed_token_adapter", "target_prior_ngram", "cross_modal", "target_prior_neural", "target_prior_kn",
+         "target_prior_suffix", "draft_retrieval", "draft_copy")
+LOOKUP = ("target_prior_kn", "target_prior_suffix", "draft_retrieval", "draft_copy")  # saved as JSON (lookup.py)
 UNTRAINED = ("draft_direct",)
 
 
@@ -49,6 +59,17 @@ class Recipe:
     cm_max_minutes: float = 0.0
     cm_prior_weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
     progress: bool = True
+    # count and lookup drafters: every list is a grid, validation MAT at select_gamma picks one value each
+    select_gamma: int = 5
+    kn_orders: list[int] = field(default_factory=lambda: [4, 6, 8, 10])
+    suffix_max_ctx: list[int] = field(default_factory=lambda: [8, 16, 32])
+    suffix_weights: list[float] = field(default_factory=lambda: [0.3, 0.6, 1.0])
+    retrieval_neighbours: list[int] = field(default_factory=lambda: [5, 20, 80])
+    retrieval_temperatures: list[float] = field(default_factory=lambda: [0.05, 0.2])
+    retrieval_weights: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.6])
+    copy_boosts: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    copy_doc_shares: list[float] = field(default_factory=lambda: [0.2, 0.5])
+    tree_branch: int = 4                       # candidates pushed per expanded node of a token tree
 
 
 def check_names(names: Sequence[str]) -> list[str]:
@@ -59,7 +80,7 @@ def check_names(names: Sequence[str]) -> list[str]:
 
 
 def checkpoint(folder: str | Path, name: str) -> Path:
-    return Path(folder) / (f"{name}.json" if name == "target_prior_ngram" else f"{name}.pt")
+    return Path(folder) / (f"{name}.json" if name == "target_prior_ngram" or name in LOOKUP else f"{name}.pt")
 
 
 def fit_ngram(train: Sequence[RecordedPair], val: Sequence[RecordedPair], orders: Sequence[int],
@@ -77,6 +98,66 @@ def fit_ngram(train: Sequence[RecordedPair], val: Sequence[RecordedPair], orders
     return best, scores
 
 
+def select_settings(drafter, val: Sequence[RecordedPair], grid: dict[str, Sequence], gamma: int) -> dict[str, float]:
+    """Try every combination of the attribute values in `grid` on a fitted drafter (attributes that
+    do not change what was fitted) and keep the one with the best validation MAT at gamma (ties:
+    the first in grid order). Returns the validation MAT of every combination, keyed 'a=1, b=2'."""
+    keys, scores, best = list(grid), {}, None
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        for k, v in zip(keys, combo):
+            setattr(drafter, k, v)
+        label = ", ".join(f"{k}={v}" for k, v in zip(keys, combo))
+        scores[label] = evaluate(drafter, val, gamma).sd.mat
+        if best is None or scores[label] > scores[best[0]]:
+            best = (label, combo)
+    if best is None:
+        raise ValueError(f"empty grid {grid}")
+    for k, v in zip(keys, best[1]):
+        setattr(drafter, k, v)
+    return scores
+
+
+def fit_lookup(name: str, train: Sequence[RecordedPair], val: Sequence[RecordedPair], recipe: Recipe,
+               trained: dict) -> tuple[lookup.CountDrafter, dict]:
+    """A count or lookup drafter with its settings chosen by validation MAT at recipe.select_gamma.
+    The Kneser-Ney order is chosen once (target_prior_kn) and reused by the others when trained."""
+    g = recipe.select_gamma
+    kn = trained.get("target_prior_kn")
+    scores: dict[str, float] = {}
+    if kn is None or name == "target_prior_kn":
+        best = None
+        for order in recipe.kn_orders:
+            m = lookup.KneserNeyPrior(int(order)).fit(train)
+            scores[f"order={order}"] = evaluate(m, val, g).sd.mat
+            if best is None or scores[f"order={order}"] > scores[f"order={best.order}"]:
+                best = m
+        if best is None:
+            raise ValueError("kn_orders is empty")
+        kn = best
+        if name == "target_prior_kn":
+            return kn, {"val_mat_by_setting": scores, "chosen": {"order": kn.order}}
+    order = kn.order
+    if name == "target_prior_suffix":
+        best_d, best_mat = None, -1.0
+        for mc in recipe.suffix_max_ctx:
+            d = lookup.SuffixPrior(int(mc), order=order).fit(train)
+            s = select_settings(d, val, {"weight": recipe.suffix_weights}, g)
+            scores.update({f"max_ctx={mc}, {k}": v for k, v in s.items()})
+            if max(s.values()) > best_mat:
+                best_d, best_mat = d, max(s.values())
+        d = best_d
+    elif name == "draft_retrieval":
+        d = lookup.DraftRetrieval(order=order).fit(train)
+        scores = select_settings(d, val, {"neighbours": recipe.retrieval_neighbours, "temperature":
+                                          recipe.retrieval_temperatures, "weight": recipe.retrieval_weights}, g)
+    elif name == "draft_copy":
+        d = lookup.DraftCopy(order=order).fit(train)
+        scores = select_settings(d, val, {"boost": recipe.copy_boosts, "max_doc_share": recipe.copy_doc_shares}, g)
+    else:
+        raise ValueError(f"{name!r} is not a lookup drafter")
+    return d, {"val_mat_by_setting": scores, "chosen": d.settings()}
+
+
 def _network_summary(hist) -> dict:
     return {"n_params": hist.n_params, "train_seconds": hist.train_seconds, "best_epoch": hist.best_epoch,
             "epochs_run": len(hist.epochs), "val_token_match": hist.best_value, "stop_reason": hist.stop_reason,
@@ -90,6 +171,15 @@ def train(name: str, train: Sequence[RecordedPair], val: Sequence[RecordedPair],
     check_names([name])
     trained = trained or {}
     t0 = time.perf_counter()
+    if name in LOOKUP:
+        d, info = fit_lookup(name, train, val, recipe, trained)
+        d.tree_branch = recipe.tree_branch
+        chosen = ", ".join(f"{k} {v}" for k, v in info["chosen"].items())
+        val_tm = evaluate(d, val, recipe.select_gamma).token_match
+        return d, {"n_params": sum(len(e.toks) for e in d.index.entries.values()), "train_seconds": time.perf_counter() - t0,
+                   "best_epoch": None, "epochs_run": None, "val_token_match": val_tm,
+                   "val_mat": max(info["val_mat_by_setting"].values()),
+                   "stop_reason": f"{chosen} chosen on validation MAT", **info}
     if name == "target_prior_ngram":
         ngram, scores = fit_ngram(train, val, recipe.ngram_orders)
         return ngram, {"n_params": sum(len(c) for c in ngram.counts.values()), "train_seconds": time.perf_counter() - t0,
@@ -134,6 +224,8 @@ def load(folder: str | Path, name: str, device: str = "cpu"):
                                 f"(add it to the `drafters` parameter of 20_train_drafters)")
     if name == "target_prior_ngram":
         return NgramPrior.load(path)
+    if name in LOOKUP:
+        return lookup.load(path)
     if name == "seed_token_adapter":
         return SeedAdapterDrafter.load(path, device)
     return CrossModalDrafter.load(path, device)

@@ -1,0 +1,255 @@
+"""Count and lookup drafters over the target's training answers (no network, no gradient).
+
+Content-free controls (they read the target's accepted prefix only):
+
+    target_prior_kn       interpolated Kneser-Ney n-gram of the target's training answers
+    target_prior_suffix   a datastore of every training answer keyed by the accepted prefix's
+                          suffix (REST / prompt-lookup / infini-gram): the next tokens seen after
+                          the longest suffix that occurs, mixed with Kneser-Ney
+
+Draft readers (the content enters through the draft model's visible answer):
+
+    draft_retrieval       REST-style lookup in the target answers of the training clips whose
+                          DRAFT answers resemble this one (TF-IDF over draft token 1-2-grams),
+                          mixed with Kneser-Ney
+    draft_copy            a pointer into the draft's tokens: Kneser-Ney with the probability of the
+                          draft's content tokens (rare in target answers) that the target has not
+                          said yet multiplied by (1 + boost)
+
+All share one engine (`CountDrafter`): a next-token distribution from (what the visible draft
+gives, the target's prefix), whose top-k, greedy chain (`propose`) and best-first token tree
+(`propose_tree`) follow from it. Greedy chains are iterated top-1s, so the exact-SD shortcut holds.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from helpers.study.drafters.base import DraftContext, best_first_tree, pad_topk
+from helpers.study.drafters.counts import CountIndex, Dist
+from helpers.study.pairs import RecordedPair
+
+
+class CountDrafter:
+    """Shared engine. Subclasses set name/needs and implement `_fit(train)`, `state(draft_ids)`
+    (what the visible draft gives, computed once per draft) and `dist(state, prefix)`."""
+    name = "count"
+    needs = ""
+    ranks = True
+    reads_draft = False
+    tree_branch = 4      # candidates pushed per expanded tree node
+
+    def fit(self, train: Sequence[RecordedPair]):
+        self.train_docs = [tuple(p.target_ids) for p in train]
+        self.train_drafts = [tuple(p.draft_ids) for p in train]
+        self._fit()
+        return self
+
+    def _fit(self) -> None:
+        raise NotImplementedError
+
+    def state(self, draft_ids: Sequence[int]):
+        return None
+
+    def dist(self, state, prefix: Sequence[int]) -> Dist:
+        raise NotImplementedError
+
+    # --- the Drafter interface ------------------------------------------------------------
+    def predict_topk(self, pairs, k, visible=None):
+        out = []
+        for j, p in enumerate(pairs):
+            v = len(p.draft_ids) if visible is None else visible[j]
+            st = self.state(p.draft_ids[:v])
+            rows = [pad_topk([w for w, _ in self.dist(st, p.target_ids[: i + 1]).topk(k)], k)
+                    for i in range(len(p.target_ids) - 1)]
+            out.append(np.array(rows, dtype=np.int64).reshape(-1, k))
+        return out
+
+    def propose(self, ctx: DraftContext, n: int) -> list[int]:
+        st, seq = self.state(ctx.draft_ids), list(ctx.target_prefix)
+        for _ in range(n):
+            top = self.dist(st, seq).topk(1)
+            if not top:
+                break
+            seq.append(top[0][0])
+        return seq[len(ctx.target_prefix):]
+
+    def propose_tree(self, ctx: DraftContext, n_nodes: int) -> list[tuple[int, int]]:
+        st, prefix = self.state(ctx.draft_ids), tuple(ctx.target_prefix)
+        return best_first_tree(lambda path: self.dist(st, prefix + path).topk(self.tree_branch), n_nodes)
+
+    # --- persistence: the training answers and the settings are the whole model -------------
+    def settings(self) -> dict:
+        return {}
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps({"class": type(self).__name__, "name": self.name, "settings": self.settings(),
+                                          "tree_branch": self.tree_branch, "train_docs": self.train_docs,
+                                          "train_drafts": self.train_drafts}))
+
+
+class KneserNeyPrior(CountDrafter):
+    needs = "the target's accepted prefix only"
+
+    def __init__(self, order: int = 8, name: str = "target_prior_kn"):
+        if order < 1:
+            raise ValueError(f"order must be >= 1, got {order}")
+        self.order, self.name = int(order), name
+
+    def _fit(self) -> None:
+        self.index = CountIndex(self.train_docs, self.order - 1)
+
+    def dist(self, state, prefix):
+        return self.index.kneser_ney(prefix)
+
+    def settings(self):
+        return {"order": self.order}
+
+
+class SuffixPrior(KneserNeyPrior):
+    """p = weight * (next tokens after the longest matching suffix, up to max_ctx tokens, at least
+    min_match) + (1 - weight) * Kneser-Ney; all of Kneser-Ney where no suffix matches."""
+    needs = "the target's accepted prefix only"
+
+    def __init__(self, max_ctx: int = 16, weight: float = 0.5, min_match: int = 2, order: int = 8,
+                 name: str = "target_prior_suffix"):
+        super().__init__(order, name)
+        if not 0 <= weight <= 1:
+            raise ValueError(f"weight must be in [0, 1], got {weight}")
+        self.max_ctx, self.weight, self.min_match = int(max_ctx), float(weight), int(min_match)
+
+    def _fit(self) -> None:
+        super()._fit()
+        self.store = CountIndex(self.train_docs, self.max_ctx)
+
+    def dist(self, state, prefix):
+        kn = self.index.kneser_ney(prefix)
+        hit, _ = self.store.longest(prefix, min_ctx=self.min_match)
+        if not hit:
+            return kn
+        return kn.scaled(1 - self.weight).plus(Dist({w: self.weight * p for w, p in hit.items()}))
+
+    def settings(self):
+        return {"order": self.order, "max_ctx": self.max_ctx, "weight": self.weight, "min_match": self.min_match}
+
+
+# --- draft readers ----------------------------------------------------------------------------
+
+def ngram_features(ids: Sequence[int], n_max: int = 2) -> Counter:
+    ids = list(ids)
+    return Counter(tuple(ids[i:i + n]) for n in range(1, n_max + 1) for i in range(len(ids) - n + 1))
+
+
+class Tfidf:
+    """Cosine similarity of TF-IDF vectors (sublinear tf, smoothed idf) of token 1..n_max-grams."""
+
+    def __init__(self, docs: Sequence[Sequence[int]], n_max: int = 2):
+        self.n_max, feats = n_max, [ngram_features(d, n_max) for d in docs]
+        df = Counter(f for fs in feats for f in fs)
+        self.col = {f: i for i, f in enumerate(df)}
+        self.idf = np.array([math.log((1 + len(docs)) / (1 + df[f])) + 1 for f in self.col], dtype=np.float32)
+        self.matrix = np.zeros((len(docs), len(self.col)), dtype=np.float32)     # (docs, features), rows unit length
+        for j, fs in enumerate(feats):
+            cols = [self.col[f] for f in fs]
+            self.matrix[j, cols] = [1 + math.log(c) for c in fs.values()]
+        self.matrix *= self.idf
+        self.matrix /= np.maximum(np.linalg.norm(self.matrix, axis=1, keepdims=True), 1e-12)
+
+    def similarity(self, query: Sequence[int]) -> np.ndarray:   # (docs,) cosine similarities
+        q = [(self.col[f], 1 + math.log(c)) for f, c in ngram_features(query, self.n_max).items() if f in self.col]
+        if not q:
+            return np.zeros(len(self.matrix))
+        cols = np.array([c for c, _ in q])
+        vals = np.array([v for _, v in q], dtype=np.float32) * self.idf[cols]
+        return self.matrix[:, cols] @ (vals / np.linalg.norm(vals))
+
+
+class DraftRetrieval(KneserNeyPrior):
+    """REST-style retrieval keyed by the draft's answer: the training clips whose draft answers are
+    most similar to the visible draft (top `neighbours`, weights exp((sim - max) / temperature))
+    give a Witten-Bell n-gram model of THEIR TARGET answers (contexts up to max_ctx tokens); it is
+    mixed with Kneser-Ney over all training answers: p = weight * p_ret + (1 - weight) * p_kn, the
+    mass p_ret leaves unassigned going to Kneser-Ney. No visible draft tokens: Kneser-Ney alone."""
+    needs = "every draft token that exists (retrieval key), and the target's accepted prefix"
+    reads_draft = True
+
+    def __init__(self, neighbours: int = 20, temperature: float = 0.1, weight: float = 0.3, max_ctx: int = 7,
+                 order: int = 8, name: str = "draft_retrieval"):
+        super().__init__(order, name)
+        self.neighbours, self.temperature, self.weight, self.max_ctx = int(neighbours), float(temperature), float(weight), int(max_ctx)
+
+    def _fit(self) -> None:
+        super()._fit()
+        self.store = CountIndex(self.train_docs, self.max_ctx)
+        self.tfidf = Tfidf(self.train_drafts)
+
+    def state(self, draft_ids):
+        sim = self.tfidf.similarity(draft_ids)
+        if not sim.any():
+            return None
+        top = np.argsort(-sim, kind="stable")[: self.neighbours]
+        w = np.zeros(len(sim))
+        w[top] = np.exp((sim[top] - sim[top].max()) / self.temperature)
+        return w
+
+    def dist(self, state, prefix):
+        kn = self.index.kneser_ney(prefix)
+        if state is None or self.weight == 0:
+            return kn
+        ret, left = self.store.weighted(prefix, state)
+        return kn.scaled(1 - self.weight + self.weight * left).plus(Dist({w: self.weight * p for w, p in ret.items()}))
+
+    def settings(self):
+        return {"order": self.order, "neighbours": self.neighbours, "temperature": self.temperature,
+                "weight": self.weight, "max_ctx": self.max_ctx}
+
+
+class DraftCopy(KneserNeyPrior):
+    """A pointer into the draft's tokens mixed with the prior: Kneser-Ney, with every content token
+    of the visible draft (one that occurs in at most `max_doc_share` of the training target answers)
+    that the target has not said yet made (1 + boost) times as probable, renormalised."""
+    needs = "every draft token that exists (copy candidates), and the target's accepted prefix"
+    reads_draft = True
+
+    def __init__(self, boost: float = 1.0, max_doc_share: float = 0.5, order: int = 8, name: str = "draft_copy"):
+        super().__init__(order, name)
+        if boost < 0:
+            raise ValueError(f"boost must be >= 0, got {boost}")
+        self.boost, self.max_doc_share = float(boost), float(max_doc_share)
+
+    def _fit(self) -> None:
+        super()._fit()
+        self.doc_freq = Counter(t for d in self.train_docs for t in set(d))
+
+    def state(self, draft_ids):
+        most = self.max_doc_share * len(self.train_docs)
+        return frozenset(t for t in draft_ids if self.doc_freq.get(t, 0) <= most)
+
+    def dist(self, state, prefix):
+        kn = self.index.kneser_ney(prefix)
+        copy = state - set(prefix) if state else ()
+        if not copy or self.boost == 0:
+            return kn
+        extra = {w: self.boost * kn.prob(w) for w in copy}
+        return kn.plus(Dist(extra)).scaled(1 / (1 + sum(extra.values())))
+
+    def settings(self):
+        return {"order": self.order, "boost": self.boost, "max_doc_share": self.max_doc_share}
+
+
+CLASSES = {c.__name__: c for c in (KneserNeyPrior, SuffixPrior, DraftRetrieval, DraftCopy)}
+
+
+def load(path: str | Path) -> CountDrafter:
+    d = json.loads(Path(path).read_text())
+    m = CLASSES[d["class"]](**d["settings"], name=d["name"])
+    m.train_docs = [tuple(t) for t in d["train_docs"]]
+    m.train_drafts = [tuple(t) for t in d["train_drafts"]]
+    m.tree_branch = int(d["tree_branch"])
+    m._fit()
+    return m

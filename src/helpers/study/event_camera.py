@@ -1,0 +1,191 @@
+"""What does the event camera add? The drafter study of chapter 35 and scripts/drafter_study.py.
+
+Every drafter is one of two roles: a content-free prior (it reads the target's accepted prefix
+only; names `target_prior_*`) or a draft reader (it also reads the draft model's answer). The
+question is how much the best draft reader gains over the best prior, both chosen on validation:
+
+- chains: exact greedy SD at gamma (base.evaluate), full and streamed draft visibility;
+- trees: exact tree SD (metrics.simulate_tree_sd) for drafters with `propose_tree`, MAT vs nodes;
+- the MAT ratio reader / prior with a clip-bootstrap interval (alignment.mat_ratio_bootstrap);
+- where the gain sits: per target position, and which tokens the reader gets right that the prior
+  misses (teacher-forced, full visibility);
+- learning curves: the whole train -> choose -> test pipeline at several training-set sizes;
+- cost: wall-clock ms per `propose` / `propose_tree` call on this CPU (median over test steps).
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from helpers.study import alignment, metrics
+from helpers.study.drafters.base import FULL, DraftContext, DrafterEval, Visibility, evaluate, with_visibility
+from helpers.study.pairs import RecordedPair
+
+PRIOR_PREFIX = "target_prior"
+
+
+def reads_draft(name: str) -> bool:
+    """Content-free priors are named target_prior_*; every other drafter reads the draft's answer."""
+    return not name.startswith(PRIOR_PREFIX)
+
+
+def best_of(val_mat: dict[str, float], draft_readers: bool) -> str | None:
+    """The drafter with the highest validation MAT among the priors or among the draft readers
+    (ties: the first in order); None when that role has no drafter."""
+    names = [n for n in val_mat if reads_draft(n) == draft_readers]
+    return max(names, key=lambda n: (val_mat[n], -names.index(n))) if names else None
+
+
+# --- chains and trees ------------------------------------------------------------------------
+
+def chain_evals(drafters: dict, pairs: Sequence[RecordedPair], gamma: int,
+                streamed: Visibility | None = None) -> tuple[dict[str, DrafterEval], dict[str, DrafterEval]]:
+    full = {n: evaluate(d, pairs, gamma) for n, d in drafters.items()}
+    stream = {n: with_visibility(full[n], d, pairs, gamma, streamed) for n, d in drafters.items()} if streamed else {}
+    return full, stream
+
+
+def tree_traces(drafter, pairs: Sequence[RecordedPair], n_nodes: int,
+                visibility: Visibility = FULL) -> list[metrics.SDTrace]:
+    """Exact tree SD of one drafter on each pair; at verify step s it sees the draft tokens that
+    exist then (visibility) and the target's accepted prefix."""
+    out = []
+    for p in pairs:
+        def propose(s, prefix, n, p=p):
+            return drafter.propose_tree(DraftContext.of(p, prefix, visibility.visible(s, len(p.draft_ids))), n)
+        out.append(metrics.simulate_tree_sd(propose, p.target_ids, n_nodes))
+    return out
+
+
+def tree_sweep(drafters: dict, pairs: Sequence[RecordedPair], sizes: Sequence[int],
+               visibility: Visibility = FULL) -> dict[str, dict[int, list[metrics.SDTrace]]]:
+    """Tree traces of every drafter that can propose trees, per tree size."""
+    return {n: {int(k): tree_traces(d, pairs, int(k), visibility) for k in sizes}
+            for n, d in drafters.items() if hasattr(d, "propose_tree")}
+
+
+def mat_table(traces: dict[str, dict[int, list[metrics.SDTrace]]]) -> pd.DataFrame:
+    """MAT per drafter (rows) and tree size (columns)."""
+    return pd.DataFrame({n: {k: metrics.summarize_sd(t).mat for k, t in by.items()} for n, by in traces.items()}).T
+
+
+# --- where the draft helps -------------------------------------------------------------------
+
+def position_gain(reader: DrafterEval, prior: DrafterEval, max_pos: int = 50) -> pd.DataFrame:
+    """Teacher-forced top-1 correctness of both by target position (1 = the token after the
+    prefill's), the difference and the number of pairs reaching the position."""
+    r = metrics.correctness_by_position(reader.correct, max_pos + 1)
+    p = metrics.correctness_by_position(prior.correct, max_pos + 1)
+    n = [sum(len(c) > i for c in reader.correct) for i in range(max_pos)]
+    return pd.DataFrame({"reader": r, "prior": p, "gain": r - p, "pairs": n},
+                        index=pd.Index(range(1, max_pos + 1), name="target position"))
+
+
+def token_wins(reader: DrafterEval, prior: DrafterEval, pairs: Sequence[RecordedPair], decode: Callable,
+               top: int = 15) -> pd.DataFrame:
+    """Target tokens the reader predicts right where the prior does not ('reader wins') and the
+    reverse ('prior wins'), teacher-forced, with counts; `decode(id)` gives the token's text."""
+    wins, losses = Counter(), Counter()
+    for p, a, b in zip(pairs, reader.correct, prior.correct):
+        t = p.target_ids[1:]
+        for i in np.flatnonzero(a & ~b):
+            wins[t[i]] += 1
+        for i in np.flatnonzero(b & ~a):
+            losses[t[i]] += 1
+    rows = [{"token": decode(t), "reader wins": wins[t], "prior wins": losses[t], "net": wins[t] - losses[t]}
+            for t in set(wins) | set(losses)]
+    df = pd.DataFrame(rows, columns=["token", "reader wins", "prior wins", "net"])
+    return df.sort_values(["reader wins", "net", "token"], ascending=[False, False, True]).head(top).reset_index(drop=True)
+
+
+def oracle_content_mat(prior, pairs: Sequence[RecordedPair], gamma: int, remaining: bool = False,
+                       boost: float = 1000.0, k: int = 50) -> float:
+    """MAT of a count prior told which tokens the target's own answer contains: its k best
+    candidates, those in the answer's bag of words (`remaining`: in the multiset of answer tokens
+    not yet emitted) made `boost` times as probable. No drafter can know this; it bounds what
+    content of the bag-of-words kind (which objects, colours, road types) can add to the prior.
+    Teacher-forced and deterministic per (pair, prefix), so exact greedy SD follows (metrics)."""
+    traces = []
+    for p in pairs:
+        st, t = prior.state(p.draft_ids), p.target_ids
+        bag, correct = Counter(t), []
+        for i in range(len(t) - 1):
+            left = bag - Counter(t[: i + 1]) if remaining else bag
+            cands = prior.dist(st, t[: i + 1]).topk(k)
+            best = max(cands, key=lambda wp: (wp[1] * (boost if left.get(wp[0], 0) > 0 else 1.0), -wp[0]))[0] if cands else -1
+            correct.append(best == t[i + 1])
+        traces.append(metrics.simulate_sd(correct, gamma))
+    return metrics.summarize_sd(traces).mat
+
+
+# --- cost ------------------------------------------------------------------------------------
+
+def call_cost_ms(call: Callable[[DraftContext], object], pairs: Sequence[RecordedPair], traces: Sequence[metrics.SDTrace],
+                 visibility: Visibility = FULL, max_calls: int = 200, seed: int = 0) -> float:
+    """Median wall-clock ms of `call(ctx)` over (up to max_calls, sampled) verify steps of the given
+    SD traces: the contexts a drafter meets in SD, with the draft tokens visible at each step."""
+    ctxs = []
+    for p, t in zip(pairs, traces):
+        k = 1
+        for s, e in enumerate(t.emitted):
+            ctxs.append(DraftContext.of(p, p.target_ids[:k], visibility.visible(s, len(p.draft_ids))))
+            k += e
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(ctxs), min(max_calls, len(ctxs)), replace=False) if ctxs else []
+    call(ctxs[pick[0]]) if len(pick) else None      # warm-up
+    times = []
+    for i in pick:
+        t0 = time.perf_counter()
+        call(ctxs[i])
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times)) if times else float("nan")
+
+
+# --- the comparison --------------------------------------------------------------------------
+
+def ratio(reader_traces, prior_traces, pairs: Sequence[RecordedPair], n_boot: int, seed: int = 0) -> dict:
+    return alignment.mat_ratio_bootstrap(reader_traces, prior_traces, [p.clip_index for p in pairs], n_boot, seed)
+
+
+def learning_curve(names: Sequence[str], split, sizes: Sequence[int], fit: Callable, gamma: int) -> pd.DataFrame:
+    """For each training-set size n (the first n training pairs; 0 = all): fit every drafter with
+    `fit(name, train, val, trained) -> drafter` (choices on validation), pick the best prior and
+    the best reader by validation MAT, and report both on the test pairs."""
+    rows = []
+    for n in sizes:
+        train = split.train[:n] if n else split.train
+        trained, val_mat = {}, {}
+        for name in names:
+            trained[name] = fit(name, train, split.val, trained)
+            val_mat[name] = evaluate(trained[name], split.val, gamma).sd.mat
+        test = {name: evaluate(d, split.test, gamma) for name, d in trained.items()}
+        prior, reader = best_of(val_mat, False), best_of(val_mat, True)
+        for name in names:
+            rows.append({"train pairs": len(train), "drafter": name, "MAT validation": val_mat[name],
+                         "MAT test": test[name].sd.mat, "best prior": name == prior, "best reader": name == reader})
+        if prior and reader:
+            rows.append({"train pairs": len(train), "drafter": "ratio best reader / best prior",
+                         "MAT validation": val_mat[reader] / val_mat[prior],
+                         "MAT test": test[reader].sd.mat / test[prior].sd.mat, "best prior": False, "best reader": False})
+    return pd.DataFrame(rows)
+
+
+def refit(drafter, train: Sequence[RecordedPair]):
+    """A count or lookup drafter with the same settings fitted on other training pairs (for a cheap
+    learning curve that keeps the settings chosen on validation with all the training pairs)."""
+    out = type(drafter)(**drafter.settings(), name=drafter.name)
+    out.tree_branch = drafter.tree_branch
+    return out.fit(train)
+
+
+def slope_per_doubling(curve: pd.DataFrame, column: str = "MAT test") -> float:
+    """Least-squares slope of the reader/prior ratio against log2(training pairs): the change of
+    the ratio per doubling of the data (an extrapolation beyond the measured sizes is a guess)."""
+    r = curve[curve["drafter"] == "ratio best reader / best prior"]
+    if len(r) < 2:
+        return float("nan")
+    return float(np.polyfit(np.log2(r["train pairs"].astype(float)), r[column].astype(float), 1)[0])

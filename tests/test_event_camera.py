@@ -1,0 +1,103 @@
+"""The event-camera study (helpers.study.event_camera) on toy pairs: roles, choices on validation,
+tree SD of a drafter equal to its chain SD when the tree is a chain, where the gain sits, costs,
+learning curves."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers.study import event_camera as ec
+from helpers.study import metrics
+from helpers.study.data import make_split
+from helpers.study.drafters import Visibility, evaluate, lookup
+
+from test_drafters import toy_pairs
+
+
+def test_roles_and_best_of_each_role():
+    assert not ec.reads_draft("target_prior_kn") and ec.reads_draft("draft_copy") and ec.reads_draft("cross_modal")
+    val = {"target_prior_ngram": 2.3, "cross_modal": 2.4, "target_prior_kn": 2.5, "draft_copy": 2.4}
+    assert ec.best_of(val, draft_readers=False) == "target_prior_kn"
+    assert ec.best_of(val, draft_readers=True) == "cross_modal"        # a tie goes to the first in order
+    assert ec.best_of({"target_prior_kn": 1.0}, draft_readers=True) is None
+
+
+@pytest.mark.parametrize("vis", [Visibility(), Visibility("streamed", 1.0, 1.5)])
+def test_tree_traces_of_a_one_branch_tree_equal_the_chain(vis):
+    train, test = toy_pairs(40, 1), toy_pairs(8, 3)
+    d = lookup.DraftCopy(boost=3.0, order=3).fit(train)
+    d.tree_branch = 1                                        # one candidate per node: the greedy chain
+    chain = evaluate(d, test, 4, visibility=vis)
+    trees = ec.tree_traces(d, test, 4, vis)
+    assert [(t.accepted, t.emitted) for t in trees] == [(t.accepted, t.emitted) for t in chain.traces]
+
+
+def test_where_the_reader_gains_and_which_tokens():
+    train, test = toy_pairs(60, 1), toy_pairs(20, 4)
+    prior = lookup.KneserNeyPrior(order=3).fit(train)
+    reader = lookup.DraftCopy(boost=3.0, order=3).fit(train)
+    r, p = evaluate(reader, test, 3), evaluate(prior, test, 3)
+    gain = ec.position_gain(r, p, 6)
+    assert (gain.loc[[3, 4], "gain"] > 0).all()                  # the content words (target positions 3 and 4)
+    assert (gain.drop(index=[3, 4])["gain"] == 0).all()          # the register: the prior knows it as well
+    assert (gain["pairs"] == 20).all()
+    wins = ec.token_wins(r, p, test, str)
+    assert set(wins["token"]) <= {"7", "14", "15"}
+    assert wins["reader wins"].sum() == sum(int((a & ~b).sum()) for a, b in zip(r.correct, p.correct)) > 0
+    assert (wins["prior wins"] == 0).all()
+
+
+def test_call_cost_is_measured_on_the_steps_sd_meets():
+    train, test = toy_pairs(30, 1), toy_pairs(4, 2)
+    d = lookup.KneserNeyPrior(order=3).fit(train)
+    ev = evaluate(d, test, 3)
+    seen = []
+    ms = ec.call_cost_ms(lambda ctx: seen.append(len(ctx.target_prefix)), test, ev.traces, max_calls=1000)
+    assert ms >= 0 and len(seen) == sum(t.steps for t in ev.traces) + 1          # every step once, plus a warm-up
+    starts = sorted({int(k) for t in ev.traces for k in np.cumsum([1] + t.emitted[:-1])})
+    assert sorted(set(seen)) == starts
+
+
+def test_learning_curve_refits_at_each_size_and_reports_the_ratio():
+    pairs = toy_pairs(60, 1)
+    split = make_split(pairs, 0.6, 0.2)
+    fitted = []
+
+    def fit(name, train, val, done):
+        fitted.append((name, len(train)))
+        return (lookup.KneserNeyPrior(order=3) if name == "target_prior_kn" else lookup.DraftCopy(boost=3.0, order=3)).fit(train)
+
+    curve = ec.learning_curve(["target_prior_kn", "draft_copy"], split, [6, 0], fit, 3)
+    assert fitted == [("target_prior_kn", 6), ("draft_copy", 6), ("target_prior_kn", 36), ("draft_copy", 36)]
+    ratio = curve[curve["drafter"] == "ratio best reader / best prior"]
+    assert list(ratio["train pairs"]) == [6, 36] and (ratio["MAT test"] >= 1.0).all()
+    both = curve[curve["drafter"] != "ratio best reader / best prior"]
+    assert both["best prior"].sum() == 2 and both["best reader"].sum() == 2
+    line = pd.DataFrame({"drafter": ["ratio best reader / best prior"] * 3, "train pairs": [100, 200, 400],
+                         "MAT test": [1.0, 1.1, 1.2]})
+    assert ec.slope_per_doubling(line) == pytest.approx(0.1)
+    assert np.isnan(ec.slope_per_doubling(line.head(1)))
+
+
+def test_ratio_uses_clips():
+    test = toy_pairs(6, 2)
+    t = [metrics.simulate_sd([True, False, True], 2) for _ in test]
+    r = ec.ratio(t, t, test, n_boot=50)
+    assert r["ratio"] == 1.0 and r["n_clips"] == 6
+
+
+def test_refit_keeps_the_settings_and_uses_the_new_pairs():
+    d = lookup.DraftRetrieval(neighbours=3, temperature=0.1, weight=0.6, order=3).fit(toy_pairs(40, 1))
+    d.tree_branch = 2
+    small = ec.refit(d, toy_pairs(5, 2))
+    assert small.settings() == d.settings() and small.tree_branch == 2 and small.name == d.name
+    assert len(small.train_docs) == 5 and len(d.train_docs) == 40
+
+
+def test_oracle_content_bounds_what_the_bag_of_words_can_add():
+    train, val = toy_pairs(60, 1), toy_pairs(30, 6)
+    kn = lookup.KneserNeyPrior(order=3).fit(train)
+    plain = evaluate(kn, val, 5).sd.mat
+    bag = ec.oracle_content_mat(kn, val, 5)
+    assert bag > plain                                                    # knowing the content word helps the prior
+    assert ec.oracle_content_mat(kn, val, 5, boost=1.0) == pytest.approx(plain)   # no boost: the prior itself
+    assert ec.oracle_content_mat(kn, val, 5, remaining=True) >= bag - 1e-12
