@@ -148,3 +148,17 @@ def test_wallclock_study_and_trace_replay_report_consistent_numbers(world):
     s = study.replay_summary(rep)
     assert s["mat"] == pytest.approx(sum(len(p.target_ids) - 1 for p in world["pairs"]) / sum(t.steps for t in traces))
     assert s["speedup_ratio_of_means"] > 0 and s["drafter_ms_per_step"] >= 0
+    # trees: the drafter's own tree verified per step, its accepted path kept; the greedy baseline
+    # measured above is shared, and the cache ends holding prompt + every emitted token
+    from helpers.study.drafters.lookup import KneserNeyPrior
+    from helpers.study.event_camera import tree_traces
+    kn = KneserNeyPrior(order=4).fit(world["pairs"][:2])
+    base: dict = {}
+    study.replay(be1, world["frames"][0], world["qs"][0], world["pairs"], traces, ngram, repeats=1, baseline=base)
+    ttr = tree_traces(kn, world["pairs"], 6)
+    tree = study.replay(be1, world["frames"][0], world["qs"][0], world["pairs"], ttr, kn, repeats=1,
+                        tree_nodes=6, baseline=base)
+    assert list(tree.steps) == [t.steps for t in ttr] and set(base) == {p.key for p in world["pairs"]}
+    assert (tree.greedy_decode_ms.values == [base[p.key][1] for p in world["pairs"]]).all()
+    n_prompt = len(be1.adapter.prompt_ids(world["qs"][0], 8))
+    assert int(be1.decoder.lengths[0]) == n_prompt + len(world["pairs"][-1].target_ids)

@@ -26,6 +26,7 @@ Primitives (B = batch rows, all greedy-agnostic: they return logits):
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -137,28 +138,29 @@ class StaticDecoder(nn.Module):
         self._compiled = True
         return self
 
-    def _graphed(self, name: str, fn, tokens: torch.Tensor) -> torch.Tensor:
-        """fn(tokens) as a captured CUDA graph, one per (name, shape): the first call warms up
-        (compiling), captures, and every call replays. Warm-up and capture write only cache slots
+    def _graphed(self, name: str, fn, *inputs: torch.Tensor) -> torch.Tensor:
+        """fn(*inputs) as a captured CUDA graph, one per (name, input shapes): the first call warms
+        up (compiling), captures, and every call replays. Warm-up and capture write only cache slots
         at or after each row's length, which the real step overwrites; lengths are not touched."""
-        if not (self._compiled and tokens.is_cuda):
-            return fn(tokens)
-        key = (name, tuple(tokens.shape))
+        if not (self._compiled and inputs[0].is_cuda):
+            return fn(*inputs)
+        key = (name, *(tuple(x.shape) for x in inputs))
         if key not in self._graphs:
-            static = tokens.clone()
+            static = [x.clone() for x in inputs]
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 for _ in range(2):
-                    fn(static)
+                    fn(*static)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             pool = next(iter(self._graphs.values()))[0].pool() if self._graphs else None
             with torch.cuda.graph(graph, pool=pool):
-                out = fn(static)
+                out = fn(*static)
             self._graphs[key] = (graph, static, out)
         graph, static, out = self._graphs[key]
-        static.copy_(tokens)
+        for s, x in zip(static, inputs):
+            s.copy_(x)
         graph.replay()
         return out.clone()
 
@@ -235,20 +237,31 @@ class StaticDecoder(nn.Module):
         """Score a token tree per row in one forward: tokens (B, n), parents (B, n) (index of an
         earlier node; -1 for the root, the last emitted token, not yet in the cache). Node u sits
         at position lengths + depth(u) and cache slot lengths + u, and attends to the prefix and
-        to its own ancestors. Returns (B, n, V): the target's next-token logits after each node."""
+        to its own ancestors. Returns (B, n, V): the target's next-token logits after each node.
+        The tree's shape is worked out on the host (n is small), so the forward itself is one
+        replayed graph per tree width, like verify."""
         B, n = tokens.shape
-        dev = tokens.device
-        anc = torch.eye(n, dtype=torch.bool, device=dev).expand(B, n, n).clone()    # (B, n, n) ancestor-or-self
-        depth = torch.zeros(B, n, dtype=torch.long, device=dev)
+        if self._longest + n > self.max_len:
+            raise ValueError("verify_tree would write past the end of the cache: allocate a longer one")
+        par = parents.detach().cpu().numpy()
+        anc = np.zeros((B, n, n), dtype=bool)                        # ancestor-or-self
+        depth = np.zeros((B, n), dtype=np.int64)
         for u in range(n):
-            par = parents[:, u]
-            has = par >= 0
-            if has.any():
-                pu = par.clamp(min=0)
-                anc[has, u] |= anc[has, pu[has]]
-                depth[has, u] = depth[has, pu[has]] + 1
+            anc[:, u, u] = True
+            for b in np.nonzero(par[:, u] >= 0)[0]:
+                p = par[b, u]
+                if p >= u:
+                    raise ValueError(f"node {u} of row {b} names parent {p}: parents must come earlier")
+                anc[b, u] |= anc[b, p]
+                depth[b, u] = depth[b, p] + 1
+        dev = tokens.device
+        return self._graphed("tree", self._tree_logits, tokens, torch.from_numpy(depth).to(dev),
+                             torch.from_numpy(anc).to(dev))
+
+    def _tree_logits(self, tokens: torch.Tensor, depth: torch.Tensor, anc: torch.Tensor) -> torch.Tensor:
+        B, n = tokens.shape
         pos = self.lengths[:, None] + depth                                          # (B, n)
-        slots = self.lengths[:, None] + torch.arange(n, device=dev)                  # (B, n)
+        slots = self.lengths[:, None] + torch.arange(n, device=tokens.device)        # (B, n)
         rel = self.slots[None, None, :] - self.lengths[:, None, None]                # (B, 1, S)
         in_tree = (rel >= 0) & (rel < n)
         tree = torch.gather(anc, 2, rel.clamp(0, n - 1).expand(B, n, -1))            # (B, n, S)

@@ -99,16 +99,22 @@ def speedups(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def replay(target: Backend, pixel_input: np.ndarray, question: str, pairs: Sequence[RecordedPair],
-           traces: Sequence, drafter=None, repeats: int = 3, gamma: int | None = None) -> pd.DataFrame:
+           traces: Sequence, drafter=None, repeats: int = 3, gamma: int | None = None, tree_nodes: int = 0,
+           baseline: dict | None = None) -> pd.DataFrame:
     """Trace-driven SD on a (7B-shaped) target, one pair at a time at batch 1: prefill a real-shaped
     prompt, then per recorded step the drafter's real propose call on that step's context (when a
-    drafter is given), one verify forward of width gamma + 1, and the cache rolled back to the
-    trace's accepted length. The baseline is target-only greedy for as many tokens, on the same
-    loop. One row per pair: greedy and SD latency (median of repeats), with and without prefill."""
+    drafter is given), one verify forward of width gamma + 1 (or, with tree_nodes, the drafter's
+    own tree of tree_nodes + 1 nodes under a tree mask, its accepted path compacted in the cache),
+    and the cache rolled back to the trace's accepted length. The baseline is target-only greedy
+    for as many tokens, on the same loop; `baseline` (a dict filled on first use, keyed by pair)
+    lets several replays of the same pairs share one greedy measurement. One row per pair: greedy
+    and SD latency (median of repeats), with and without prefill."""
     gamma = gamma or traces[0].gamma
+    width = (tree_nodes or gamma) + 1
     dec = target.decoder
     visual = target.encode([pixel_input])
     n_items = [target.adapter.n_items(pixel_input)]
+    baseline = {} if baseline is None else baseline
 
     def prefill():
         t0 = time.perf_counter()
@@ -127,14 +133,25 @@ def replay(target: Backend, pixel_input: np.ndarray, question: str, pairs: Seque
     def sd(pair, trace):
         tok, pre = prefill()
         t0, k, draft_ms = time.perf_counter(), 1, 0.0
-        toks = torch.full((dec.batch, gamma + 1), 3, dtype=torch.long, device=target.device)
+        toks = torch.full((dec.batch, width), 3, dtype=torch.long, device=target.device)
         for a, d in zip(trace.accepted, trace.drafted):
-            if drafter is not None:
-                td = time.perf_counter()
-                drafter.propose(DraftContext(pair.question, pair.draft_ids, tuple(pair.target_ids[:k])), d)
-                draft_ms += (time.perf_counter() - td) * 1e3
-            dec.verify(toks)
-            dec.set_lengths(dec.lengths + 1 + a)
+            ctx = DraftContext(pair.question, pair.draft_ids, tuple(pair.target_ids[:k]))
+            td = time.perf_counter()
+            if tree_nodes:
+                nodes = drafter.propose_tree(ctx, tree_nodes)[:tree_nodes] if drafter is not None else []
+                parents = torch.zeros((dec.batch, width), dtype=torch.long)
+                parents[:, 0] = -1
+                for u, (par, _) in enumerate(nodes):
+                    parents[:, u + 1] = par + 1
+            elif drafter is not None:
+                drafter.propose(ctx, d)
+            draft_ms += (time.perf_counter() - td) * 1e3
+            if tree_nodes:
+                dec.verify_tree(toks, parents)
+                dec.keep_path([list(range(a + 1))] * dec.batch)
+            else:
+                dec.verify(toks)
+                dec.set_lengths(dec.lengths + 1 + a)
             k += a + 1
         target.sync()
         return pre, (time.perf_counter() - t0) * 1e3, draft_ms
@@ -143,12 +160,13 @@ def replay(target: Backend, pixel_input: np.ndarray, question: str, pairs: Seque
     greedy(4), sd(pairs[0], traces[0])                                       # warm-up: graphs captured
     for pair, trace in zip(pairs, traces):
         n = len(pair.target_ids)
-        g = [greedy(n) for _ in range(repeats)]
+        if pair.key not in baseline:
+            g = [greedy(n) for _ in range(repeats)]
+            baseline[pair.key] = (statistics.median(x[0] for x in g), statistics.median(x[1] for x in g))
         s = [sd(pair, trace) for _ in range(repeats)]
         rows.append({"key": pair.key, "n_tokens": n, "steps": trace.steps,
                      "mat": (n - 1) / max(1, trace.steps),
-                     "greedy_prefill_ms": statistics.median(x[0] for x in g),
-                     "greedy_decode_ms": statistics.median(x[1] for x in g),
+                     "greedy_prefill_ms": baseline[pair.key][0], "greedy_decode_ms": baseline[pair.key][1],
                      "sd_prefill_ms": statistics.median(x[0] for x in s),
                      "sd_decode_ms": statistics.median(x[1] for x in s),
                      "drafter_ms": statistics.median(x[2] for x in s)})
@@ -181,16 +199,20 @@ def leviathan_prediction(alpha: float, gamma: int, drafter_ms: float, step_ms: f
 
 
 def replay_7b(study_run: str, drafter_names: Sequence[str], tokenizer, gamma: int, device="cuda",
-              max_pairs: int = 0, repeats: int = 3, log=print, build=None, compile: bool = True) -> dict:
+              max_pairs: int = 0, repeats: int = 3, log=print, build=None, compile: bool = True,
+              tree_nodes: Sequence[int] = ()) -> dict:
     """The 7B trace-driven study: the recorded study's test pairs and trained drafters (a run folder
     whose stages 10-20 ran, e.g. dsec_recorded), exact traces under full and streamed visibility,
-    replayed on the 7B-shaped Video-LLaVA with a compiled decode loop. Returns per drafter and
-    visibility the summary, Leviathan's prediction and the per-pair rows. build(device) ->
-    (target model, adapter) replaces the 7B-shaped target (tests use a small one)."""
+    replayed on the 7B-shaped Video-LLaVA with a compiled decode loop; drafters that propose token
+    trees are also replayed with trees of each size in tree_nodes (full visibility). Returns per
+    drafter, visibility (and tree size) the summary, Leviathan's prediction (chains) and the
+    per-pair rows. build(device) -> (target model, adapter) replaces the 7B-shaped target (tests
+    use a small one)."""
     from helpers.models import shapes
     from helpers.study import alignment
     from helpers.study import data as study_data
     from helpers.study.drafters import FULL, evaluate, zoo
+    from helpers.study.event_camera import tree_traces
     from helpers.suite.paths import stage_dir
     data = study_data.load_study_data(study_run, parts=("test",))
     pairs = data.split.test[:max_pairs] if max_pairs else data.split.test
@@ -203,19 +225,30 @@ def replay_7b(study_run: str, drafter_names: Sequence[str], tokenizer, gamma: in
     question = pairs[0].question
     pixel = shapes.random_inputs("target", 1)[0]
     n_prompt = len(ad.prompt_ids(question, 8))
-    be = Backend(target, tokenizer, 1, n_prompt + max(len(p.target_ids) for p in pairs) + gamma + 8, ad, compile=compile)
+    width = max([gamma, *tree_nodes]) + 1
+    be = Backend(target, tokenizer, 1, n_prompt + max(len(p.target_ids) for p in pairs) + width + 8, ad, compile=compile)
     out = {"gamma": gamma, "n_pairs": len(pairs), "visibility": {"lead": streamed.lead, "rate": streamed.rate,
                                                                    "source": source}, "prompt_tokens": n_prompt,
-           "drafters": {}}
+           "tree_nodes": list(tree_nodes), "drafters": {}}
+    baseline: dict = {}
     for name in drafter_names:
         drafter = zoo.load(stage_dir(study_run, "20_train_drafters", create=False), name)
         for vis in (FULL, streamed):
             ev = evaluate(drafter, pairs, gamma, visibility=vis)
-            df = replay(be, pixel, question, pairs, ev.traces, drafter, repeats, gamma)
+            df = replay(be, pixel, question, pairs, ev.traces, drafter, repeats, gamma, baseline=baseline)
             summ = replay_summary(df)
             summ["leviathan"] = leviathan_prediction(ev.token_match, gamma, summ["drafter_ms_per_step"],
                                                      summ["decode_step_ms"], summ["verify_step_ms"])
             summ["alpha"] = ev.token_match
             out["drafters"][f"{name}|{vis.mode}"] = {"summary": summ, "rows": df.to_dict("records")}
             log(f"{name} {vis.mode}: {summ['speedup_ratio_of_means']:.2f}x (MAT {summ['mat']:.2f})")
+        if not hasattr(drafter, "propose_tree"):
+            continue
+        for n in tree_nodes:
+            traces = tree_traces(drafter, pairs, int(n), FULL)
+            df = replay(be, pixel, question, pairs, traces, drafter, repeats, gamma, tree_nodes=int(n), baseline=baseline)
+            summ = replay_summary(df)
+            summ["tree_nodes"] = int(n)
+            out["drafters"][f"{name}|full|tree{int(n)}"] = {"summary": summ, "rows": df.to_dict("records")}
+            log(f"{name} full tree {n}: {summ['speedup_ratio_of_means']:.2f}x (MAT {summ['mat']:.2f})")
     return out
