@@ -3,6 +3,8 @@
 # through the suite's own runner there and pack its run folder into $OUT, so that its book is built
 # here without re-executing it:  python -m helpers.run --preset PRESET --out runs/NAME --book-only
 #   PHASE=7b  bash scripts/gpu_run.sh   # gpu_7b_shapes -> $OUT/gpu7b.tgz      (carry .whl, runs/dsec_slim)
+#   ONLY="60_speculative" PHASE=7b ...  # one stage (each call stays under the device's 10 minutes);
+#                                       # carry runs/gpu7b back so earlier stages' outputs are kept
 #   PHASE=syn bash scripts/gpu_run.sh   # gpu_synthetic -> $OUT/gpusyn.tgz     (carry .whl, .whl-av, runs/gpu7b),
 #                                       # and the world's VLMs retrained on the second GPU meanwhile
 # GIT_COMMIT names the commit (the copy there has no .git). NVLink multicast stays off (KINDS.md).
@@ -19,6 +21,7 @@ t0=$(date +%s)
 case "${PHASE:?PHASE=7b or PHASE=syn}" in
   7b)
     python3 -m helpers.run --preset gpu_7b_shapes --out runs/gpu7b --no-book --set replay_study_run=runs/dsec_slim \
+      ${ONLY:+--only $ONLY} \
       2>&1 | grep -v -E "Executing: |it/s\]$" | tee "$OUT/gpu7b.log"
     tar czf "$OUT/gpu7b.tgz" --exclude=runs/gpu7b/scaling runs/gpu7b ;;
   syn)
