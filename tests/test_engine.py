@@ -4,6 +4,7 @@ fixed and adaptive gamma; a drafter proposing the target's tokens has every draf
 always-wrong one none; and the engine's accepted counts equal the offline exact simulation's."""
 import numpy as np
 import pytest
+import torch
 
 from helpers.models import vlm
 from helpers.models.backend import Backend, generate
@@ -140,6 +141,26 @@ def test_wallclock_study_and_trace_replay_report_consistent_numbers(world):
     assert set(df.method) == {"greedy", "ngram", "draft_direct"} and df.exact.all()
     sp = study.speedups(df)
     assert set(sp.index) == {("ngram", "full"), ("draft_direct", "full")} and (sp["exact match"] == 1).all()
+    # mismatch classification: plant a runner-up token and a far-off token at position 2 of two answers
+    b1 = Backend(world["target"], world["tok"], batch=1, max_len=400)
+    assert study.classify_mismatches(b1, world["frames"], world["qs"], df).empty      # all exact: nothing to classify
+    greedy0 = df[(df.method == "greedy") & (df["sample"] == 0)].ids.iloc[0]
+    logits = b1.prefill([world["qs"][0]], b1.encode([world["frames"][0]]), [b1.adapter.n_items(world["frames"][0])])[0]
+    logits = b1.decoder.verify(torch.tensor([greedy0[:2]]))[0, 1]
+    order = logits.argsort(descending=True).tolist()
+    assert order[0] == greedy0[2]
+    planted = df.copy()
+    sd_rows = planted.index[(planted.method != "greedy") & (planted["sample"] == 0)]
+    for idx, tok in zip(sd_rows, (order[1], order[50])):
+        planted.at[idx, "ids"] = greedy0[:2] + [tok] + greedy0[3:]
+        planted.at[idx, "exact"] = False
+    tie = study.classify_mismatches(b1, world["frames"], world["qs"], planted, threshold=1e9)
+    assert list(tie.position) == [2, 2] and list(tie.sd_token_rank) == [1, 50]
+    assert list(tie.verdict) == ["near tie", "real bug"]                               # rank 50 is never a tie
+    gap = float(logits[order[0]] - logits[order[1]])
+    assert tie.margin.iloc[0] == pytest.approx(gap, rel=1e-4, abs=1e-4)
+    strict = study.classify_mismatches(b1, world["frames"], world["qs"], planted, threshold=gap / 2)
+    assert list(strict.verdict) == ["real bug", "real bug"]                            # margin above threshold
     # replay: one verify per trace step; its MAT is the trace's
     traces = evaluate(ngram, world["pairs"], 3).traces
     be1 = Backend(world["target"], world["tok"], batch=1, max_len=400)

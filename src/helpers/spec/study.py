@@ -81,6 +81,42 @@ def wallclock(target: Backend, frames: Sequence[np.ndarray], questions: Sequence
     return df
 
 
+def classify_mismatches(target: Backend, frames: Sequence[np.ndarray], questions: Sequence[str], df: pd.DataFrame,
+                        threshold: float = 0.5) -> pd.DataFrame:
+    """Why a speculative answer differs from the target's greedy one (`wallclock`'s rows that are
+    not exact). At the first differing position the target is teacher-forced through the greedy
+    answer's prefix (prefill, then one verify forward over the prefix; `target`: a batch-1
+    backend), and the gap between its two best logits there is the margin. A margin below
+    `threshold` with the speculative token the runner-up is a *near tie*: bf16 arithmetic in a
+    k-token verify forward and in a one-token decode step may order two nearly equal logits
+    differently. Anything else is a *real bug*. One row per mismatched answer."""
+    ref = df[df.method == "greedy"].drop_duplicates("sample").set_index("sample")["ids"]
+    bad = df[(df.method != "greedy") & ~df.exact.astype(bool)]
+    out = []
+    for _, r in bad.iterrows():
+        g, s = list(ref[r["sample"]]), list(r["ids"])
+        i = next((k for k, (a, b) in enumerate(zip(g, s)) if a != b), min(len(g), len(s)))
+        row = {"sample": r["sample"], "method": r["method"], "visibility": r["visibility"], "batch": r["batch"],
+               "position": i, "greedy_token": g[i] if i < len(g) else None, "sd_token": s[i] if i < len(s) else None}
+        if i >= min(len(g), len(s)):
+            out.append({**row, "margin": float("nan"), "sd_token_rank": -1, "verdict": "real bug"})   # lengths differ
+            continue
+        p = frames[r["sample"]]
+        logits = target.prefill([questions[r["sample"]]], target.encode([p]), [target.adapter.n_items(p)])[0]
+        if i > 0:
+            ids = torch.tensor([g[:i]], dtype=torch.long, device=target.device)
+            logits = target.decoder.verify(ids)[0, i - 1]
+        logits = logits.float()
+        top = logits.topk(2).values
+        margin = float(top[0] - top[1])
+        rank = int((logits > logits[s[i]]).sum())
+        out.append({**row, "margin": margin, "sd_token_rank": rank,
+                    "verdict": "near tie" if margin < threshold and rank <= 1 else "real bug"})
+    cols = ["sample", "method", "visibility", "batch", "position", "greedy_token", "sd_token", "margin",
+            "sd_token_rank", "verdict"]
+    return pd.DataFrame(out, columns=cols)
+
+
 def speedups(df: pd.DataFrame) -> pd.DataFrame:
     """Per method and visibility: mean of per-sample ratios and ratio of means of greedy latency over
     SD latency (prefill included), the same without the prefill, MAT, and the exact-match rate."""
