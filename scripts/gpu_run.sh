@@ -7,6 +7,7 @@
 #                                       # carry runs/gpu7b back so earlier stages' outputs are kept
 #   PHASE=syn bash scripts/gpu_run.sh   # gpu_synthetic -> $OUT/gpusyn.tgz     (carry .whl, .whl-av, runs/gpu7b),
 #                                       # and the world's VLMs retrained on the second GPU meanwhile
+# LIMIT_S (560) stops the runner in time to pack what it has under the device's 600 s per call.
 # GIT_COMMIT names the commit (the copy there has no .git). NVLink multicast stays off (KINDS.md).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -20,14 +21,14 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 t0=$(date +%s)
 case "${PHASE:?PHASE=7b or PHASE=syn}" in
   7b)
-    python3 -m helpers.run --preset gpu_7b_shapes --out runs/gpu7b --no-book --set replay_study_run=runs/dsec_slim \
+    timeout ${LIMIT_S:-560} python3 -m helpers.run --preset gpu_7b_shapes --out runs/gpu7b --no-book --set replay_study_run=runs/dsec_slim \
       ${ONLY:+--only $ONLY} \
       2>&1 | grep -v -E "Executing: |it/s\]$" | tee "$OUT/gpu7b.log"
     tar czf "$OUT/gpu7b.tgz" --exclude=runs/gpu7b/scaling runs/gpu7b ;;
   syn)
     (CUDA_VISIBLE_DEVICES=1 OUT=/tmp/world BUDGET_S=${BUDGET_S:-200} AUX_WEIGHT=${AUX_WEIGHT:-1} \
       bash scripts/train_world_gpu.sh > /tmp/world_train.log 2>&1) &
-    CUDA_VISIBLE_DEVICES=0 python3 -m helpers.run --preset gpu_synthetic --out runs/gpusyn --no-book \
+    CUDA_VISIBLE_DEVICES=0 timeout ${LIMIT_S:-560} python3 -m helpers.run --preset gpu_synthetic --out runs/gpusyn --no-book \
       2>&1 | grep -v -E "Executing: |it/s\]$" | tee "$OUT/gpusyn.log"
     wait
     cat /tmp/world_train.log /tmp/world/*.log /tmp/world/*.txt > "$OUT/world.log" 2>/dev/null
