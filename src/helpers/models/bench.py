@@ -189,6 +189,8 @@ def run_7b(tokenizer, device="cuda", batches: Sequence[int] = (1, 8, 32), widths
 
 
 def _free() -> None:
+    import gc
+    gc.collect()                       # backends hold their decoder's graphs and cache in cycles
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
