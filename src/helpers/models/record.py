@@ -237,5 +237,10 @@ def launch(work: Sequence[WorkItem], out_dir: str | Path, kind: str, models: str
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     draft, target = backends_for(kind, models, batch, max_new_tokens, device, compile)
     res = record(draft, target, work, out, batch, max_new_tokens, progress=progress, log=log)
+    del draft, target
+    import gc
+    gc.collect()                       # give the models' memory back before the caller goes on
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return {**res, "recording_seconds": res["seconds"], "gpus": 1 if device.type == "cuda" else 0,
             "seconds": time.perf_counter() - t0}
