@@ -200,16 +200,24 @@ def test_training_finding_flags_drafters_still_improving():
 
 
 def test_measured_speed_finding_reads_the_replay():
-    spec = {"replay": {"device": "NVIDIA H200", "gamma": 5, "drafters": {
-        "a|full": {"summary": {"speedup_ratio_of_means": 2.1, "decode_speedup_ratio_of_means": 2.8, "mat": 3.1,
-                               "verify_step_ms": 4.5, "decode_step_ms": 4.2, "drafter_ms_per_step": 0.3, "prefill_ms": 60}},
-        "b|streamed": {"summary": {"speedup_ratio_of_means": 1.4, "decode_speedup_ratio_of_means": 1.7, "mat": 2.0,
-                                   "verify_step_ms": 4.5, "decode_step_ms": 4.2, "drafter_ms_per_step": 0.1,
-                                   "prefill_ms": 60}}}},
+    summ = lambda sp, mat, **kw: {"speedup_ratio_of_means": sp, "decode_speedup_ratio_of_means": sp + 0.5, "mat": mat,  # noqa: E731
+                                  "verify_step_ms": 4.5, "decode_step_ms": 4.2, "drafter_ms_per_step": 0.3,
+                                  "prefill_ms": 60, **kw}
+    spec = {"replay": {"device": "NVIDIA H200", "gamma": 5, "chosen": "b", "drafters": {
+        "a|full": {"summary": summ(2.1, 3.1)},                       # faster on the test traces, but not chosen
+        "b|full": {"summary": summ(1.2, 2.0)},
+        "b|streamed": {"summary": summ(1.1, 2.0)},
+        "b|full|tree10": {"summary": summ(1.3, 2.4, tree_nodes=10)},
+        "b|full|tree20": {"summary": summ(1.4, 2.7, tree_nodes=20)}}},
             "end_to_end": {"where": "CPU", "exact_match": 1.0}}
     f = findings.measured_speed(align_results(0, 0), spec)
-    assert "`a` with the draft full gives 2.10x" in f.text and "100.0% of the speculative answers" in f.text
-    assert "pays here" in f.recommendation and "2.10x" in f.headline
+    assert "`b`, the drafter chosen on validation, with the draft finished gives 1.20x" in f.text
+    assert "token trees of 20 nodes it gives 1.40x" in f.text and "100.0% of the speculative answers" in f.text
+    assert "2.10x" not in f.text + f.headline                        # no argmax over test-set measurements
+    assert f.recommendation.startswith("Serve `b` with token trees of 20 nodes") and "pays here" in f.recommendation
+    assert "1.40x" in f.headline
+    no_choice = {"replay": {**spec["replay"], "chosen": None}}
+    assert "`a`, the first drafter replayed" in findings.measured_speed(align_results(0, 0), no_choice).text  # first replayed
     titles = [x.title for x in findings.findings({"split": {}}, {"drafters": {}}, align_results(0, 0), spec)]
     assert "Measured speed" in titles and "What speculative decoding can gain" not in titles
 

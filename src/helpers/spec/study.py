@@ -234,6 +234,29 @@ def leviathan_prediction(alpha: float, gamma: int, drafter_ms: float, step_ms: f
     return expected_tokens_per_step(alpha, gamma) / ((drafter_ms + verify_ms) / step_ms)
 
 
+def chosen_drafter(study_run: str) -> str | None:
+    """The drafter the study run chose on validation (30_alignment's headline), or None."""
+    import json
+
+    from helpers.suite.paths import stage_dir
+    f = stage_dir(study_run, "30_alignment", create=False) / "results.json"
+    return json.loads(f.read_text()).get("headline") if f.exists() else None
+
+
+def highlight(rep: dict) -> tuple[str, str | None]:
+    """Which replayed configurations a report highlights, without looking at their speedups (they
+    are measured on the test pairs): the drafter chosen on validation (rep['chosen'], else the first
+    replayed), its chain with the draft finished and its largest tree when one was replayed.
+    Returns (chain key, tree key or None)."""
+    keys = list(rep["drafters"])
+    name = rep.get("chosen")
+    if not name or f"{name}|full" not in rep["drafters"]:
+        name = keys[0].split("|")[0]
+    trees = [k for k in keys if k.startswith(f"{name}|full|tree")]
+    tree = max(trees, key=lambda k: int(k.rsplit("tree", 1)[1])) if trees else None
+    return f"{name}|full", tree
+
+
 def replay_7b(study_run: str, drafter_names: Sequence[str], tokenizer, gamma: int, device="cuda",
               max_pairs: int = 0, repeats: int = 3, log=print, build=None, compile: bool = True,
               tree_nodes: Sequence[int] = ()) -> dict:
@@ -265,7 +288,7 @@ def replay_7b(study_run: str, drafter_names: Sequence[str], tokenizer, gamma: in
     be = Backend(target, tokenizer, 1, n_prompt + max(len(p.target_ids) for p in pairs) + width + 8, ad, compile=compile)
     out = {"gamma": gamma, "n_pairs": len(pairs), "visibility": {"lead": streamed.lead, "rate": streamed.rate,
                                                                    "source": source}, "prompt_tokens": n_prompt,
-           "tree_nodes": list(tree_nodes), "drafters": {}}
+           "tree_nodes": list(tree_nodes), "chosen": chosen_drafter(study_run), "drafters": {}}
     baseline: dict = {}
     for name in drafter_names:
         drafter = zoo.load(stage_dir(study_run, "20_train_drafters", create=False), name)
