@@ -262,3 +262,5 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
     assert items[0].title.startswith("What the event camera adds")        # the comparison with the best prior leads
     heads = findings.headlines(items)
     assert len(heads) == 2 and heads[0] == items[0].headline and not any("content adds" in h for h in heads)
+    content = next(f for f in items if f.title == "What the event-camera draft adds")
+    assert content.recommendation == "" and "the one the recommendation follows" in content.text   # one voice

@@ -260,8 +260,11 @@ def findings(data: dict, train: dict, align: dict, spec: dict | None = None, eve
     (`event`) its comparison against the best prior leads, and the cross_modal-vs-n-gram finding
     keeps its text but no longer makes a headline of its own."""
     content = draft_content(align)
-    if event:
+    if event:                          # the comparison with the best prior (chapter 35) decides
         content.headline = ""
+        content.recommendation = ""
+        content.text += (" This compares with the study's original n-gram prior; the comparison with the best "
+                         "content-free prior above is the one the recommendation follows.")
     out = [event_camera(event, event.get("bar", 1.15)) if event else None, content,
            measured_speed(align, spec) if spec else speed(align), visibility(align),
            seed_adapter(align, data), iid_model(align), training(train)]
