@@ -132,6 +132,13 @@ def test_notebooks_key_selects_and_orders(suite):
     (pdir / "other.yml").write_text("notebooks: [20_train]\ntokenizer: t2\n")
     with pytest.raises(ParamError, match="'tokenizer'.*declared by 10_data, which 'notebooks' does not select"):
         plan_run("other", nbd, pdir)
+    # a later layer that narrows the preset's selection leaves the preset's keys for the dropped stages unused;
+    # the same key set beside that narrower selection is still an error
+    (pdir / "both.yml").write_text("notebooks: [10_data, 20_train]\ntokenizer: t2\n")
+    plan = plan_run("both", nbd, pdir, overrides=["notebooks=[20_train]"])
+    assert [s.stem for s in plan.notebooks] == ["20_train"] and "tokenizer" not in plan.per_notebook["20_train"]
+    with pytest.raises(ParamError, match="'tokenizer'.*which 'notebooks' does not select"):
+        plan_run("both", nbd, pdir, overrides=["notebooks=[20_train]", "tokenizer=t3"])
     (pdir / "typo.yml").write_text("notebooks: [20_trian]\n")
     with pytest.raises(ParamError, match="unknown notebook '20_trian' \\(did you mean '20_train'"):
         plan_run("typo", nbd, pdir)

@@ -159,7 +159,7 @@ def measured_speed(align: dict, spec: dict) -> Finding:
     rec = (f"Serve `{name}` with {how} on a compiled decode loop; "
            + ("speculative decoding pays here." if best > 1.05 else
               "at these acceptance rates speculative decoding does not pay; improve the drafter first."))
-    head = (f"Measured end to end at 7B shape: `{name}` makes Video-LLaVA answer {best:.2f}x "
+    head = (f"Measured end to end at 7B shape on the recorded DSEC traces: `{name}` makes Video-LLaVA answer {best:.2f}x "
             f"faster with the same output (prefill included), against the original study's {STUDY_E2E['speedup']:.2f}x.")
     return Finding("Measured speed", text, rec, head)
 
@@ -239,18 +239,22 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
                  f"{share} a {step:.1f} ms compiled 7B target decode step.")
     if v == "bar":
         rec = f"Use `{reader}`: the event camera's draft adds at least {bar - 1:.0%} MAT over the best prior."
-        head = f"Reading the event-camera draft lifts MAT {full['ratio']:.2f}x over the best content-free drafter."
+        head = (f"Reading the event-camera draft, `{reader}` lifts MAT {full['ratio']:.2f}x over the best "
+                f"content-free drafter, `{prior}`.")
     elif v == "gain":
         rec = (f"Use `{reader}` where its cost per call is small next to a target step; the draft's content helps "
                f"but by less than {bar - 1:.0%} of MAT.")
-        head = f"Reading the event-camera draft lifts MAT {full['ratio']:.2f}x, below the {bar:.2f}x bar."
+        head = (f"Reading the event-camera draft, `{reader}` lifts MAT {full['ratio']:.2f}x over `{prior}`, "
+                f"below the {bar:.2f}x bar.")
     else:
         rec = (f"Draft with the content-free `{prior}` (it needs no draft model and costs less); the draft model's "
                "tokens do not predict the target's wording beyond what its accepted prefix does. To gain from the "
                "event camera, condition on richer draft signals (hidden states, the event features) or on more pairs.")
-        head = (f"The best event-camera draft reader reaches {full['ratio']:.2f}x the best content-free drafter's MAT "
-                f"(interval {full['lo']:.2f} to {full['hi']:.2f}): no gain from the draft's content.") if v == "none" else (
-                f"The best event-camera draft reader reaches only {full['ratio']:.2f}x the best content-free drafter's MAT.")
+        head = (f"The best event-camera draft reader, `{reader}`, reaches {full['ratio']:.2f}x the MAT of the best "
+                f"content-free drafter, `{prior}` (interval {full['lo']:.2f} to {full['hi']:.2f}): no gain from the "
+                "draft's content.") if v == "none" else (
+                f"The best event-camera draft reader, `{reader}`, reaches only {full['ratio']:.2f}x the MAT of the best "
+                f"content-free drafter, `{prior}`.")
     return Finding("What the event camera adds over the best prior", text, rec, head)
 
 

@@ -260,6 +260,8 @@ def validate(preset: str, values: dict[str, Value], specs: list[NotebookSpec]) -
             continue
         if key not in declared:
             elsewhere = [s.stem for s in specs if key in s.params and s not in selected]
+            if elsewhere and RESERVED in values and values[RESERVED].source != v.source:
+                continue   # a later layer narrowed the selection: the preset's keys for the stages it left out go unused
             msg = f"unknown parameter '{key}' (from {v.source}): not declared by any selected notebook"
             msg += (f"; it is declared by {', '.join(elsewhere)}, which '{RESERVED}' does not select"
                     if elsewhere else _hint(key, declared))
