@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from helpers.study import alignment, metrics
+from helpers.study import alignment
 from helpers.study import data as study
 from helpers.study import event_camera as ec
 from helpers.study.drafters import zoo
