@@ -107,7 +107,7 @@ def mat_overview(drafters: dict[str, dict], headline: str, gamma: int):
     ax.invert_yaxis()
     ax.set(xlabel=f"MAT: tokens per target verify step (gamma = {gamma}; 1.0 = plain decoding)",
            title="Accepted tokens per verify step, test pairs")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.06), ncol=2, frameon=False)  # clear of the bars
     fig.tight_layout()
     return fig
 
