@@ -172,7 +172,7 @@ def speculative_generate(target: Backend, drafter, pixel_inputs: Sequence, quest
             for b in range(n):
                 for u, (par, _) in enumerate(proposals[b]):
                     parents[b, u + 1] = par + 1
-            out = target.decoder.verify_tree(toks, parents.to(target.device))        # (B, W, V)
+            out = target.decoder.verify_tree(toks, parents)        # (B, W, V); the tree shape is read on the host
         else:
             out = target.decoder.verify(toks)                                        # (B, W, V)
         greedy_t = out.argmax(-1)
