@@ -99,3 +99,31 @@ def test_out_of_memory_splits_the_batch(monkeypatch, work):
     out = rec._generate_split(draft, ins, [w.question for w in work[:4]], 6, logs.append)
     assert len(out) == 4 and calls == [4, 2, 1, 1, 2, 1, 1]
     assert logs[0] == "CUDA out of memory on a batch of 4: retrying as 2 + 2"
+
+
+def test_real_clips_record_through_the_same_path(work, tmp_path):
+    """Work from real clips (EventGPT .npy events of DSEC, a frame-folder video) is recorded like
+    the synthetic world's: the draft sees the clip's event image, the target 8 sampled frames."""
+    from PIL import Image
+
+    from conftest import require_shared
+    from helpers.models.clips import ClipItem, EventSource, event_images, load_event_source
+    from helpers.suite.paths import SHARED_DATA
+    npy = require_shared(SHARED_DATA / "dsec_events" / "interlaken_00_d_000099.npy")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    _, video = rec.load_inputs(work[0])                              # 8 frames of a synthetic clip as a stand-in
+    for i, f in enumerate(video):
+        Image.fromarray(f).save(frames / f"{i:06d}.png")
+    items = [ClipItem("interlaken_00_d_000099", q, text, EventSource(str(npy)), str(frames))
+             for q, text in enumerate(["What are the key elements in this scene?", "Describe the road."])]
+    w = rec.work_from_clips(items)
+    assert [x.key for x in w] == ["interlaken_00_d_000099/q0", "interlaken_00_d_000099/q1"]
+    ev_img, vid = rec.load_inputs(w[0])
+    assert (ev_img == event_images(load_event_source(EventSource(str(npy))))[0]).all() and ev_img.dtype.name == "uint8"
+    assert vid.shape[0] == 8 and (vid == video).all()
+    draft, target = backends(2)
+    rec.record(draft, target, w, tmp_path / "shards", chunk=2, max_new_tokens=8, progress=False)
+    pairs, raw = rec.merge(tmp_path / "shards", w, 2)
+    assert [p.key for p in pairs] == [x.key for x in w] and raw[0]["events"]["path"] == str(npy)
+    assert list(pairs[0].draft_ids) == vlm.generate_greedy(draft.model, draft.tokenizer, ev_img, w[0].question, 8)[0]

@@ -36,6 +36,7 @@ class WorkItem:
     event_images: list[str] = field(default_factory=list)   # the draft's input: event image files
     video: str = ""                                          # the target's input: mp4 or frame folder
     seed: int = -1                                           # >= 0: random inputs of the real sizes (7B-shaped runs)
+    events: dict = field(default_factory=dict)               # or the draft's events: helpers.models.clips.EventSource fields
 
     @property
     def key(self) -> str:
@@ -53,6 +54,14 @@ def work_from_manifest(entries: Sequence[dict], n_questions: int = 10, max_clips
                      list(e["event_image_paths"]), e["video_path"]) for e in chosen]
 
 
+def work_from_clips(items) -> list[WorkItem]:
+    """Real clips (helpers.models.clips.work_list: DSEC events.h5 windows or EventGPT .npy events,
+    mp4 or frame-folder video) -> work items in the same order; clip_index counts distinct clips."""
+    order = {c: i for i, c in enumerate(sorted({it.clip_id for it in items}))}
+    return [WorkItem(it.clip_id, order[it.clip_id], it.question_idx, it.question, video=str(it.video),
+                     events=asdict(it.events)) for it in items]
+
+
 def random_work(n_clips: int, questions: Sequence[str]) -> list[WorkItem]:
     """Work for 7B-shaped timing runs: random inputs of the real sizes, clips x questions."""
     return [WorkItem(f"random{c:04d}", c, q, text, seed=c) for c in range(n_clips) for q, text in enumerate(questions)]
@@ -65,7 +74,9 @@ def load_inputs(item: WorkItem, n_frames: int = 8) -> tuple[np.ndarray, np.ndarr
         return random_inputs("draft", 1, item.seed)[0], random_inputs("target", 1, item.seed)[0]
     from PIL import Image
 
-    from helpers.models.clips import sample_video
+    from helpers.models.clips import EventSource, event_images, load_event_source, sample_video
+    if item.events:
+        return event_images(load_event_source(EventSource(**item.events)))[0], sample_video(item.video, n_frames)
     imgs = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in item.event_images])
     return (imgs[0] if len(imgs) == 1 else imgs), sample_video(item.video, n_frames)
 
