@@ -98,6 +98,18 @@ def _accept_chain(drafts: list[int], greedy: list[int], probs: torch.Tensor | No
     return a
 
 
+def tree_parents(trees: Sequence[Sequence[tuple[int, int]]], batch: int, width: int) -> torch.Tensor:
+    """Parents (batch, width) for verify_tree: node 0 of each row is the last emitted token (the
+    root, parent -1); drafted node u (parent p among the drafted nodes, -1 for the root) is node
+    u + 1 with parent p + 1. Rows without a tree and padding hang off the root."""
+    parents = torch.zeros((batch, width), dtype=torch.long)
+    parents[:, 0] = -1
+    for b, nodes in enumerate(trees):
+        for u, (par, _) in enumerate(nodes):
+            parents[b, u + 1] = par + 1
+    return parents
+
+
 def _accept_tree(nodes: list[tuple[int, int]], greedy: list[int]) -> list[int]:
     """Engine node indices (root 0, drafter node u at u + 1) of the longest root-to-node path whose
     tokens equal the target's greedy choices after each node: the path after the root."""
@@ -167,11 +179,7 @@ def speculative_generate(target: Backend, drafter, pixel_inputs: Sequence, quest
             toks[b, 1:1 + len(body)] = torch.tensor(body, dtype=torch.long)
         toks = toks.to(target.device)
         if cfg.tree_nodes:
-            parents = torch.zeros((target.batch, W), dtype=torch.long)
-            parents[:, 0] = -1
-            for b in range(n):
-                for u, (par, _) in enumerate(proposals[b]):
-                    parents[b, u + 1] = par + 1
+            parents = tree_parents(proposals[:n], target.batch, W)
             out = target.decoder.verify_tree(toks, parents)        # (B, W, V); the tree shape is read on the host
         else:
             out = target.decoder.verify(toks)                                        # (B, W, V)

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from helpers.models.backend import Backend
-from helpers.spec.engine import SpecConfig, greedy_generate, speculative_generate
+from helpers.spec.engine import SpecConfig, greedy_generate, speculative_generate, tree_parents
 from helpers.spec.overlap import DraftStream
 from helpers.study.drafters.base import DraftContext
 from helpers.study.pairs import RecordedPair
@@ -175,10 +175,7 @@ def replay(target: Backend, pixel_input: np.ndarray, question: str, pairs: Seque
             td = time.perf_counter()
             if tree_nodes:
                 nodes = drafter.propose_tree(ctx, tree_nodes)[:tree_nodes] if drafter is not None else []
-                parents = torch.zeros((dec.batch, width), dtype=torch.long)
-                parents[:, 0] = -1
-                for u, (par, _) in enumerate(nodes):
-                    parents[:, u + 1] = par + 1
+                parents = tree_parents([nodes] * dec.batch, dec.batch, width)
             elif drafter is not None:
                 drafter.propose(ctx, d)
             draft_ms += (time.perf_counter() - td) * 1e3
@@ -234,13 +231,25 @@ def leviathan_prediction(alpha: float, gamma: int, drafter_ms: float, step_ms: f
     return expected_tokens_per_step(alpha, gamma) / ((drafter_ms + verify_ms) / step_ms)
 
 
-def chosen_drafter(study_run: str) -> str | None:
-    """The drafter the study run chose on validation (30_alignment's headline), or None."""
+def validation_choice(study_run: str) -> dict | None:
+    """What a study run chose on validation (30_alignment's results: `headline`, the drafter, and
+    `gamma_choice`), recorded as an input of the calling stage; None when that stage did not run."""
     import json
 
-    from helpers.suite.paths import stage_dir
+    from helpers.suite.paths import note_input, stage_dir
     f = stage_dir(study_run, "30_alignment", create=False) / "results.json"
-    return json.loads(f.read_text()).get("headline") if f.exists() else None
+    return json.loads(note_input(f).read_text()) if f.exists() else None
+
+
+def chosen_drafter(study_run: str) -> str | None:
+    """The drafter the study run chose on validation (30_alignment's headline), or None."""
+    return (validation_choice(study_run) or {}).get("headline")
+
+
+def chosen_gamma(study_run: str) -> int | None:
+    """The gamma the study run chose on validation (30_alignment's gamma_choice), or None."""
+    choice = validation_choice(study_run)
+    return choice["gamma_choice"]["gamma"] if choice else None
 
 
 def highlight(rep: dict) -> tuple[str, str | None]:
