@@ -22,3 +22,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def shipped_models():
+    """(draft, target, tokenizer): the shipped synthetic VLMs, fp32 on the CPU."""
+    from helpers.models import vlm
+    from helpers.models.shipped import SHIPPED_DIR
+    draft, tok = vlm.load_pretrained(SHIPPED_DIR / "draft", "draft")
+    target, _ = vlm.load_pretrained(SHIPPED_DIR / "target", "target")
+    return draft, target, tok

@@ -11,13 +11,6 @@ from helpers.world.captions import QUESTIONS
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def models():
-    draft, tok = vlm.load_pretrained(SHIPPED_DIR / "draft", "draft")
-    target, _ = vlm.load_pretrained(SHIPPED_DIR / "target", "target")
-    return draft, target, tok
-
-
 def inputs(kind, n, seed=0):
     rng = np.random.default_rng(seed)
     shape = (120, 160, 3) if kind == "draft" else (8, 120, 160, 3)
@@ -25,8 +18,8 @@ def inputs(kind, n, seed=0):
 
 
 @pytest.mark.parametrize("kind", ["draft", "target"])
-def test_batched_generation_equals_the_reference_loop(models, kind):
-    draft, target, tok = models
+def test_batched_generation_equals_the_reference_loop(shipped_models, kind):
+    draft, target, tok = shipped_models
     model = draft if kind == "draft" else target
     pix, qs = inputs(kind, 3), [QUESTIONS[0], QUESTIONS[3], QUESTIONS[5]]
     backend = Backend(model, tok, batch=4, max_len=420)          # one spare row: a short last batch
@@ -38,8 +31,8 @@ def test_batched_generation_equals_the_reference_loop(models, kind):
     assert set(got[0].timings_ms) == {"vision", "prefill", "decode", "decode_per_token", "batch"}
 
 
-def test_too_many_rows_is_an_error(models):
-    draft, _, tok = models
+def test_too_many_rows_is_an_error(shipped_models):
+    draft, _, tok = shipped_models
     with pytest.raises(ValueError, match="rows for a backend of 2"):
         generate(Backend(draft, tok, batch=2, max_len=200), inputs("draft", 3), [QUESTIONS[0]] * 3)
 

@@ -19,9 +19,8 @@ MAX_NEW = 24
 
 
 @pytest.fixture(scope="module")
-def world():
-    draft, tok = vlm.load_pretrained(SHIPPED_DIR / "draft", "draft")
-    target, _ = vlm.load_pretrained(SHIPPED_DIR / "target", "target")
+def world(shipped_models):
+    draft, target, tok = shipped_models
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (8, 60, 80, 3), dtype=np.uint8) for _ in range(4)]
     events = [f[4] for f in frames]

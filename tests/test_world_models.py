@@ -25,13 +25,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def shipped():
-    draft, tokenizer = vlm.load_pretrained(SHIPPED_DIR / "draft", "draft")
-    target, _ = vlm.load_pretrained(SHIPPED_DIR / "target", "target")
-    return draft, target, tokenizer
-
-
-@pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Three unseen clips (the book's seed), two questions each."""
     d = tmp_path_factory.mktemp("world")
@@ -88,8 +81,8 @@ def test_shipped_target_is_grounded_in_scene_facts_above_chance():
     assert g["model"]["scene"]["recall"] > g["chance"]["scene"]["recall"] + 0.1
 
 
-def test_shipped_models_answer_unseen_clips(shipped, world):
-    draft, target, tokenizer = shipped
+def test_shipped_models_answer_unseen_clips(shipped_models, world):
+    draft, target, tokenizer = shipped_models
     scenes = read_scenes(world)
     answers = {"draft": [], "target": []}
     for kind, model in (("draft", draft), ("target", target)):
@@ -107,11 +100,11 @@ def test_shipped_models_answer_unseen_clips(shipped, world):
 
 
 # --------------------------------------------------------------------------- recorded pairs
-def test_recorded_pairs_deterministic_and_round_trip(shipped, world, tmp_path):
+def test_recorded_pairs_deterministic_and_round_trip(shipped_models, world, tmp_path):
     """The recorder on the shipped models: two runs give the same pairs, in work-list order, with
     per-stage timings, and the pairs survive the parquet file."""
     from helpers.models.backend import Backend
-    draft, target, tokenizer = shipped
+    draft, target, tokenizer = shipped_models
     work = record.work_from_manifest(world, n_questions=10)
     backends = [Backend(m, tokenizer, 4, 400) for m in (draft, target)]
     runs = []
