@@ -1,6 +1,8 @@
 """Recording pairs at scale on the synthetic world (CPU): shards merge back in work-list order and
 equal batch-1 answers, ranks partition the work, a killed run resumes and loses nothing, and an
 out-of-memory batch is split and retried."""
+import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -127,3 +129,39 @@ def test_real_clips_record_through_the_same_path(work, tmp_path):
     pairs, raw = rec.merge(tmp_path / "shards", w, 2)
     assert [p.key for p in pairs] == [x.key for x in w] and raw[0]["events"]["path"] == str(npy)
     assert list(pairs[0].draft_ids) == vlm.generate_greedy(draft.model, draft.tokenizer, ev_img, w[0].question, 8)[0]
+
+
+def test_real_checkpoint_folders_record_and_bad_paths_say_what_to_pass(work, tmp_path):
+    """Kind 'real': an EventGPT folder in the official layout (a tiny random one, written by
+    save_eventgpt) and a Video-LLaVA folder in transformers' layout (the shipped world target, the
+    same class) load from local paths and record pairs through the same recorder; the draft's
+    answers are EventGPT's own greedy answers. Missing or absent folders fail before any work."""
+    from helpers.models import eventgpt
+    from helpers.models.tokenizer import load_tokenizer
+    tok = load_tokenizer(SHIPPED_DIR / "tokenizer")
+    torch.manual_seed(0)
+    tiny = eventgpt.build_eventgpt(eventgpt.EventGPTConfig.tiny(vocab=len(tok)))
+    ck = rec.Checkpoints(draft=str(eventgpt.save_eventgpt(tiny, tmp_path / "EventGPT-7b", tok)),
+                         target=str(SHIPPED_DIR / "target"))
+    draft, target = rec.backends_for("real", json.dumps(dataclasses.asdict(ck)), 2, 8, torch.device("cpu"), False)
+    assert type(draft.model).__name__ == "EventGPT" and type(target.model).__name__ == "VideoLlavaForConditionalGeneration"
+    for a, b in zip(draft.model.state_dict().values(), tiny.state_dict().values()):
+        assert torch.equal(a, b)                                          # every weight came back from the folder
+    w = work[:3]
+    res = rec.launch(w, tmp_path / "shards", "real", ck, 2, 8, gpus=0, progress=False)
+    assert res["written"] == 2
+    pairs, _ = rec.merge(tmp_path / "shards", w, 2)
+    ev_img, frames = rec.load_inputs(w[2])
+    pixels = draft.adapter.pixels(ev_img)                                  # (1, 3, 336, 336): one event image
+    assert pixels.shape == (1, 3, 336, 336)
+    assert list(pairs[2].draft_ids) == eventgpt.generate_greedy(tiny, tok, pixels, w[2].question, 8)[0]
+    assert list(pairs[2].target_ids) == vlm.generate_greedy(target.model, target.tokenizer, frames, w[2].question, 8)[0]
+
+    with pytest.raises(ValueError, match=r"no draft checkpoint given: pass the EventGPT-7B checkpoint folder \(draft_checkpoint\)"):
+        rec.launch(w, tmp_path / "s2", "real", {"draft": "", "target": ck.target}, 2, 8, gpus=0)
+    with pytest.raises(FileNotFoundError, match="target checkpoint not found: .*nowhere .*Video-LLaVA-7B-hf"):
+        rec.launch(w, tmp_path / "s2", "real", {"draft": ck.draft, "target": str(tmp_path / "nowhere")}, 2, 8, gpus=0)
+    with pytest.raises(ValueError, match=r"unknown checkpoint fields \['clip'\]"):
+        rec.Checkpoints.parse({"draft": ck.draft, "target": ck.target, "clip": "x"})
+    with pytest.raises(ValueError, match="unknown backend kind 'llava'"):
+        rec.backends_for("llava", ck, 1, 8, torch.device("cpu"), False)

@@ -155,3 +155,54 @@ def test_recorded_dsec_study_on_a_few_pairs(tmp_path, monkeypatch):
     found = json.loads((tmp_path / "run" / "90_findings" / "results.json").read_text())
     assert any(f["title"] == "Measured speed" for f in found["findings"])
     assert align["n_test_pairs"] == 20  # 100 pairs of 1 question: 60/20/20 clips
+
+
+def test_real_checkpoints_and_clips_through_the_runner(tmp_path):
+    """The dsec_clips preset's path on a CPU: real DSEC event files in clip folders, an EventGPT
+    folder in the official layout (tiny, random) and a Video-LLaVA folder (the shipped world
+    target, the same transformers class) given as parameters; 03_inference records with them,
+    the study reads those pairs with the recording's tokenizer, and 60_speculative runs the engine
+    on the same two models. Missing checkpoints stop 03_inference with what to pass."""
+    import shutil
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from helpers.models import eventgpt
+    from helpers.models.shipped import SHIPPED_DIR
+    from helpers.models.tokenizer import load_tokenizer
+    from helpers.suite.paths import SHARED_DATA
+    events = require_shared(SHARED_DATA / "dsec_events")
+    rng = np.random.default_rng(0)
+    for i, npy in enumerate(sorted(events.glob("*.npy")) * 2):             # 6 clip folders from the 3 event files
+        clip = tmp_path / "clips" / f"{npy.stem}_{i}"
+        (clip / "frames").mkdir(parents=True)
+        shutil.copy(npy, clip / npy.name)
+        for k in range(10):
+            Image.fromarray(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)).save(clip / "frames" / f"{k:06d}.png")
+    tok = load_tokenizer(SHIPPED_DIR / "tokenizer")
+    torch.manual_seed(0)
+    draft = eventgpt.save_eventgpt(eventgpt.build_eventgpt(eventgpt.EventGPTConfig.tiny(vocab=len(tok))),
+                                   tmp_path / "EventGPT-7b", tok)
+    common = {"clips": str(tmp_path / "clips"), "draft_checkpoint": str(draft), "n_questions": 3,
+              "max_new_tokens": 12, "batch_size": 2, "compile_decoder": False, "torch_threads": 1,
+              "drafters": ["target_prior_ngram"], "adapter_epochs": 1, "cm_epochs": 1, "ngram_orders": [2, 3],
+              "n_boot": 50, "gamma_sweep": [1, 3],
+              "sd_drafters": ["target_prior_ngram", "draft_direct"], "sd_samples": 2, "sd_batches": [1, 2],
+              "sd_repeats": 1, "notebooks": ["03_inference", "10_data", "20_train_drafters", "30_alignment",
+                                             "60_speculative"]}
+    first = {k: common[k] for k in ("clips", "draft_checkpoint", "n_questions", "max_new_tokens")}
+    bad = run_suite("dsec_clips", overrides={**first, "notebooks": ["03_inference"]}, out=tmp_path / "bad",
+                    book=False, progress=False)
+    assert "no target checkpoint given: pass the Video-LLaVA-7B-hf checkpoint folder (target_checkpoint)" \
+        in bad.failures[0].message
+    rep = run_suite("dsec_clips", overrides={**common, "target_checkpoint": str(SHIPPED_DIR / "target")},
+                    out=tmp_path / "run", book=False, progress=False)
+    assert rep.exit_code == 0, [(s.stem, s.exception, s.message) for s in rep.failures]
+    inf = json.loads((tmp_path / "run" / "03_inference" / "results.json").read_text())
+    assert inf["source"] == "clips" and inf["n_pairs"] == 18 and inf["models_dir"]["draft"] == str(draft)
+    data = json.loads((tmp_path / "run" / "10_data" / "results.json").read_text())
+    assert data["tokenizer_path"] == str(SHIPPED_DIR / "target")              # the recording's own tokenizer
+    sd = json.loads((tmp_path / "run" / "60_speculative" / "results.json").read_text())["end_to_end"]
+    assert sd["exact_match"] == 1.0 and {r["batch"] for r in sd["speedups"]} == {1, 2}

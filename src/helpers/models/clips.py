@@ -224,8 +224,8 @@ def _folder_item(folder: Path) -> tuple[str, EventSource, str]:
 def work_list(source, questions=None, video: str = "mp4") -> list[ClipItem]:
     """Sorted (clip_id, question_idx) work items.
 
-    source: a manifest file, a dataset folder holding `EventGPT_Instruction_Subset.json`, or a
-    list of clip folders. Manifest: questions come from its entries (`query`, else the human
+    source: a manifest file, a dataset folder holding `EventGPT_Instruction_Subset.json`, a
+    folder of clip folders (its subfolders holding an events *.npy), or a list of clip folders. Manifest: questions come from its entries (`query`, else the human
     turn without `<event>`); question_idx from `question_idx`, else the order of first
     appearance within the clip; video='mp4' uses mp4/<mp4_data>, 'frames' video/<video_data>.
     Clip folders: `questions` (default: the study's first, "What are the key elements in this
@@ -234,6 +234,12 @@ def work_list(source, questions=None, video: str = "mp4") -> list[ClipItem]:
     """
     if video not in ("mp4", "frames"):
         raise ValueError(f"video must be 'mp4' or 'frames', got {video!r}")
+    if isinstance(source, (str, Path)) and Path(source).is_dir() and not (Path(source) / MANIFEST_NAME).exists():
+        subdirs = sorted(p for p in Path(source).iterdir() if p.is_dir() and any(p.glob("*.npy")))
+        if not subdirs:
+            raise FileNotFoundError(f"{source}: neither a manifest ({MANIFEST_NAME}) nor clip folders (subfolders "
+                                    f"holding an events *.npy)")
+        source = subdirs
     if isinstance(source, (str, Path)):
         manifest = Path(source) / MANIFEST_NAME if Path(source).is_dir() else Path(source)
         if not manifest.is_file():

@@ -112,6 +112,10 @@ class StaticDecoder(nn.Module):
         if getattr(cfg, "hidden_act", "silu") != "silu" or getattr(cfg, "attention_bias", False) \
                 or getattr(cfg, "mlp_bias", False):
             raise NotImplementedError("only LLaMA's SiLU MLP without biases is supported")
+        if not all(l.self_attn.q_proj.weight.is_floating_point() for l in llama.layers):
+            raise NotImplementedError("quantized (e.g. 4-bit) language-model weights: the suite's decode loop fuses "
+                                      "bf16/fp32 weight matrices; load the model unquantized, or run it 4-bit "
+                                      "through transformers' generate (helpers.models.vlm.generate_greedy)")
         # per layer: (input norm, fused QKV, output projection, post-attention norm, fused gate/up, down)
         self.weights = [(l.input_layernorm.weight,
                          torch.cat([l.self_attn.q_proj.weight, l.self_attn.k_proj.weight, l.self_attn.v_proj.weight]),

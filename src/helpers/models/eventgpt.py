@@ -228,6 +228,28 @@ def official_state_dict(model: EventGPT) -> dict[str, torch.Tensor]:
     return {_rename(k, back): v for k, v in model.state_dict().items()}
 
 
+def save_eventgpt(model: EventGPT, folder: str | Path, tokenizer=None) -> Path:
+    """Write `model` as a checkpoint folder in the official layout that `load_eventgpt` reads:
+    model.safetensors under the official key names, config.json (the LLM's sizes at the top
+    level as LLaVA writes them, the tower's under vision_config) and, if given, the tokenizer."""
+    from safetensors.torch import save_file
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in official_state_dict(model).items()}, str(folder / "model.safetensors"))
+    c = model.config
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "EventChat_llama", "hidden_size": c.hidden, "num_hidden_layers": c.layers,
+        "num_attention_heads": c.heads, "num_key_value_heads": c.kv_heads, "intermediate_size": c.intermediate,
+        "vocab_size": c.vocab, "rms_norm_eps": c.rms_eps, "rope_theta": c.rope_theta,
+        "max_position_embeddings": c.max_positions,
+        "vision_config": {"hidden_size": c.vision_hidden, "num_hidden_layers": c.vision_layers,
+                          "num_attention_heads": c.vision_heads, "intermediate_size": c.vision_intermediate,
+                          "image_size": c.image_size, "patch_size": c.patch_size}}, indent=1))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(folder))
+    return folder
+
+
 def checkpoint_files(path: str | Path) -> list[Path]:
     """Weight files of a LOCAL checkpoint folder: the shards an index json names, else every
     *.safetensors, else pytorch_model*.bin (safetensors preferred)."""
@@ -275,16 +297,22 @@ def _check_keys(path, shapes: dict, model: EventGPT, vision: bool) -> None:
 
 
 def config_from_checkpoint(path: str | Path) -> EventGPTConfig:
-    """EventGPTConfig.seven_b() with the LLM sizes of the folder's config.json, when it has one."""
+    """EventGPTConfig.seven_b() with the sizes of the folder's config.json, when it has one: the
+    LLM's from its top level (LLaVA's layout), the vision tower's from a `vision_config` dict
+    when present (else CLIP ViT-L/14-336's)."""
     cfg, file = EventGPTConfig.seven_b(), Path(path) / "config.json"
     if file.exists():
-        names = {"hidden_size": "hidden", "num_hidden_layers": "layers", "num_attention_heads": "heads",
-                 "num_key_value_heads": "kv_heads", "intermediate_size": "intermediate", "vocab_size": "vocab",
-                 "rms_norm_eps": "rms_eps", "rope_theta": "rope_theta", "max_position_embeddings": "max_positions"}
+        llm = {"hidden_size": "hidden", "num_hidden_layers": "layers", "num_attention_heads": "heads",
+               "num_key_value_heads": "kv_heads", "intermediate_size": "intermediate", "vocab_size": "vocab",
+               "rms_norm_eps": "rms_eps", "rope_theta": "rope_theta", "max_position_embeddings": "max_positions"}
+        vision = {"hidden_size": "vision_hidden", "num_hidden_layers": "vision_layers",
+                  "num_attention_heads": "vision_heads", "intermediate_size": "vision_intermediate",
+                  "image_size": "image_size", "patch_size": "patch_size"}
         hf = json.loads(file.read_text())
-        for hf_name, ours in names.items():
-            if hf.get(hf_name) is not None:
-                setattr(cfg, ours, type(getattr(cfg, ours))(hf[hf_name]))
+        for d, names in ((hf, llm), (hf.get("vision_config") or {}, vision)):
+            for hf_name, ours in names.items():
+                if d.get(hf_name) is not None:
+                    setattr(cfg, ours, type(getattr(cfg, ours))(d[hf_name]))
     return cfg
 
 

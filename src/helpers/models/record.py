@@ -20,11 +20,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from helpers.study.pairs import RecordedPair
+
+STUDY_LONGEST_QUESTION = "What do you see happening in this scene and why?"   # sizes the KV caches at least
 
 
 @dataclass
@@ -165,32 +167,116 @@ def timing_summary(pairs) -> dict[str, dict[str, float]]:
     return out
 
 
-# ----------------------------------------------------------------------------- command line
-def backends_for(kind: str, models_dir: str, batch: int, max_new_tokens: int, device, compile: bool):
-    """(draft, target) Backends: kind 'synthetic' (a shipped-models folder: draft/, target/) or '7b'
-    (7B-shaped random weights, bf16; models_dir: the tokenizer folder)."""
+# ----------------------------------------------------------------------------- the models
+@dataclass
+class Checkpoints:
+    """Local folders of the study's real models (nothing is ever downloaded).
+
+    draft: EventGPT-7B in the official layout (helpers.models.eventgpt: *.safetensors or
+    pytorch_model*.bin, config.json, and its LLaMA tokenizer unless draft_tokenizer is given);
+    target: Video-LLaVA-7B-hf in transformers' layout, with its tokenizer (<video> added);
+    draft_vision: a CLIP ViT-L/14-336 folder, when the EventGPT folder carries no vision tower."""
+    draft: str
+    target: str
+    draft_vision: str = ""
+    draft_tokenizer: str = ""
+
+    @classmethod
+    def parse(cls, spec) -> "Checkpoints":
+        """From a Checkpoints, a dict of its fields, or that dict as JSON (the command line's form)."""
+        if isinstance(spec, cls):
+            return spec
+        d = json.loads(spec) if isinstance(spec, str) else dict(spec)
+        unknown = sorted(set(d) - {"draft", "target", "draft_vision", "draft_tokenizer"})
+        if unknown:
+            raise ValueError(f"unknown checkpoint fields {unknown}: pass draft, target, draft_vision, draft_tokenizer")
+        return cls(**{k: str(v or "") for k, v in d.items()})
+
+    def check(self) -> "Checkpoints":
+        """Every named folder exists, or a ValueError / FileNotFoundError saying what to pass."""
+        what = {"draft": "the EventGPT-7B checkpoint folder (draft_checkpoint)",
+                "target": "the Video-LLaVA-7B-hf checkpoint folder (target_checkpoint)",
+                "draft_vision": "a CLIP ViT-L/14-336 folder (draft_vision_checkpoint)",
+                "draft_tokenizer": "a LLaMA tokenizer folder or tokenizer.json (draft_tokenizer)"}
+        for name in ("draft", "target"):
+            if not getattr(self, name):
+                raise ValueError(f"no {name} checkpoint given: pass {what[name]}, a local folder; nothing is downloaded")
+        for name, text in what.items():
+            p = getattr(self, name)
+            if p and not Path(p).exists():
+                raise FileNotFoundError(f"{name} checkpoint not found: {p} (expected {text})")
+        return self
+
+
+@dataclass
+class Models:
+    """A loaded (draft, target) pair with what a Backend needs of each: tokenizer and adapter."""
+    draft: Any
+    draft_tokenizer: Any
+    draft_adapter: Any
+    target: Any
+    target_tokenizer: Any
+    target_adapter: Any
+
+    def prompt_len(self, which: str, question: str) -> int:
+        """Tokens in `which` model's prompt for `question` (the target sees 8 frames)."""
+        return len(getattr(self, f"{which}_adapter").prompt_ids(question, 8 if which == "target" else 1))
+
+    def backend(self, which: str, batch: int, max_len: int, compile: bool = False):
+        from helpers.models.backend import Backend
+        return Backend(getattr(self, which), getattr(self, f"{which}_tokenizer"), batch, max_len,
+                       getattr(self, f"{which}_adapter"), compile)
+
+
+def load_models(kind: str, models, device) -> Models:
+    """The (draft, target) pair of one kind, on `device` (bf16 on a GPU, fp32 on a CPU):
+    'synthetic': models = a shipped-models folder (draft/, target/: the world's LLaVA pair);
+    '7b': 7B-shaped random weights (models = a tokenizer folder for the prompts' text);
+    'real': models = Checkpoints (or its dict / JSON): EventGPT-7B and Video-LLaVA-7B-hf from
+    local folders."""
     import torch
 
     from helpers.models import shapes, vlm
-    from helpers.models.backend import Backend
+    from helpers.models.backend import eventgpt_adapter, hf_adapter
+    from helpers.models.tokenizer import load_tokenizer
     if kind == "7b":
-        from helpers.models.tokenizer import load_tokenizer
-        tok = load_tokenizer(models_dir)
-        out = []
-        for k in ("draft", "target"):
-            m = (shapes.eventgpt_7b if k == "draft" else shapes.video_llava_7b)(device)
-            ad = shapes.adapter(k, m, tok)
-            n_prompt = len(ad.prompt_ids("What are the key elements in this scene?", 1 if k == "draft" else 8))
-            out.append(Backend(m, tok, batch, n_prompt + max_new_tokens + 32, ad, compile))
-        return tuple(out)
+        tok = load_tokenizer(models)
+        d, t = shapes.eventgpt_7b(device), shapes.video_llava_7b(device)
+        return Models(d, tok, shapes.adapter("draft", d, tok), t, tok, shapes.adapter("target", t, tok))
     dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-    draft, tok = vlm.load_pretrained(Path(models_dir) / "draft", "draft", dtype=dtype, device=device)
-    target, _ = vlm.load_pretrained(Path(models_dir) / "target", "target", dtype=dtype, device=device)
-    n_prompt = len(vlm.prompt_ids(target, tok, "What do you see happening in this scene and why?", 8))
-    return (Backend(draft, tok, batch, n_prompt + max_new_tokens + 32, compile=compile),
-            Backend(target, tok, batch, n_prompt + max_new_tokens + 32, compile=compile))
+    if kind == "real":
+        from helpers.models import eventgpt
+        ck = Checkpoints.parse(models).check()
+        d = eventgpt.load_eventgpt(ck.draft, device=device, dtype=dtype, clip_path=ck.draft_vision or None)
+        dtok = load_tokenizer(ck.draft_tokenizer or ck.draft)
+        t, ttok = vlm.load_pretrained(ck.target, "target", dtype=dtype, device=device)
+        return Models(d, dtok, eventgpt_adapter(d, dtok), t, ttok, hf_adapter(t, ttok))
+    if kind != "synthetic":
+        raise ValueError(f"unknown backend kind {kind!r}: 'synthetic', '7b' or 'real'")
+    d, tok = vlm.load_pretrained(Path(models) / "draft", "draft", dtype=dtype, device=device)
+    t, _ = vlm.load_pretrained(Path(models) / "target", "target", dtype=dtype, device=device)
+    return Models(d, tok, hf_adapter(d, tok), t, tok, hf_adapter(t, tok))
 
 
+def backends_for(kind: str, models, batch: int, max_new_tokens: int, device, compile: bool,
+                 longest_question: str = ""):
+    """(draft, target) Backends of `load_models(kind, models, device)`; each KV cache holds the
+    target's prompt for longest_question (the longer of the two), max_new_tokens and a margin."""
+    m = load_models(kind, models, device)
+    max_len = m.prompt_len("target", longest_question or STUDY_LONGEST_QUESTION) + max_new_tokens + 32
+    if kind == "7b" or kind == "real":       # the draft's prompt is its own length (EventGPT: 578 visual rows)
+        d_len = m.prompt_len("draft", longest_question or STUDY_LONGEST_QUESTION) + max_new_tokens + 32
+    else:
+        d_len = max_len
+    return m.backend("draft", batch, d_len, compile), m.backend("target", batch, max_len, compile)
+
+
+def longest(work: Sequence[WorkItem]) -> str:
+    """The longest question (by characters) of the work and the study's, which sizes the KV caches."""
+    return max([w.question for w in work] + [STUDY_LONGEST_QUESTION], key=len)
+
+
+# ----------------------------------------------------------------------------- command line
 def main(argv=None) -> int:
     import argparse
 
@@ -198,8 +284,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m helpers.models.record", description=__doc__.split("\n")[0])
     ap.add_argument("--work", required=True, help="work list JSON (a list of WorkItem fields)")
     ap.add_argument("--out", required=True, help="shard folder")
-    ap.add_argument("--kind", choices=["synthetic", "7b"], default="synthetic")
-    ap.add_argument("--models", required=True, help="synthetic: the models folder; 7b: a tokenizer folder")
+    ap.add_argument("--kind", choices=["synthetic", "7b", "real"], default="synthetic")
+    ap.add_argument("--models", required=True, help="synthetic: the models folder; 7b: a tokenizer folder; "
+                    "real: JSON of Checkpoints' fields, e.g. '{\"draft\": \"/ckpt/EventGPT-7b\", \"target\": ...}'")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=50)
     ap.add_argument("--compile", action="store_true")
@@ -211,7 +298,7 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     work = [WorkItem(**w) for w in json.loads(Path(a.work).read_text())]
-    draft, target = backends_for(a.kind, a.models, a.batch, a.max_new_tokens, device, a.compile)
+    draft, target = backends_for(a.kind, a.models, a.batch, a.max_new_tokens, device, a.compile, longest(work))
     log = lambda m: print(f"[rank {rank}] {m}", file=sys.stderr, flush=True)
     res = record(draft, target, work, a.out, a.batch, a.max_new_tokens, rank, world, not a.quiet, log)
     log(f"{res['written']} shards written, {res['skipped']} already there, {res['seconds']:.1f} s on {device}")
@@ -223,13 +310,16 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-def launch(work: Sequence[WorkItem], out_dir: str | Path, kind: str, models: str, batch: int, max_new_tokens: int = 50,
+def launch(work: Sequence[WorkItem], out_dir: str | Path, kind: str, models, batch: int, max_new_tokens: int = 50,
            gpus: int = 1, compile: bool = False, progress: bool = True, log: Callable = print) -> dict:
     """Record `work` into out_dir's shards: in this process on one device (or the CPU), or over
-    `gpus` GPUs with torchrun (one process and one replica of each model per GPU). Resumes."""
+    `gpus` GPUs with torchrun (one process and one replica of each model per GPU). Resumes.
+    models: as backends_for takes it (a folder, or Checkpoints for kind 'real')."""
     import subprocess
 
     import torch
+    if kind == "real":                 # fail here, with what to pass, not inside a launched process
+        models = Checkpoints.parse(models).check()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "work.json").write_text(json.dumps([asdict(w) for w in work]))
@@ -237,7 +327,8 @@ def launch(work: Sequence[WorkItem], out_dir: str | Path, kind: str, models: str
     if gpus > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
                "-m", "helpers.models.record", "--work", str(out / "work.json"), "--out", str(out), "--kind", kind,
-               "--models", str(models), "--batch", str(batch), "--max-new-tokens", str(max_new_tokens)]
+               "--models", json.dumps(asdict(models)) if isinstance(models, Checkpoints) else str(models),
+               "--batch", str(batch), "--max-new-tokens", str(max_new_tokens)]
         cmd += (["--compile"] if compile else []) + ([] if progress else ["--quiet"])
         log(f"launching: {' '.join(cmd[2:])}")
         subprocess.run(cmd, check=True)
@@ -246,7 +337,7 @@ def launch(work: Sequence[WorkItem], out_dir: str | Path, kind: str, models: str
                 "recording_seconds": max(r["seconds"] for r in ranks),         # the slowest rank's generation
                 "written": sum(r["written"] for r in ranks), "skipped": sum(r["skipped"] for r in ranks)}
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    draft, target = backends_for(kind, models, batch, max_new_tokens, device, compile)
+    draft, target = backends_for(kind, models, batch, max_new_tokens, device, compile, longest(work))
     res = record(draft, target, work, out, batch, max_new_tokens, progress=progress, log=log)
     del draft, target
     import gc

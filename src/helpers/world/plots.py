@@ -69,6 +69,25 @@ def sensor_panel(entries, clip_ids, answers: dict | None = None, bin_ms: float =
     return fig
 
 
+def input_panel(rows, wrap: int = 70):
+    """One row per clip of real (or any) inputs: three of the target's 8 frames and the draft's
+    event image, the two answers below. rows: (clip_id, event_image (H, W, 3), frames (8, H, W, 3),
+    draft_text, target_text)."""
+    fig, axes = plt.subplots(len(rows), 4, figsize=(13, 4.6 * len(rows)), squeeze=False)
+    for r, (cid, ev, frames, d, tg) in enumerate(rows):
+        for c, k in enumerate(FRAMES_SHOWN):
+            axes[r, c].imshow(frames[k])
+            axes[r, c].set_title(f"{cid}: frame {k + 1}/8", fontsize=9)
+        axes[r, 3].imshow(ev)
+        axes[r, 3].set_title("event image (draft input)", fontsize=9)
+        for ax in axes[r]:
+            ax.set_xticks([]), ax.set_yticks([])
+        text = "\n".join(textwrap.fill(line, wrap * 2) for line in (f"draft (events): {d}", f"target (video): {tg}"))
+        axes[r, 0].text(0, -0.08, text, transform=axes[r, 0].transAxes, va="top", fontsize=8.5)
+    fig.tight_layout(h_pad=3.0)
+    return fig
+
+
 def variety_bars(scenes: list[dict]):
     """Counts of layouts, backgrounds, times of day, ego motion and agent kinds."""
     from collections import Counter
