@@ -66,9 +66,10 @@ def test_batched_greedy_equals_batch_one(lm):
         assert torch.equal(together[b], greedy([r])[0])
 
 
-def test_verify_k_equals_step_by_step_and_rollback_is_setting_lengths(lm):
+@pytest.mark.parametrize("attention", ["matmul", "sdpa", "auto"])
+def test_verify_k_equals_step_by_step_and_rollback_is_setting_lengths(lm, attention):
     rows = prompts(2, seed=3)
-    dec = StaticDecoder.for_model(lm, batch=2, max_len=40)
+    dec = StaticDecoder.for_model(lm, batch=2, max_len=40, attention=attention)
     first = prefill(dec, lm, rows).argmax(-1)
     drafts = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
     tokens = torch.cat([first[:, None], drafts], 1)                        # (B, 5): last + 4 drafts
@@ -106,15 +107,16 @@ def test_tree_verification_scores_every_path_and_keep_path_compacts(lm):
 
 
 def test_writing_past_the_cache_is_an_error(lm):
-    dec = StaticDecoder.for_model(lm, batch=1, max_len=12)
-    prefill(dec, lm, [[5] * 10])
+    dec = StaticDecoder.for_model(lm, batch=1, max_len=60)
+    assert dec.max_len == 64                                                 # slots rounded up to a multiple of 64
+    prefill(dec, lm, [[5] * 62])
     with pytest.raises(ValueError, match="past the end"):
         dec.verify(torch.tensor([[1, 2, 3, 4]]))
 
 
 def test_decode_refuses_to_write_past_the_cache(lm):
-    dec = StaticDecoder.for_model(lm, batch=1, max_len=11)
-    tok = prefill(dec, lm, [[5] * 10]).argmax(-1)
-    dec.decode(tok)                                                          # slot 10: the last one
+    dec = StaticDecoder.for_model(lm, batch=1, max_len=64)
+    tok = prefill(dec, lm, [[5] * 63]).argmax(-1)
+    dec.decode(tok)                                                          # slot 63: the last one
     with pytest.raises(ValueError, match="past the end"):
         dec.decode(tok)

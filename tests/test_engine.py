@@ -99,10 +99,13 @@ def test_engine_accepts_what_the_offline_simulation_says(world):
     equal helpers.study.metrics' exact simulation (the offline study's numbers are the engine's)."""
     ngram = NgramPrior(order=3).fit(world["pairs"][:2])
     for drafter in (ngram, RawDraft()):
-        rows = run(world, drafter, SpecConfig(gamma=4), 4)
-        sim = evaluate(drafter, world["pairs"], 4).traces
-        for r, t in zip(rows, sim):
-            assert [s.accepted for s in r.steps] == t.accepted and [s.drafted for s in r.steps] == t.drafted
+        ev = evaluate(drafter, world["pairs"], 4)
+        for cfg, sim in ((SpecConfig(gamma=4), ev.traces),
+                         (SpecConfig(gamma=2, adaptive=True, gamma_min=1, gamma_max=6), ev.simulate(2, (1, 6)))):
+            rows = run(world, drafter, cfg, 4)
+            for r, t in zip(rows, sim):
+                assert [s.accepted for s in r.steps] == t.accepted and [s.drafted for s in r.steps] == t.drafted
+        assert sim != ev.traces and any(len(set(t.drafted)) > 1 for t in sim)  # gamma did adapt
 
 
 def test_lossy_acceptance_is_labelled_and_greedy_loop_matches(world):

@@ -206,3 +206,12 @@ def test_a_tree_with_every_token_at_the_root_accepts_at_least_one_per_step():
         t = metrics.simulate_tree_sd(tree, target, 4)
         assert all(a >= 1 for a in t.accepted) and sum(t.emitted) == len(target) - 1
         assert all(d <= 4 for d in t.drafted)
+
+
+def test_adaptive_gamma_grows_after_full_acceptance_and_shrinks_after_a_miss():
+    c = [1, 1, 1, 0, 1, 1, 1, 1, 1, 1]
+    t = metrics.simulate_sd(c, 2, adaptive=(1, 4))
+    assert (t.drafted, t.accepted, t.emitted) == ([2, 3, 2, 3], [2, 0, 2, 3], [3, 1, 3, 3])
+    assert metrics.simulate_sd(c, 2, adaptive=(2, 2)) == metrics.simulate_sd(c, 2)      # bounds at gamma: fixed gamma
+    with pytest.raises(ValueError, match="adaptive bounds"):
+        metrics.simulate_sd(c, 5, adaptive=(1, 4))

@@ -136,11 +136,17 @@ def test_recorded_dsec_study_on_a_few_pairs(tmp_path, monkeypatch):
         model, tok = vlm.load_pretrained(SHIPPED_DIR / "target", "target")
         return model, hf_adapter(model, tok)
     tok = vlm.load_pretrained(SHIPPED_DIR / "target", "target")[1]
-    rep = replay_7b(str(tmp_path / "run"), ["target_prior_ngram"], tok, 5, "cpu", max_pairs=3, repeats=1,
-                    build=build, compile=False, log=lambda m: None)
-    assert set(rep["drafters"]) == {"target_prior_ngram|full", "target_prior_ngram|streamed"}
+    rep = replay_7b(str(tmp_path / "run"), ["target_prior_ngram"], tok, 5, "cpu", max_pairs=4, repeats=1,
+                    build=build, compile=False, log=lambda m: None, adaptive_max=7, batches=[1, 2], hf_pairs=2)
+    assert set(rep["drafters"]) == {"target_prior_ngram|full", "target_prior_ngram|streamed",
+                                    "target_prior_ngram|full|adaptive7"}
     full = rep["drafters"]["target_prior_ngram|full"]["summary"]
-    assert full["samples"] == 3 and full["mat"] >= 1 and full["leviathan"] > 0
+    assert full["samples"] == 4 and full["mat"] >= 1 and full["leviathan"] > 0
+    b2 = rep["batched"]["target_prior_ngram|full|b2"]
+    assert b2["summary"]["batches"] == 2 and b2["summary"]["tokens"] == sum(r["n_tokens"] for r in
+                                                                            rep["drafters"]["target_prior_ngram|full"]["rows"])
+    assert b2["summary"]["verify_steps_per_batch"] <= b2["summary"]["greedy_steps_per_batch"]
+    assert len(rep["hf_generate"]["rows"]) == 2 and rep["hf_generate"]["sd_vs_hf"] > 0
     # the speed chapters render measurement files of this form (what the GPU run writes), read from elsewhere
     from _tiny import run_7b_tiny
     perf = tmp_path / "performance.json"

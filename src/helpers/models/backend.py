@@ -73,12 +73,12 @@ def eventgpt_adapter(model, tokenizer) -> Adapter:
 
 class Backend:
     def __init__(self, model, tokenizer, batch: int, max_len: int, adapter: Adapter | None = None,
-                 compile: bool = False):
+                 compile: bool = False, attention: str = "auto"):
         self.model, self.tokenizer = model.eval(), tokenizer
         self.adapter = adapter or hf_adapter(model, tokenizer)
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
-        self.decoder = StaticDecoder.for_model(model, batch, max_len)
+        self.decoder = StaticDecoder.for_model(model, batch, max_len, attention=attention)
         if compile:
             self.decoder.compile()
         self.eos = tokenizer.eos_token_id

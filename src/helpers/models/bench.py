@@ -127,16 +127,22 @@ def hf_generate_ms_per_token(model, backend: Backend, pixel_input, question: str
                              repeats: int = 3) -> dict:
     """transformers' own `generate` (eager, its dynamic cache) at batch 1: ms per new token, the
     baseline users get out of the box. Prompt embeddings are built the suite's way."""
+    return summary([m / max_new_tokens for m in hf_generate_ms(model, backend, pixel_input, question,
+                                                               max_new_tokens, repeats)])
+
+
+def hf_generate_ms(model, backend: Backend, pixel_input, question: str, new_tokens: int, repeats: int = 3) -> list[float]:
+    """Wall-clock ms of transformers' `generate` (greedy, eager, batch 1) making exactly new_tokens
+    tokens after the prompt's forward (min = max new tokens), after one warm-up; `repeats` runs."""
     visual = backend.encode([pixel_input])
     emb, n = backend.prompt([question], visual, [backend.adapter.n_items(pixel_input)])
     emb = emb[:1, : n[0]]
     kw = dict(inputs_embeds=emb, attention_mask=torch.ones(emb.shape[:2], dtype=torch.long, device=emb.device),
-              max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False)
+              max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
     gen = model if hasattr(model, "generate") else model.language_model     # EventGPT: its LlamaForCausalLM
     with torch.no_grad():
         gen.generate(**kw)
-        ms = _timed(lambda: gen.generate(**kw), backend.device, repeats)
-    return summary([m / max_new_tokens for m in ms])
+        return _timed(lambda: gen.generate(**kw), backend.device, repeats)
 
 
 def run_7b(tokenizer, device="cuda", batches: Sequence[int] = (1, 8, 32), widths: Sequence[int] = (1, 2, 4, 6, 8, 16),

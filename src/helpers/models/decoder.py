@@ -44,11 +44,12 @@ def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def _block(x, cos, sin, kc, vc, b, h_kv, s, mask, w_ln1, w_qkv, w_o, w_ln2, w_gu, w_down,
-           eps: float, n_heads: int, n_kv: int, head_dim: int):
+           eps: float, n_heads: int, n_kv: int, head_dim: int, sdpa_masked: bool = False):
     """One decoder layer over the cache: x (B, T, D) -> (B, T, D). Weights come as tensors (QKV
     and gate/up fused, one matrix each), so one compiled graph serves every layer. Writes keys
     and values into kc / vc (B, Hkv, S, Dh) at slots s (B, T, 1); attends under mask (B, T, S), or
-    causally over these T tokens alone when mask is None (prefill of an empty cache)."""
+    causally over these T tokens alone when mask is None (prefill of an empty cache). Under a mask
+    the attention is plain matmuls, or with sdpa_masked PyTorch's fused attention with the mask."""
     B, T, _ = x.shape
     qkv = _rms(x, w_ln1, eps) @ w_qkv.T                                               # (B, T, (H + 2 Hkv) Dh)
     q, k, v = qkv.split([n_heads * head_dim, n_kv * head_dim, n_kv * head_dim], dim=-1)
@@ -60,6 +61,8 @@ def _block(x, cos, sin, kc, vc, b, h_kv, s, mask, w_ln1, w_qkv, w_o, w_ln2, w_gu
     vc[b, h_kv, s] = v.transpose(1, 2)
     if mask is None:
         o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=n_kv != n_heads)
+    elif sdpa_masked:
+        o = F.scaled_dot_product_attention(q, kc, vc, attn_mask=mask[:, None], enable_gqa=n_kv != n_heads)
     else:
         # a few queries against the whole cache: plain matmuls (split over the cache length by the
         # GEMM) read the cache at full bandwidth, where a fused kernel would parallelise over heads only
@@ -87,9 +90,28 @@ def language_model_of(model) -> tuple[nn.Module, nn.Module]:
     raise TypeError(f"no LLaMA language model found in {type(model).__name__}")
 
 
+def _fused_weights(llama: nn.Module) -> list[tuple]:
+    """Per layer: (input norm, fused QKV, output projection, post-attention norm, fused gate/up,
+    down). The fused matrices are copies (7B: 9 GB), so they are made once per model and shared by
+    every decoder over it (a replay holds decoders of several batch sizes); remade if any source
+    weight changed since (training in between)."""
+    src = [(l.self_attn.q_proj.weight, l.self_attn.k_proj.weight, l.self_attn.v_proj.weight,
+            l.mlp.gate_proj.weight, l.mlp.up_proj.weight) for l in llama.layers]
+    stamp = [(w.data_ptr(), w._version) for ws in src for w in ws]
+    cached = llama.__dict__.get("_fused_decoder_weights")
+    if cached is None or cached[0] != stamp:
+        with torch.no_grad():
+            fused = [(l.input_layernorm.weight, torch.cat([q, k, v]), l.self_attn.o_proj.weight,
+                      l.post_attention_layernorm.weight, torch.cat([g, u]), l.mlp.down_proj.weight)
+                     for l, (q, k, v, g, u) in zip(llama.layers, src)]
+        llama.__dict__["_fused_decoder_weights"] = cached = (stamp, fused)
+    return cached[1]
+
+
 class StaticDecoder(nn.Module):
     def __init__(self, llama: nn.Module, lm_head: nn.Module, batch: int, max_len: int,
-                 dtype: torch.dtype | None = None, device: torch.device | str | None = None):
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                 attention: str = "auto"):
         super().__init__()
         cfg = llama.config
         rope = getattr(cfg, "rope_parameters", None) or {"rope_type": "default", "rope_theta": cfg.rope_theta}
@@ -101,12 +123,19 @@ class StaticDecoder(nn.Module):
         self.n_layers, self.n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
         self.n_kv = cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        self.batch, self.max_len = batch, max_len
-        shape = (self.n_layers, batch, self.n_kv, max_len, self.head_dim)
+        # slots rounded up to a multiple of 64: at an odd cache length the verify step's attention
+        # matmuls fall on unaligned tensor-core kernels (measured on an H200: 8.5 ms against 5.0 ms)
+        self.batch, self.max_len = batch, -(-max_len // 64) * 64
+        if attention not in ("matmul", "sdpa", "auto"):
+            raise ValueError(f"attention must be 'matmul', 'sdpa' or 'auto', got {attention!r}")
+        # how decode / verify steps attend over the cache (see _block); 'auto': fused SDPA for one
+        # query per row (decode), matmuls for several (verify), the faster of each on an H200
+        self.attention = attention
+        shape = (self.n_layers, batch, self.n_kv, self.max_len, self.head_dim)
         self.register_buffer("k_cache", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v_cache", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("lengths", torch.zeros(batch, dtype=torch.long, device=device), persistent=False)
-        self.register_buffer("slots", torch.arange(max_len, device=device), persistent=False)
+        self.register_buffer("slots", torch.arange(self.max_len, device=device), persistent=False)
         inv = 1.0 / (rope["rope_theta"] ** (torch.arange(0, self.head_dim, 2, dtype=torch.float) / self.head_dim))
         self.register_buffer("inv_freq", inv.to(device), persistent=False)
         if getattr(cfg, "hidden_act", "silu") != "silu" or getattr(cfg, "attention_bias", False) \
@@ -116,12 +145,7 @@ class StaticDecoder(nn.Module):
             raise NotImplementedError("quantized (e.g. 4-bit) language-model weights: the suite's decode loop fuses "
                                       "bf16/fp32 weight matrices; load the model unquantized, or run it 4-bit "
                                       "through transformers' generate (helpers.models.vlm.generate_greedy)")
-        # per layer: (input norm, fused QKV, output projection, post-attention norm, fused gate/up, down)
-        self.weights = [(l.input_layernorm.weight,
-                         torch.cat([l.self_attn.q_proj.weight, l.self_attn.k_proj.weight, l.self_attn.v_proj.weight]),
-                         l.self_attn.o_proj.weight, l.post_attention_layernorm.weight,
-                         torch.cat([l.mlp.gate_proj.weight, l.mlp.up_proj.weight]), l.mlp.down_proj.weight)
-                        for l in llama.layers]
+        self.weights = _fused_weights(llama)
         self.eps = llama.layers[0].input_layernorm.variance_epsilon
         self._block = _block
         self._graphs: dict = {}
@@ -182,9 +206,10 @@ class StaticDecoder(nn.Module):
         b = torch.arange(B, device=x.device)[:, None, None]
         h_kv = torch.arange(self.n_kv, device=x.device)[None, None, :]
         block = _block if mask is None else self._block        # prefill (varying lengths) stays eager
+        sdpa = self.attention == "sdpa" or (self.attention == "auto" and x.shape[1] == 1)
         for i, w in enumerate(self.weights):
             x = block(x, cos, sin, self.k_cache[i], self.v_cache[i], b, h_kv, slots[:, :, None], mask, *w,
-                      self.eps, self.n_heads, self.n_kv, self.head_dim)
+                      self.eps, self.n_heads, self.n_kv, self.head_dim, sdpa)
         return self.llama.norm(x)
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:

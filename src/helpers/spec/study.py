@@ -197,7 +197,7 @@ def replay(target: Backend, pixel_input: np.ndarray, question: str, pairs: Seque
             g = [greedy(n) for _ in range(repeats)]
             baseline[pair.key] = (statistics.median(x[0] for x in g), statistics.median(x[1] for x in g))
         s = [sd(pair, trace) for _ in range(repeats)]
-        rows.append({"key": pair.key, "n_tokens": n, "steps": trace.steps,
+        rows.append({"key": pair.key, "n_tokens": n, "steps": trace.steps, "draft_tokens": len(pair.draft_ids),
                      "mat": (n - 1) / max(1, trace.steps),
                      "greedy_prefill_ms": baseline[pair.key][0], "greedy_decode_ms": baseline[pair.key][1],
                      "sd_prefill_ms": statistics.median(x[0] for x in s),
@@ -207,6 +207,81 @@ def replay(target: Backend, pixel_input: np.ndarray, question: str, pairs: Seque
     df["greedy_ms"] = df.greedy_prefill_ms + df.greedy_decode_ms
     df["sd_ms"] = df.sd_prefill_ms + df.sd_decode_ms
     return df
+
+
+def replay_batched(target: Backend, pixel_input: np.ndarray, question: str, pairs: Sequence[RecordedPair],
+                   traces: Sequence, drafter=None, repeats: int = 3, width: int | None = None) -> pd.DataFrame:
+    """Trace-driven SD at batch B = target.batch, against batched greedy on the same loop. Pairs go
+    B at a time (a last, partial batch is left out); their rows stay ragged: at every step each row
+    still inside its trace gets its drafter's real propose call (one after another on the CPU, as
+    in the engine), all B rows are scored in one verify forward of `width` tokens (default the
+    traces' gamma + 1), and each row's cache advances by its own 1 + accepted. Finished rows idle
+    until the batch's longest trace ends, as they do in batched greedy, whose baseline runs the
+    batch's longest answer. One row per batch: tokens, greedy and SD ms (prefill included, medians
+    of `repeats`), verify steps, drafter ms."""
+    B, dec = target.batch, target.decoder
+    width = width or traces[0].gamma + 1
+    visual = target.encode([pixel_input])[0]
+    n_items = target.adapter.n_items(pixel_input)
+
+    def prefill():
+        return target.prefill([question] * B, [visual] * B, [n_items] * B).argmax(-1)
+
+    def greedy(chunk):
+        t0 = time.perf_counter()
+        tok = prefill()
+        for _ in range(max(len(p.target_ids) for p in chunk) - 1):
+            tok = dec.decode(tok).argmax(-1)
+        target.sync()
+        return (time.perf_counter() - t0) * 1e3
+
+    def sd(chunk, trs):
+        t0, draft_ms, steps = time.perf_counter(), 0.0, 0
+        prefill()
+        toks = torch.full((B, width), 3, dtype=torch.long, device=target.device)
+        s, k = [0] * B, [1] * B
+        while any(s[i] < t.steps for i, t in enumerate(trs)):
+            adv = [0] * B
+            td = time.perf_counter()
+            for i, (p, t) in enumerate(zip(chunk, trs)):
+                if s[i] < t.steps:
+                    if drafter is not None:
+                        drafter.propose(DraftContext(p.question, p.draft_ids, tuple(p.target_ids[:k[i]])), t.drafted[s[i]])
+                    adv[i] = 1 + t.accepted[s[i]]
+                    k[i] += t.emitted[s[i]]
+                    s[i] += 1
+            draft_ms += (time.perf_counter() - td) * 1e3
+            dec.verify(toks)
+            dec.set_lengths(dec.lengths + torch.tensor(adv, device=target.device))
+            steps += 1
+        target.sync()
+        return (time.perf_counter() - t0) * 1e3, draft_ms, steps
+
+    rows = []
+    chunks = [range(i, i + B) for i in range(0, len(pairs) - B + 1, B)]
+    if not chunks:
+        raise ValueError(f"{len(pairs)} pairs cannot fill one batch of {B}")
+    first = [pairs[i] for i in chunks[0]]
+    greedy(first), sd(first, [traces[i] for i in chunks[0]])                      # warm-up: graphs captured
+    for c in chunks:
+        chunk, trs = [pairs[i] for i in c], [traces[i] for i in c]
+        g = statistics.median(greedy(chunk) for _ in range(repeats))
+        runs = [sd(chunk, trs) for _ in range(repeats)]
+        rows.append({"batch": B, "tokens": sum(len(p.target_ids) for p in chunk),
+                     "greedy_ms": g, "sd_ms": statistics.median(r[0] for r in runs),
+                     "drafter_ms": statistics.median(r[1] for r in runs), "steps": runs[0][2],
+                     "greedy_steps": max(len(p.target_ids) for p in chunk) - 1})
+    return pd.DataFrame(rows)
+
+
+def batched_summary(df: pd.DataFrame) -> dict:
+    """Throughput of a batched replay: tokens per second of SD and greedy, and their ratio."""
+    return {"batch": int(df.batch.iloc[0]), "batches": len(df), "tokens": int(df.tokens.sum()),
+            "greedy_tokens_per_s": float(df.tokens.sum() / df.greedy_ms.sum() * 1e3),
+            "sd_tokens_per_s": float(df.tokens.sum() / df.sd_ms.sum() * 1e3),
+            "throughput_ratio": float(df.greedy_ms.sum() / df.sd_ms.sum()),
+            "drafter_share": float(df.drafter_ms.sum() / df.sd_ms.sum()),
+            "verify_steps_per_batch": float(df.steps.mean()), "greedy_steps_per_batch": float(df.greedy_steps.mean())}
 
 
 def replay_summary(df: pd.DataFrame) -> dict:
@@ -268,15 +343,20 @@ def highlight(rep: dict) -> tuple[str, str | None]:
 
 def replay_7b(study_run: str, drafter_names: Sequence[str], tokenizer, gamma: int, device="cuda",
               max_pairs: int = 0, repeats: int = 3, log=print, build=None, compile: bool = True,
-              tree_nodes: Sequence[int] = ()) -> dict:
+              tree_nodes: Sequence[int] = (), adaptive_max: int = 0, batches: Sequence[int] = (),
+              hf_pairs: int = 0, attention: str = "auto") -> dict:
     """The 7B trace-driven study: the recorded study's test pairs and trained drafters (a run folder
     whose stages 10-20 ran, e.g. dsec_recorded), exact traces under full and streamed visibility,
     replayed on the 7B-shaped Video-LLaVA with a compiled decode loop; drafters that propose token
     trees are also replayed with trees of each size in tree_nodes (full visibility). Returns per
     drafter, visibility (and tree size) the summary, Leviathan's prediction (chains) and the
-    per-pair rows. build(device) -> (target model, adapter) replaces the 7B-shaped target (tests
-    use a small one)."""
-    from helpers.models import shapes
+    per-pair rows. For the drafter chosen on validation (else the first) also: adaptive gamma
+    (adaptive_max > 0: from gamma within [1, adaptive_max], verify width adaptive_max + 1), batched
+    throughput at each of `batches` (replay_batched, full visibility, against batched greedy), and
+    transformers' generate on the first hf_pairs pairs (their exact lengths) next to its SD and greedy
+    latencies. build(device) -> (target model, adapter) replaces the 7B-shaped target (tests use a
+    small one)."""
+    from helpers.models import bench, shapes
     from helpers.study import alignment
     from helpers.study import data as study_data
     from helpers.study.drafters import FULL, evaluate, zoo
@@ -293,8 +373,9 @@ def replay_7b(study_run: str, drafter_names: Sequence[str], tokenizer, gamma: in
     question = pairs[0].question
     pixel = shapes.random_inputs("target", 1)[0]
     n_prompt = len(ad.prompt_ids(question, 8))
-    width = max([gamma, *tree_nodes]) + 1
-    be = Backend(target, tokenizer, 1, n_prompt + max(len(p.target_ids) for p in pairs) + width + 8, ad, compile=compile)
+    width = max([gamma, *tree_nodes, adaptive_max]) + 1
+    max_len = n_prompt + max(len(p.target_ids) for p in pairs) + width + 8
+    be = Backend(target, tokenizer, 1, max_len, ad, compile=compile, attention=attention)
     out = {"gamma": gamma, "n_pairs": len(pairs), "visibility": {"lead": streamed.lead, "rate": streamed.rate,
                                                                    "source": source}, "prompt_tokens": n_prompt,
            "tree_nodes": list(tree_nodes), "chosen": chosen_drafter(study_run), "drafters": {}}
@@ -319,4 +400,43 @@ def replay_7b(study_run: str, drafter_names: Sequence[str], tokenizer, gamma: in
             summ["tree_nodes"] = int(n)
             out["drafters"][f"{name}|full|tree{int(n)}"] = {"summary": summ, "rows": df.to_dict("records")}
             log(f"{name} full tree {n}: {summ['speedup_ratio_of_means']:.2f}x (MAT {summ['mat']:.2f})")
+    main = out["chosen"] if out["chosen"] in drafter_names else drafter_names[0]
+    drafter = zoo.load(stage_dir(study_run, "20_train_drafters", create=False), main)
+    ev = evaluate(drafter, pairs, gamma)
+    if adaptive_max:
+        df = replay(be, pixel, question, pairs, ev.simulate(gamma, (1, adaptive_max)), drafter, repeats, adaptive_max,
+                    baseline=baseline)
+        summ = {**replay_summary(df), "adaptive": [1, adaptive_max]}
+        out["drafters"][f"{main}|full|adaptive{adaptive_max}"] = {"summary": summ, "rows": df.to_dict("records")}
+        log(f"{main} full adaptive gamma 1..{adaptive_max}: {summ['speedup_ratio_of_means']:.2f}x (MAT {summ['mat']:.2f})")
+    if hf_pairs:
+        rows = {r["key"]: r for r in out["drafters"][f"{main}|full"]["rows"]}
+        hf = []
+        for p in pairs[:hf_pairs]:
+            ms = bench.hf_generate_ms(target, be, pixel, question, len(p.target_ids), repeats)
+            hf.append({"key": p.key, "n_tokens": len(p.target_ids), "hf_ms": statistics.median(ms),
+                       "greedy_ms": rows[p.key]["greedy_ms"], "sd_ms": rows[p.key]["sd_ms"]})
+        h = pd.DataFrame(hf)
+        out["hf_generate"] = {"drafter": f"{main}|full", "rows": hf,
+                              "sd_vs_hf": float(h.hf_ms.sum() / h.sd_ms.sum()),
+                              "greedy_vs_hf": float(h.hf_ms.sum() / h.greedy_ms.sum())}
+        log(f"transformers generate on {len(h)} pairs: SD {out['hf_generate']['sd_vs_hf']:.2f}x, "
+            f"compiled greedy {out['hf_generate']['greedy_vs_hf']:.2f}x faster")
+    if batches:
+        out["batched"] = {}
+        for b in batches:
+            bb = be if b == 1 else Backend(target, tokenizer, b, max_len, ad, compile=compile, attention=attention)
+            try:
+                df = replay_batched(bb, pixel, question, pairs, ev.traces, drafter, repeats)
+            except torch.cuda.OutOfMemoryError:
+                log(f"batch {b}: CUDA out of memory, left out")
+                continue
+            finally:
+                if bb is not be:
+                    del bb
+                    bench._free()
+            summ = batched_summary(df)
+            out["batched"][f"{main}|full|b{b}"] = {"summary": summ, "rows": df.to_dict("records")}
+            log(f"{main} batch {b}: throughput {summ['throughput_ratio']:.2f}x greedy "
+                f"({summ['sd_tokens_per_s']:.0f} vs {summ['greedy_tokens_per_s']:.0f} tokens/s)")
     return out

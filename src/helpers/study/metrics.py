@@ -89,26 +89,32 @@ def _leading(mask: np.ndarray) -> int:
     return int(np.argmin(mask)) if not mask.all() else len(mask)
 
 
-def simulate_sd(correct: Sequence[bool], gamma: int, proposed: Sequence[bool] | None = None) -> SDTrace:
+def simulate_sd(correct: Sequence[bool], gamma: int, proposed: Sequence[bool] | None = None,
+                adaptive: tuple[int, int] | None = None) -> SDTrace:
     """Greedy SD from teacher-forced correctness: correct[i] says whether the drafter's top-1 given
     the true prefix target[:i+1] equals target[i+1]; proposed[i] whether it proposes anything there
-    (default: everywhere). Target token 0 is the prefill's."""
+    (default: everywhere). Target token 0 is the prefill's. adaptive: see simulate_sd_steps."""
     c = np.asarray(correct, dtype=bool)
     p = np.ones_like(c) if proposed is None else np.asarray(proposed, dtype=bool)
-    return simulate_sd_steps(len(c) + 1, gamma, lambda s: (c, p))
+    return simulate_sd_steps(len(c) + 1, gamma, lambda s: (c, p), adaptive)
 
 
-def simulate_sd_steps(n_target: int, gamma: int,
-                      step_view: Callable[[int], tuple[np.ndarray, np.ndarray]]) -> SDTrace:
+def simulate_sd_steps(n_target: int, gamma: int, step_view: Callable[[int], tuple[np.ndarray, np.ndarray]],
+                      adaptive: tuple[int, int] | None = None) -> SDTrace:
     """simulate_sd where what the drafter sees changes with the verify step s (streamed drafts):
     step_view(s) -> (correct, proposed), each bool (n_target - 1,), as in simulate_sd. Exact for
-    greedy SD: while drafts match, the drafter's context *is* the true prefix."""
+    greedy SD: while drafts match, the drafter's context *is* the true prefix.
+    adaptive = (gamma_min, gamma_max): gamma starts at `gamma`, grows by one after a step that
+    accepted every draft and shrinks by one after a miss, within the bounds (the engine's
+    SpecConfig(adaptive=True) rule)."""
     if gamma < 1:
         raise ValueError(f"gamma must be >= 1, got {gamma}")
-    trace, k, s = SDTrace(gamma), 1, 0  # k = tokens already produced
+    if adaptive is not None and not 1 <= adaptive[0] <= gamma <= adaptive[1]:
+        raise ValueError(f"adaptive bounds {adaptive} must satisfy 1 <= gamma_min <= gamma ({gamma}) <= gamma_max")
+    trace, k, s, g = SDTrace(gamma), 1, 0, gamma  # k = tokens already produced, g = this step's gamma
     while k < n_target:
         correct, proposed = step_view(s)
-        m = min(gamma, n_target - k)
+        m = min(g, n_target - k)
         drafted = _leading(proposed[k - 1:k - 1 + m])            # a chain stops where proposals stop
         accepted = _leading(correct[k - 1:k - 1 + drafted])
         emitted = min(accepted + 1, n_target - k)
@@ -116,6 +122,8 @@ def simulate_sd_steps(n_target: int, gamma: int,
         trace.accepted.append(accepted)
         trace.emitted.append(emitted)
         k, s = k + emitted, s + 1
+        if adaptive is not None:
+            g = min(adaptive[1], g + 1) if accepted == drafted else max(adaptive[0], g - 1)
     return trace
 
 

@@ -153,9 +153,10 @@ class DrafterEval:
     traces: list[metrics.SDTrace] = field(default_factory=list)
     _views: "_Views | None" = None
 
-    def simulate(self, gamma: int) -> list[metrics.SDTrace]:
-        return self._views.traces(gamma) if self._views else [metrics.simulate_sd(c, gamma, t >= 0)
-                                                                 for c, t in zip(self.correct, self.top1)]
+    def simulate(self, gamma: int, adaptive: tuple[int, int] | None = None) -> list[metrics.SDTrace]:
+        """Exact greedy SD traces at gamma (adaptive = (gamma_min, gamma_max): gamma adapted per step)."""
+        return self._views.traces(gamma, adaptive) if self._views else [
+            metrics.simulate_sd(c, gamma, t >= 0, adaptive) for c, t in zip(self.correct, self.top1)]
 
     def row(self) -> dict:
         return {"drafter": self.name, "visibility": self.visibility.mode, "token_match": self.token_match,
@@ -179,7 +180,7 @@ class _Views:
             self.cache[j][v] = self.drafter.predict_topk([self.pairs[j]], 1, [v])[0][:, 0]
         return self.cache[j][v]
 
-    def traces(self, gamma: int) -> list[metrics.SDTrace]:
+    def traces(self, gamma: int, adaptive: tuple[int, int] | None = None) -> list[metrics.SDTrace]:
         out = []
         for j, p in enumerate(self.pairs):
             tgt = np.asarray(p.target_ids[1:])
@@ -187,7 +188,7 @@ class _Views:
             def view(s, j=j, tgt=tgt):
                 t = self.top1(j, self.visibility.visible(s, len(self.pairs[j].draft_ids)))[: len(tgt)]
                 return t == tgt, t >= 0
-            out.append(metrics.simulate_sd_steps(len(p.target_ids), gamma, view))
+            out.append(metrics.simulate_sd_steps(len(p.target_ids), gamma, view, adaptive))
         return out
 
 
