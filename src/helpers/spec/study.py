@@ -425,14 +425,18 @@ def replay_7b(study_run: str, drafter_names: Sequence[str], tokenizer, gamma: in
     if batches:
         out["batched"] = {}
         for b in batches:
-            bb = be if b == 1 else Backend(target, tokenizer, b, max_len, ad, compile=compile, attention=attention)
-            try:
-                df = replay_batched(bb, pixel, question, pairs, ev.traces, drafter, repeats)
-            except torch.cuda.OutOfMemoryError:
-                log(f"batch {b}: CUDA out of memory, left out")
-                continue
-            finally:
-                if bb is not be:
+            if b == 1:                      # batches of one are the chain replay's own rows
+                r = pd.DataFrame(out["drafters"][f"{main}|full"]["rows"])
+                df = pd.DataFrame({"batch": 1, "tokens": r.n_tokens, "greedy_ms": r.greedy_ms, "sd_ms": r.sd_ms,
+                                   "drafter_ms": r.drafter_ms, "steps": r.steps, "greedy_steps": r.n_tokens - 1})
+            else:
+                bb = Backend(target, tokenizer, b, max_len, ad, compile=compile, attention=attention)
+                try:
+                    df = replay_batched(bb, pixel, question, pairs, ev.traces, drafter, repeats)
+                except torch.cuda.OutOfMemoryError:
+                    log(f"batch {b}: CUDA out of memory, left out")
+                    continue
+                finally:
                     del bb
                     bench._free()
             summ = batched_summary(df)

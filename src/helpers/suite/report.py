@@ -18,6 +18,7 @@ FORMATS = {
     "int": "{:,.0f}",
     "f3": "{:.3f}",
     "f2": "{:.2f}",
+    "f1": "{:.1f}",
 }
 
 
@@ -34,7 +35,7 @@ def fmt(value, kind: str) -> str:
 def table(df: pd.DataFrame, caption: str, formats: dict[str, str] | None = None, hide_index: bool = False,
           columns: Iterable[str] | None = None):
     """A captioned table (pandas Styler) with each column formatted by its kind:
-    formats = {column: "pct" | "mat" | "x" | "ms" | "s" | "int" | "f3" | "f2"}."""
+    formats = {column: "pct" | "mat" | "x" | "ms" | "s" | "int" | "f3" | "f2" | "f1"}."""
     if columns is not None:
         df = df[list(columns)]
     unknown = set(formats or {}) - set(df.columns)
