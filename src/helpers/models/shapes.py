@@ -45,10 +45,11 @@ def _build(cls, config, device, dtype):
     return model.eval()
 
 
-def video_llava_7b(device="cuda", dtype=torch.bfloat16):
+def video_llava_7b(device="cuda", dtype=torch.bfloat16, image_id: int = IMAGE_ID, video_id: int = VIDEO_ID):
+    """image_id / video_id: the placeholders' token ids (the real checkpoint's by default)."""
     from transformers import VideoLlavaConfig, VideoLlavaForConditionalGeneration
-    cfg = VideoLlavaConfig(vision_config=_clip(224), text_config=_llama(), image_token_index=IMAGE_ID,
-                           video_token_index=VIDEO_ID, image_seq_length=256, video_seq_length=8 * 257,
+    cfg = VideoLlavaConfig(vision_config=_clip(224), text_config=_llama(), image_token_index=image_id,
+                           video_token_index=video_id, image_seq_length=256, video_seq_length=8 * 257,
                            vision_feature_layer=-2, vision_feature_select_strategy="default")
     return _build(VideoLlavaForConditionalGeneration, cfg, device, dtype)
 
