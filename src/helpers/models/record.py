@@ -192,6 +192,15 @@ class Checkpoints:
             raise ValueError(f"unknown checkpoint fields {unknown}: pass draft, target, draft_vision, draft_tokenizer")
         return cls(**{k: str(v or "") for k, v in d.items()})
 
+    def vocab_size(self) -> int:
+        """The larger output vocabulary of the two models, from their config.json files (Video-LLaVA's
+        lm_head has 32064 rows for a 32002-token tokenizer): every recorded id lies below it."""
+        sizes = []
+        for folder in (self.draft, self.target):
+            cfg = json.loads((Path(folder) / "config.json").read_text())
+            sizes.append(int(cfg.get("vocab_size") or (cfg.get("text_config") or {}).get("vocab_size") or 0))
+        return max(sizes)
+
     def check(self) -> "Checkpoints":
         """Every named folder exists, or a ValueError / FileNotFoundError saying what to pass."""
         what = {"draft": "the EventGPT-7B checkpoint folder (draft_checkpoint)",
