@@ -208,14 +208,23 @@ def test_measured_speed_finding_reads_the_replay():
         "b|full": {"summary": summ(1.2, 2.0)},
         "b|streamed": {"summary": summ(1.1, 2.0)},
         "b|full|tree10": {"summary": summ(1.3, 2.4, tree_nodes=10)},
-        "b|full|tree20": {"summary": summ(1.4, 2.7, tree_nodes=20)}}},
+        "b|full|tree20": {"summary": summ(1.4, 2.7, tree_nodes=20)}},
+        "hf_generate": {"sd_vs_hf": 6.5, "greedy_vs_hf": 5.4},
+        "batched": {"b|full|b1": {"summary": {"batch": 1, "throughput_ratio": 1.2}},
+                    "b|full|b8": {"summary": {"batch": 8, "throughput_ratio": 1.03}},
+                    "b|full|b32": {"summary": {"batch": 32, "throughput_ratio": 0.93}}}},
+            "gpu_seconds": [{"GPU-seconds vs greedy": 1.58}],
             "end_to_end": {"where": "CPU", "exact_match": 1.0}}
     f = findings.measured_speed(align_results(0, 0), spec)
     assert "`b`, the drafter chosen on validation, with the draft finished gives 1.20x" in f.text
-    assert "token trees of 20 nodes it gives 1.40x" in f.text and "100.0% of the speculative answers" in f.text
+    assert "token trees of 20 nodes it reaches MAT 2.70 and 1.40x" in f.text and "100.0% of the speculative answers" in f.text
     assert "2.10x" not in f.text + f.headline                        # no argmax over test-set measurements
-    assert f.recommendation.startswith("Serve `b` with token trees of 20 nodes") and "pays here" in f.recommendation
-    assert "1.40x" in f.headline
+    assert "1.20x" in f.headline and "1.40x" not in f.headline       # nor between shapes: validation chose the chain
+    gamma = align_results(0, 0)["gamma_choice"]["gamma"]
+    assert f.recommendation.startswith(f"Serve `b` with chains of gamma {gamma} (chosen on validation)")
+    assert "pays here, not from batch 32 on" in f.recommendation
+    assert "6.5x faster, 5.4x of it from the compiled loop" in f.text and "1.03x at batch 8" in f.text
+    assert "1.58 times greedy's GPU-seconds" in f.text
     no_choice = {"replay": {**spec["replay"], "chosen": None}}
     assert "`a`, the first drafter replayed" in findings.measured_speed(align_results(0, 0), no_choice).text  # first replayed
     titles = [x.title for x in findings.findings({"split": {}}, {"drafters": {}}, align_results(0, 0), spec)]

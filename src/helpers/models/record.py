@@ -120,6 +120,14 @@ def record(draft, target, work: Sequence[WorkItem], out_dir: str | Path, chunk: 
     mine = [c for c in range(0, (len(work) + chunk - 1) // chunk) if c % world == rank]
     todo = [c for c in mine if not shard_path(out, c).exists()]
     t0, n_items = time.perf_counter(), sum(len(work[c * chunk:(c + 1) * chunk]) for c in todo)
+    if todo and any(b.decoder._compiled and b.device.type == "cuda" for b in (draft, target)):
+        # compiling and capturing the step graphs takes seconds per shape: do it on the first batch,
+        # untimed and unsaved, so that every recorded timing is a steady-state one
+        items = work[todo[0] * chunk:(todo[0] + 1) * chunk]
+        ins = [load_inputs(it) for it in items]
+        for backend, k in ((draft, 0), (target, 1)):
+            _generate_split(backend, [x[k] for x in ins], [it.question for it in items], max_new_tokens, log)
+        log(f"warm-up batch (compile, capture) done in {time.perf_counter() - t0:.1f} s")
     bar = tqdm(total=n_items, desc=f"pairs (rank {rank}/{world})", unit="pair", disable=not progress)
     for c in todo:
         items = work[c * chunk:(c + 1) * chunk]

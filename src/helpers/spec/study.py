@@ -330,8 +330,9 @@ def chosen_gamma(study_run: str) -> int | None:
 def highlight(rep: dict) -> tuple[str, str | None]:
     """Which replayed configurations a report highlights, without looking at their speedups (they
     are measured on the test pairs): the drafter chosen on validation (rep['chosen'], else the first
-    replayed), its chain with the draft finished and its largest tree when one was replayed.
-    Returns (chain key, tree key or None)."""
+    replayed), its chain with the draft finished (the headline: validation chose the drafter and the
+    chain's gamma) and its largest tree when one was replayed (shown alongside, never chosen on the
+    test figures). Returns (chain key, tree key or None)."""
     keys = list(rep["drafters"])
     name = rep.get("chosen")
     if not name or f"{name}|full" not in rep["drafters"]:
