@@ -247,6 +247,12 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
     bar = findings.event_camera(event_results(1.16, 1.3), bar=1.15)
     gain = findings.event_camera(event_results(1.02, 1.2), bar=1.15)
     none = findings.event_camera(event_results(0.99, 1.01, 1.0))
+    feat = {**event_results(1.02, 1.2), "draft_features": {
+        "ratio_vs_ablation": {"ratio": 1.0, "lo": 0.96, "hi": 1.04, "mat_a": 2.0, "mat_b": 2.0},
+        "mat": {"draft_features": 2.0, "target_prior_neural_same_net": 2.0}, "prior": "target_prior_kn",
+        "prior_mat": 2.5}}
+    assert "the features add nothing this test split can detect. Against `target_prior_kn` it reaches 0.80x" \
+        in findings.event_camera(feat, bar=1.15).text
     loss = findings.event_camera(event_results(0.9, 0.97))
     assert "meets the bar of 1.15x" in bar.text and bar.recommendation.startswith("Use `draft_copy`")
     assert "below the bar" in gain.text and "below the 1.15x bar" in gain.headline

@@ -245,6 +245,18 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
         trend = ("grows" if slope > 0.01 else "shrinks" if slope < -0.01 else "stays flat")
         text += (f" From {sizes[0]} to {sizes[-1]} training pairs the ratio {trend} ({slope:+.3f} per doubling of the "
                  f"data); continuing that line beyond {sizes[-1]} pairs is an extrapolation, not a measurement.")
+    feat = ev.get("draft_features")
+    if feat:
+        r = feat["ratio_vs_ablation"]
+        fv = _ratio_verdict(r, bar)
+        text += (" Drafting from the draft model's hidden states instead of its words (`draft_features`, available "
+                 "after its prefill, before any draft token) against the same network with the features zeroed: "
+                 f"{_ratio_text(r)}; "
+                 + {"bar": "the features carry the scene.", "gain": "the features help.",
+                    "none": "the features add nothing this test split can detect.",
+                    "loss": "the features hurt."}[fv]
+                 + f" Against `{feat['prior']}` it reaches {feat['mat']['draft_features'] / feat['prior_mat']:.2f}x "
+                   "its MAT.")
     cost = ev.get("cost_ms", {})
     step = ev.get("target_step_ms")
     if reader in cost and step:
@@ -262,9 +274,12 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
         head = (f"Reading the event-camera draft, `{reader}` lifts MAT {full['ratio']:.2f}x over `{prior}`, "
                 f"below the {bar:.2f}x bar.")
     else:
+        tried = feat is not None and _ratio_verdict(feat["ratio_vs_ablation"], bar) in ("none", "loss")
         rec = (f"Draft with the content-free `{prior}` (it needs no draft model and costs less); the draft model's "
                "tokens do not predict the target's wording beyond what its accepted prefix does. To gain from the "
-               "event camera, condition on richer draft signals (hidden states, the event features) or on more pairs.")
+               + ("event camera, the draft model itself must see the scene better (its hidden states did not help "
+                  "either) or the drafters need more pairs." if tried else
+                  "event camera, condition on richer draft signals (hidden states, the event features) or on more pairs."))
         head = (f"The best event-camera draft reader, `{reader}`, reaches {full['ratio']:.2f}x the MAT of the best "
                 f"content-free drafter, `{prior}` (interval {full['lo']:.2f} to {full['hi']:.2f}): no gain from the "
                 "draft's content.") if v == "none" else (
