@@ -128,8 +128,9 @@ class StaticDecoder(nn.Module):
         self.batch, self.max_len = batch, -(-max_len // 64) * 64
         if attention not in ("matmul", "sdpa", "auto"):
             raise ValueError(f"attention must be 'matmul', 'sdpa' or 'auto', got {attention!r}")
-        # how decode / verify steps attend over the cache (see _block); 'auto': fused SDPA for one
-        # query per row (decode), matmuls for several (verify), the faster of each on an H200
+        # how decode / verify steps attend over the cache (see _block); 'auto': on a GPU fused SDPA
+        # for one query per row (decode) and matmuls for several (verify), the faster of each on an
+        # H200; on a CPU matmuls throughout
         self.attention = attention
         shape = (self.n_layers, batch, self.n_kv, self.max_len, self.head_dim)
         self.register_buffer("k_cache", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
@@ -206,7 +207,7 @@ class StaticDecoder(nn.Module):
         b = torch.arange(B, device=x.device)[:, None, None]
         h_kv = torch.arange(self.n_kv, device=x.device)[None, None, :]
         block = _block if mask is None else self._block        # prefill (varying lengths) stays eager
-        sdpa = self.attention == "sdpa" or (self.attention == "auto" and x.shape[1] == 1)
+        sdpa = self.attention == "sdpa" or (self.attention == "auto" and x.shape[1] == 1 and x.is_cuda)
         for i, w in enumerate(self.weights):
             x = block(x, cos, sin, self.k_cache[i], self.v_cache[i], b, h_kv, slots[:, :, None], mask, *w,
                       self.eps, self.n_heads, self.n_kv, self.head_dim, sdpa)

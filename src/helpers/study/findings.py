@@ -169,7 +169,7 @@ def measured_speed(align: dict, spec: dict) -> Finding:
         text += (f" End to end on this run's own models ({e2e['where']}), {e2e['exact_match']:.1%} of the speculative "
                  "answers equal the target's greedy answers.")
     best = b["speedup_ratio_of_means"]
-    rec = (f"Serve `{name}` with chains of gamma {align['gamma_choice']['gamma']} (chosen on validation) on a compiled "
+    rec = (f"Serve `{name}` with chains of gamma {rep['gamma']} (chosen on validation) on a compiled "
            "decode loop, " + ("for latency at small batches: speculative decoding pays here"
                              + (f", not from batch {cross} on, where batched greedy's throughput is higher" if cross else "")
                              + "." if best > 1.05 else
