@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from helpers.models.decoder import StaticDecoder
+from helpers.models.decoder import StaticDecoder, cache_slots
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -107,16 +107,20 @@ def test_tree_verification_scores_every_path_and_keep_path_compacts(lm):
 
 
 def test_writing_past_the_cache_is_an_error(lm):
-    dec = StaticDecoder.for_model(lm, batch=1, max_len=60)
-    assert dec.max_len == 64                                                 # slots rounded up to a multiple of 64
-    prefill(dec, lm, [[5] * 62])
+    dec = StaticDecoder.for_model(lm, batch=1, max_len=12)
+    prefill(dec, lm, [[5] * 10])
     with pytest.raises(ValueError, match="past the end"):
         dec.verify(torch.tensor([[1, 2, 3, 4]]))
 
 
 def test_decode_refuses_to_write_past_the_cache(lm):
-    dec = StaticDecoder.for_model(lm, batch=1, max_len=64)
-    tok = prefill(dec, lm, [[5] * 63]).argmax(-1)
-    dec.decode(tok)                                                          # slot 63: the last one
+    dec = StaticDecoder.for_model(lm, batch=1, max_len=11)
+    tok = prefill(dec, lm, [[5] * 10]).argmax(-1)
+    dec.decode(tok)                                                          # slot 10: the last one
     with pytest.raises(ValueError, match="past the end"):
         dec.decode(tok)
+
+
+def test_cache_slots_are_aligned_on_a_gpu_only(lm):
+    assert [cache_slots(n, "cuda") for n in (2189, 2176, 1)] == [2240, 2176, 64]
+    assert cache_slots(2189, "cpu") == 2189 and StaticDecoder.for_model(lm, batch=1, max_len=11).max_len == 11

@@ -37,6 +37,9 @@ def test_features_are_the_draft_models_own_hidden_states(setup):
     # taken after the final norm (last_hidden_state): the output head on it gives the prefill's logits
     assert torch.allclose(last @ head.T, logits[0], atol=1e-3)
     assert not np.allclose(feats[work[0].key], feats[work[1].key])       # another question: other states
+    batched = df.extract(lm.backend("draft", 3, 400), work[:5], rec.load_inputs)   # padded rows, a short last batch
+    for w in work[:2]:
+        assert np.allclose(batched[w.key], feats[w.key], atol=1e-4)
 
 
 def test_feature_drafter_trains_and_its_ablation_sees_zeros(setup):

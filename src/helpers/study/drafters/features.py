@@ -29,19 +29,22 @@ from helpers.training import IGNORE, MISS, TrainConfig, chunks, fit_token_model,
 def extract(backend, items, load_inputs) -> dict[str, np.ndarray]:
     """{item.key: (2, H) float32}: the draft model's last-layer hidden states after its prompt,
     mean over the visual rows and at the last prompt position. backend: the draft model's
-    helpers.models.backend.Backend (any family); load_inputs(item) -> (draft input, target input)."""
+    helpers.models.backend.Backend (any family), whose batch size sets how many prompts go through
+    one forward (right-padded: causal attention keeps padding out of the real positions);
+    load_inputs(item) -> (draft input, target input)."""
     from helpers.models.decoder import language_model_of
     llama, _ = language_model_of(backend.model)
     out = {}
-    for it in items:
-        x = load_inputs(it)[0]
-        visual = backend.encode([x])
-        emb, n = backend.prompt([it.question], visual, [backend.adapter.n_items(x)])
-        emb = emb[:1, : n[0]]
-        ids = backend.adapter.prompt_ids(it.question, backend.adapter.n_items(x))
-        h = llama(inputs_embeds=emb).last_hidden_state[0].float()                  # (T, H)
-        where = torch.tensor(ids, device=h.device) == backend.adapter.placeholder
-        out[it.key] = torch.stack([h[where].mean(0), h[-1]]).cpu().numpy()
+    for s in range(0, len(items), backend.batch):
+        chunk = items[s:s + backend.batch]
+        xs = [load_inputs(it)[0] for it in chunk]
+        n_items = [backend.adapter.n_items(x) for x in xs]
+        emb, n = backend.prompt([it.question for it in chunk], backend.encode(xs), n_items)
+        h = llama(inputs_embeds=emb).last_hidden_state.float()                      # (B, T, H)
+        for b, it in enumerate(chunk):
+            ids = torch.tensor(backend.adapter.prompt_ids(it.question, n_items[b]), device=h.device)
+            row = h[b, : n[b]]
+            out[it.key] = torch.stack([row[ids == backend.adapter.placeholder].mean(0), row[-1]]).cpu().numpy()
     return out
 
 
