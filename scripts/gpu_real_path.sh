@@ -6,14 +6,7 @@
 # them with 03_inference through the suite's runner exactly as a user with the real checkpoints
 # would (loading both folders, bf16, compiled decode loop, torchrun over the visible GPUs).
 #   run(command="GIT_COMMIT=<sha> bash scripts/gpu_real_path.sh", kind="nvidia-h200-x2", carry=[".whl", ".whl-av"])
-set -uo pipefail
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-for w in .whl .whl-av; do
-  [ -d "$w" ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$w"/*.whl
-done
-export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HELPERS_GIT_COMMIT=${GIT_COMMIT:-unknown}
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 TOKENIZERS_PARALLELISM=false
+source "$(dirname "$0")/gpu_env.sh"
 CK=/tmp/ckpt
 t0=$(date +%s)
 python3 - <<'PY' 2>&1 | tee "$OUT/real_path.log"

@@ -9,14 +9,7 @@
 #                                       # and the world's VLMs retrained on the second GPU meanwhile
 # LIMIT_S (560) stops the runner in time to pack what it has under the device's 600 s per call.
 # GIT_COMMIT names the commit (the copy there has no .git). NVLink multicast stays off (KINDS.md).
-set -uo pipefail
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-for w in .whl .whl-av; do
-  [ -d "$w" ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$w"/*.whl
-done
-export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HELPERS_GIT_COMMIT=${GIT_COMMIT:-unknown}
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 TOKENIZERS_PARALLELISM=false
+source "$(dirname "$0")/gpu_env.sh"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpus.txt"
 t0=$(date +%s)
 case "${PHASE:?PHASE=7b or PHASE=syn}" in
