@@ -31,7 +31,7 @@ def test_filter_toc_keeps_part_order_and_drops_missing():
 def test_repo_toc_lists_world_parts_first():
     import yaml
     toc = yaml.safe_load((REPO_ROOT / "book" / "_toc.yml").read_text())
-    assert [p["caption"] for p in toc["parts"]] == ["Synthetic world", "The study", "Speed", "Findings"]
+    assert [p["caption"] for p in toc["parts"]] == ["Clips, models and recording", "The study", "Speed", "Findings"]
     listed = [c["file"] for p in toc["parts"] for c in p["chapters"]]
     assert sorted(listed) == sorted(p.stem for p in (REPO_ROOT / "notebooks").glob("*.ipynb"))   # every stage listed
     assert listed.index("35_event_camera") == listed.index("30_alignment") + 1
