@@ -157,6 +157,19 @@ def test_real_checkpoint_folders_record_and_bad_paths_say_what_to_pass(work, tmp
     assert list(pairs[2].draft_ids) == eventgpt.generate_greedy(tiny, tok, pixels, w[2].question, 8)[0]
     assert list(pairs[2].target_ids) == vlm.generate_greedy(target.model, target.tokenizer, frames, w[2].question, 8)[0]
 
+    # a target folder with its own processor configuration (as Video-LLaVA-7B-hf has): the frames go
+    # through the checkpoint's VideoLlavaVideoProcessor, not the suite's CLIP steps
+    import shutil
+
+    from transformers import VideoLlavaVideoProcessor
+    folder = shutil.copytree(SHIPPED_DIR / "target", tmp_path / "Video-LLaVA-7B-hf")
+    px = target.model.config.vision_config.image_size
+    proc = VideoLlavaVideoProcessor(size={"shortest_edge": px}, crop_size={"height": px, "width": px})
+    proc.save_pretrained(str(folder))
+    _, with_proc = rec.backends_for("real", rec.Checkpoints(ck.draft, str(folder)), 1, 8, torch.device("cpu"), False)
+    want = proc(videos=[frames], return_tensors="pt")["pixel_values_videos"][0]
+    assert torch.equal(with_proc.adapter.pixels(frames), want)
+    assert rec.load_models("real", ck, "cpu").target_adapter.pixels(frames).shape == want.shape   # suite's steps
     with pytest.raises(ValueError, match=r"no draft checkpoint given: pass the EventGPT-7B checkpoint folder \(draft_checkpoint\)"):
         rec.launch(w, tmp_path / "s2", "real", {"draft": "", "target": ck.target}, 2, 8, gpus=0)
     with pytest.raises(FileNotFoundError, match="target checkpoint not found: .*nowhere .*Video-LLaVA-7B-hf"):

@@ -36,14 +36,20 @@ class Adapter:
     n_items: Callable[[np.ndarray], int]                         # images or frames in one input
 
 
-def hf_adapter(model, tokenizer) -> Adapter:
-    """LLaVA (the event-image draft) or Video-LLaVA (the video target) from transformers."""
+def hf_adapter(model, tokenizer, video_processor=None) -> Adapter:
+    """LLaVA (the event-image draft) or Video-LLaVA (the video target) from transformers.
+    video_processor: the checkpoint's own (VideoLlavaVideoProcessor) for the target's frames; None:
+    the same CLIP steps computed by helpers.models.vlm.preprocess_pixels."""
     kind = vlm.model_kind(model)
     c = model.config
 
+    def pixels(x):
+        if kind == "target" and video_processor is not None:
+            return video_processor(videos=[x], return_tensors="pt")["pixel_values_videos"][0].to(model.device)
+        return vlm.pixel_tensor(model, x, model.device)[0] if kind == "target" else vlm.pixel_tensor(model, x, model.device)
+
     return Adapter(
-        pixels=lambda x: (vlm.pixel_tensor(model, x, model.device)[0] if kind == "target"
-                          else vlm.pixel_tensor(model, x, model.device)),
+        pixels=pixels,
         # target rows (B, F, 3, S, S) go in whole; draft rows (B, n, 3, S, S) as B * n images
         features=lambda x: vlm.visual_embeddings(model, x if kind == "target" else x.flatten(0, 1)),
         prompt_ids=lambda q, n: vlm.prompt_ids(model, tokenizer, q, n),

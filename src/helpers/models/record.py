@@ -245,6 +245,16 @@ class Models:
                        getattr(self, f"{which}_adapter"), compile)
 
 
+def video_processor(folder):
+    """The checkpoint's own VideoLlavaVideoProcessor when its folder has a processor configuration
+    (Video-LLaVA-7B-hf does), else None (the suite's identical CLIP steps are used)."""
+    names = ("processor_config.json", "preprocessor_config.json", "video_preprocessor_config.json")
+    if not any((Path(folder) / n).exists() for n in names):
+        return None
+    from transformers import VideoLlavaVideoProcessor
+    return VideoLlavaVideoProcessor.from_pretrained(str(folder), local_files_only=True)
+
+
 def load_models(kind: str, models, device) -> Models:
     """The (draft, target) pair of one kind, on `device` (bf16 on a GPU, fp32 on a CPU):
     'synthetic': models = a shipped-models folder (draft/, target/: the world's LLaVA pair);
@@ -267,7 +277,7 @@ def load_models(kind: str, models, device) -> Models:
         d = eventgpt.load_eventgpt(ck.draft, device=device, dtype=dtype, clip_path=ck.draft_vision or None)
         dtok = load_tokenizer(ck.draft_tokenizer or ck.draft)
         t, ttok = vlm.load_pretrained(ck.target, "target", dtype=dtype, device=device)
-        return Models(d, dtok, eventgpt_adapter(d, dtok), t, ttok, hf_adapter(t, ttok))
+        return Models(d, dtok, eventgpt_adapter(d, dtok), t, ttok, hf_adapter(t, ttok, video_processor(ck.target)))
     if kind != "synthetic":
         raise ValueError(f"unknown backend kind {kind!r}: 'synthetic', '7b' or 'real'")
     d, tok = vlm.load_pretrained(Path(models) / "draft", "draft", dtype=dtype, device=device)
