@@ -35,7 +35,7 @@ n_prompt = len(ad.prompt_ids(q, 8))
 pixel = shapes.random_inputs("target", 1)[0]
 drafter = zoo.load(stage_dir(run, "20_train_drafters", create=False), "draft_copy")
 ev = evaluate(drafter, pairs, 4, visibility=FULL)
-for attention in ("auto",):
+for attention in ("auto", "matmul"):
     be = Backend(model, tok, 1, n_prompt + max(len(p.target_ids) for p in pairs) + 21 + 8, ad, compile=True,
                  attention=attention)
     df = sd.replay(be, pixel, q, pairs, ev.traces, drafter, repeats=3, gamma=4)
