@@ -381,10 +381,13 @@ def replay_7b(study_run: str, drafter_names: Sequence[str], tokenizer, gamma: in
                                                                    "source": source}, "prompt_tokens": n_prompt,
            "tree_nodes": list(tree_nodes), "chosen": chosen_drafter(study_run), "drafters": {}}
     baseline: dict = {}
+    full: dict = {}                        # name -> (drafter, its full-visibility evaluation), reused below
     for name in drafter_names:
         drafter = zoo.load(stage_dir(study_run, "20_train_drafters", create=False), name)
         for vis in (FULL, streamed):
             ev = evaluate(drafter, pairs, gamma, visibility=vis)
+            if vis is FULL:
+                full[name] = (drafter, ev)
             df = replay(be, pixel, question, pairs, ev.traces, drafter, repeats, gamma, baseline=baseline)
             summ = replay_summary(df)
             summ["leviathan"] = leviathan_prediction(ev.token_match, gamma, summ["drafter_ms_per_step"],
@@ -402,8 +405,7 @@ def replay_7b(study_run: str, drafter_names: Sequence[str], tokenizer, gamma: in
             out["drafters"][f"{name}|full|tree{int(n)}"] = {"summary": summ, "rows": df.to_dict("records")}
             log(f"{name} full tree {n}: {summ['speedup_ratio_of_means']:.2f}x (MAT {summ['mat']:.2f})")
     main = out["chosen"] if out["chosen"] in drafter_names else drafter_names[0]
-    drafter = zoo.load(stage_dir(study_run, "20_train_drafters", create=False), main)
-    ev = evaluate(drafter, pairs, gamma)
+    drafter, ev = full[main]
     if adaptive_max:
         df = replay(be, pixel, question, pairs, ev.simulate(gamma, (1, adaptive_max)), drafter, repeats, adaptive_max,
                     baseline=baseline)
