@@ -6,13 +6,20 @@
 #
 #   run(command="GIT_COMMIT=$(git rev-parse HEAD) bash scripts/train_world_gpu.sh", carry=[".whl-av"])
 #
-# Knobs (environment): N_CLIPS, SEED, BUDGET_S (training seconds per model), AUX_WEIGHT (vision
-# fact loss, 0 = off), BATCH, LR, VLM_CONFIG (JSON of helpers.models.vlm.VLMConfig fields), GIT_COMMIT.
-# Output: $OUT/synthetic_vlm.tar.gz (unpack into src/helpers/assets/synthetic_vlm/) and logs.
+# Knobs (environment): N_CLIPS, SEED, BUDGET_S (caption training seconds per model), VISION_S
+# (seconds of vision pretraining on the facts the captions name, before the caption stage; 0 = off),
+# FREEZE_VISION (1: the caption stage keeps the tower stage 1 made), AUX_WEIGHT (vision fact loss
+# during caption training, 0 = off), BATCH, LR, VLM_CONFIG (JSON of helpers.models.vlm.VLMConfig
+# fields), GIT_COMMIT. VARIANTS="name:vision_s:freeze ..." trains several recipes on the same data,
+# variant i on GPU i mod (GPUs) (default: one variant, "main", from VISION_S and FREEZE_VISION).
+# Output: $OUT/synthetic_vlm[_<variant>].tar.gz (unpack into src/helpers/assets/synthetic_vlm/) and logs.
 set -euo pipefail
 N_CLIPS=${N_CLIPS:-3000}
 SEED=${SEED:-1000}
 BUDGET_S=${BUDGET_S:-255}
+VISION_S=${VISION_S:-0}
+FREEZE_VISION=${FREEZE_VISION:-0}
+VARIANTS=${VARIANTS:-"main:$VISION_S:$FREEZE_VISION"}
 AUX_WEIGHT=${AUX_WEIGHT:-0}
 BATCH=${BATCH:-64}
 LR=${LR:-3e-3}
@@ -29,13 +36,25 @@ nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt" || true
 t0=$(date +%s)
 python3 -m helpers.models.shipped data --data /tmp/w --n-clips "$N_CLIPS" --seed "$SEED" --workers "$(nproc --all)" --quiet \
   2>&1 | tee "$OUT/data.log"
-for k in draft target; do
-  python3 -m helpers.models.shipped train --data /tmp/w --kind $k --out /tmp/ship --epochs 30 --batch-size "$BATCH" \
-    --lr "$LR" --time-budget-s "$BUDGET_S" --n-eval-clips 30 --aux-weight "$AUX_WEIGHT" --quiet \
-    --vlm-config "$VLM_CONFIG" > "$OUT/train_$k.log" 2>&1 &
+N_GPU=$( (nvidia-smi -L 2>/dev/null || true) | wc -l); N_GPU=$(( N_GPU > 0 ? N_GPU : 1 ))
+i=0
+for v in $VARIANTS; do
+  IFS=: read -r name vs fz <<< "$v"
+  freeze=(); [ "$fz" = 1 ] && freeze=(--freeze-vision)
+  for k in draft target; do
+    CUDA_VISIBLE_DEVICES=$(( i % N_GPU )) python3 -m helpers.models.shipped train --data /tmp/w --kind $k \
+      --out "/tmp/ship_$name" --epochs 30 --batch-size "$BATCH" --lr "$LR" --time-budget-s "$BUDGET_S" \
+      --n-eval-clips 30 --aux-weight "$AUX_WEIGHT" --vision-s "$vs" "${freeze[@]}" --quiet \
+      --vlm-config "$VLM_CONFIG" > "$OUT/train_${name}_$k.log" 2>&1 &
+  done
+  i=$(( i + 1 ))
 done
 wait
-python3 -m helpers.models.shipped ship --data /tmp/w --out /tmp/ship
+for v in $VARIANTS; do
+  name=${v%%:*}
+  python3 -m helpers.models.shipped ship --data /tmp/w --out "/tmp/ship_$name"
+  suffix=$([ "$name" = main ] && echo "" || echo "_$name")
+  tar czf "$OUT/synthetic_vlm$suffix.tar.gz" -C "/tmp/ship_$name" .
+done
 echo "total $(( $(date +%s) - t0 )) s" | tee "$OUT/time.txt"
-tar czf "$OUT/synthetic_vlm.tar.gz" -C /tmp/ship .
-tail -n 2 "$OUT"/train_*.log | cut -c1-600
+tail -n 3 "$OUT"/train_*.log | cut -c1-900

@@ -17,6 +17,7 @@ world's test split and written to the manifest.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import time
@@ -88,10 +89,24 @@ def grounding_of(kind: str, entries, answers: list[str]) -> dict:
                                      [scenes[e["clip_id"]] for e in entries], [e["clip_id"] for e in entries])
 
 
+def per_clip(entries, kind: str, pixels) -> tuple[list, np.ndarray]:
+    """(one pixel tensor per distinct clip, the multi-hot facts its `kind` captions name)."""
+    first, texts = {}, {}
+    for e, px in zip(entries, pixels):
+        first.setdefault(e["clip_id"], px)
+        texts.setdefault(e["clip_id"], []).append(e[f"{kind}_answer"])
+    return list(first.values()), grounding.caption_fact_matrix(list(texts.values()))
+
+
 def train_one(kind: str, data_dir, tokenizer, vlm_cfg: vlm.VLMConfig, train_cfg: TrainConfig,
-              n_eval_clips: int = 40, max_new_tokens: int = 50, aux_weight: float = 0.0):
+              n_eval_clips: int = 40, max_new_tokens: int = 50, aux_weight: float = 0.0,
+              vision_s: float = 0.0, freeze_vision: bool = False):
     """Train one model on the dataset's train split (val split: early stopping), then measure
-    its test loss and grounding on the first n_eval_clips test clips. Returns (model, info)."""
+    its test loss and grounding on the first n_eval_clips test clips. Returns (model, info).
+
+    vision_s > 0: first `vision_s` seconds of vision pretraining (train.pretrain_vision: the tower
+    and projector learn the facts the clip's captions name); freeze_vision: the caption stage then
+    trains the projector and the language model only, so that what stage 1 taught is kept."""
     from helpers.world.dataset import load_manifest
 
     data_dir = Path(data_dir)
@@ -107,7 +122,23 @@ def train_one(kind: str, data_dir, tokenizer, vlm_cfg: vlm.VLMConfig, train_cfg:
     if aux_weight > 0:
         scenes = read_scenes(parts["train"])
         labels = grounding.fact_matrix([scenes[e["clip_id"]] for e in parts["train"]])
-    hist = vlm_train.train_vlm(model, tokenizer, train_ex, val_ex, train_cfg, labels=labels, aux_weight=aux_weight)
+    pixels, val_pixels = vlm_train.prepare_pixels(model, train_ex), vlm_train.prepare_pixels(model, val_ex)
+    vision = None
+    if vision_s > 0:
+        clip_px, clip_y = per_clip(parts["train"], kind, pixels)
+        val_px, val_y = per_clip(parts["val"], kind, val_pixels)
+        vcfg = dataclasses.replace(train_cfg, max_minutes=vision_s / 60, epochs=max(train_cfg.epochs, 200),
+                                   patience=max(train_cfg.patience, 8))
+        vhist, vfinal = vlm_train.pretrain_vision(model, clip_px, clip_y, val_px, val_y, vcfg, grounding.FACTS)
+        vision = {"seconds": vhist.train_seconds, "epochs_run": len(vhist.epochs), "best_epoch": vhist.best_epoch,
+                  "val": vfinal, "n_train_clips": len(clip_px), "history": asdict(vhist)}
+    if freeze_vision:
+        for m in vlm_train.vision_modules(model):
+            m.requires_grad_(False)
+    hist = vlm_train.train_vlm(model, tokenizer, train_ex, val_ex, train_cfg, labels=labels, aux_weight=aux_weight,
+                               pixels=pixels, val_pixels=val_pixels)
+    for m in vlm_train.vision_modules(model):
+        m.requires_grad_(True)
     test_entries = first_clips(parts["test"], n_eval_clips)
     test_loss = vlm_train.evaluate_loss(model, tokenizer, vlm_train.load_examples(test_entries, kind), train_cfg)
     t1 = time.perf_counter()
@@ -120,6 +151,7 @@ def train_one(kind: str, data_dir, tokenizer, vlm_cfg: vlm.VLMConfig, train_cfg:
                  "n_test_eval_examples": len(test_entries), "generator": "helpers.world.dataset.generate_dataset",
                  "params": summary["params"]},
         "vlm_config": asdict(vlm_cfg), "train_config": asdict(train_cfg), "aux_weight": aux_weight,
+        "vision_pretraining": vision, "freeze_vision": freeze_vision,
         "device": device_name(resolve_device(train_cfg.device)),
         "history": asdict(hist), "epochs_run": len(hist.epochs), "best_epoch": hist.best_epoch,
         "final_train_loss": hist.best["train_loss"],
@@ -164,14 +196,15 @@ def ship(data_dir, out_dir, extra: dict | None = None, tokenizer_dir=None) -> Pa
 
 def train_and_ship(data_dir, out_dir, vlm_cfg: vlm.VLMConfig, train_cfg: TrainConfig,
                    n_eval_clips: int = 40, max_new_tokens: int = 50, kinds=KINDS, tokenizer_dir=None,
-                   aux_weight: float = 0.0) -> dict:
+                   aux_weight: float = 0.0, vision_s: float = 0.0, freeze_vision: bool = False) -> dict:
     """train_one + save_shipped for each kind, then ship. tokenizer_dir: an existing tokenizer
     (default: data_dir/tokenizer, written by make_data). Returns {kind: info}."""
     tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir else Path(data_dir) / "tokenizer"
     tokenizer = load_tokenizer(tokenizer_dir)
     infos = {}
     for kind in kinds:
-        model, info = train_one(kind, data_dir, tokenizer, vlm_cfg, train_cfg, n_eval_clips, max_new_tokens, aux_weight)
+        model, info = train_one(kind, data_dir, tokenizer, vlm_cfg, train_cfg, n_eval_clips, max_new_tokens, aux_weight,
+                                vision_s, freeze_vision)
         vlm_train.save_shipped(model, tokenizer, Path(out_dir) / kind, info)
         infos[kind] = info
     ship(data_dir, out_dir, tokenizer_dir=tokenizer_dir)
@@ -197,6 +230,9 @@ def main(argv=None) -> None:
     ap.add_argument("--max-new-tokens", type=int, default=50)
     ap.add_argument("--patience", type=int, default=3)
     ap.add_argument("--aux-weight", type=float, default=0.0, help="vision fact loss weight (helpers.models.train.train_vlm)")
+    ap.add_argument("--vision-s", type=float, default=0.0,
+                    help="seconds of vision pretraining on the facts the captions name, before the caption stage")
+    ap.add_argument("--freeze-vision", action="store_true", help="the caption stage leaves the vision tower as stage 1 left it")
     ap.add_argument("--vlm-config", default="{}", help="JSON of helpers.models.vlm.VLMConfig fields")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
@@ -211,13 +247,16 @@ def main(argv=None) -> None:
     if a.step == "train":
         tokenizer = load_tokenizer(Path(a.data) / "tokenizer")
         model, info = train_one(a.kind, a.data, tokenizer, vlm_cfg, train_cfg, a.n_eval_clips, a.max_new_tokens,
-                                a.aux_weight)
+                                a.aux_weight, a.vision_s, a.freeze_vision)
         vlm_train.save_shipped(model, tokenizer, Path(a.out) / a.kind, info)
+        if info["vision_pretraining"]:
+            print(f"{a.kind} vision: {json.dumps(info['vision_pretraining']['val'])}", flush=True)
         print(f"{a.kind}: {info['epochs_run']} epochs, {info['train_s']:.0f} s, val {info['best_val_loss']:.4f}, "
               f"test {info['test_loss']:.4f}, grounding {json.dumps(grounding.flat_scores(info['grounding']))}",
               flush=True)
     if a.step == "all":
-        train_and_ship(a.data, a.out, vlm_cfg, train_cfg, a.n_eval_clips, a.max_new_tokens, aux_weight=a.aux_weight)
+        train_and_ship(a.data, a.out, vlm_cfg, train_cfg, a.n_eval_clips, a.max_new_tokens, aux_weight=a.aux_weight,
+                       vision_s=a.vision_s, freeze_vision=a.freeze_vision)
     if a.step == "ship":
         ship(a.data, a.out)
     print(f"{a.step} done in {time.perf_counter() - t0:.1f} s", flush=True)

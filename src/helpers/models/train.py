@@ -81,6 +81,13 @@ def prepare_pixels(model, examples) -> list[torch.Tensor]:
     return [done[id(x)] for x, _, _ in examples]
 
 
+def pixel_batch(model, tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Per-example pixel tensors (pixel_tensor's shapes) -> the batch the model's vision path takes:
+    target (B, F, 3, S, S), draft (B * n_images, 3, S, S)."""
+    pixels = torch.stack([t.float() for t in tensors])
+    return pixels.squeeze(1) if vlm.model_kind(model) == "target" else pixels.flatten(0, 1)
+
+
 def collate(model, tokenizer, examples, tokenized, idx, pixels_cache=None) -> dict:
     """Right-padded batch: input_ids/attention_mask/labels (B, T) and the pixel tensor."""
     seqs = [tokenized[i][0] + tokenized[i][1] for i in idx]
@@ -93,12 +100,8 @@ def collate(model, tokenizer, examples, tokenized, idx, pixels_cache=None) -> di
         input_ids[b, :len(p) + len(a)] = torch.tensor(p + a)
         labels[b, len(p):len(p) + len(a)] = torch.tensor(a)
         attention_mask[b, :len(p) + len(a)] = 1
-    pixels = torch.stack([pixels_cache[i].float() if pixels_cache else vlm.pixel_tensor(model, examples[i][0])
-                          for i in idx])
-    if vlm.model_kind(model) == "target":
-        pixels = pixels.squeeze(1)  # (B, F, 3, S, S)
-    else:
-        pixels = pixels.flatten(0, 1)  # (B * n_images, 3, S, S)
+    pixels = pixel_batch(model, [pixels_cache[i] if pixels_cache else vlm.pixel_tensor(model, examples[i][0])
+                                 for i in idx])
     return dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels,
                 **vlm.pixel_kwargs(model, pixels))
 
@@ -134,8 +137,86 @@ def _aux_loss(model, head, batch, targets, device) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(head(pooled).float(), targets.to(device))  # head: (B, L)
 
 
+class FactHead(torch.nn.Module):
+    """One logit per fact from a clip's visual tokens (B, N, D): each fact attends over the tokens
+    with its own query and reads them with its own direction, so a small object seen in one patch
+    of one frame is not averaged away as in a mean-pooled probe."""
+
+    def __init__(self, d: int, n_facts: int):
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(d)
+        self.query = torch.nn.Parameter(torch.randn(n_facts, d) * d ** -0.5)
+        self.value = torch.nn.Parameter(torch.randn(n_facts, d) * d ** -0.5)
+        self.bias = torch.nn.Parameter(torch.zeros(n_facts))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:   # (B, N, D) -> (B, L)
+        x = self.norm(feats)
+        att = torch.softmax(x @ self.query.T * x.shape[-1] ** -0.5, dim=1)   # (B, N, L), over tokens
+        return (att * (x @ self.value.T)).sum(1) + self.bias
+
+
+def fact_scores(logits: np.ndarray, labels: np.ndarray, names) -> dict[str, float]:
+    """Micro F1 at p > 0.5 per fact category ('objects:car' -> 'objects') over clips."""
+    pred, out = logits > 0, {}
+    for cat in dict.fromkeys(n.split(":")[0] for n in names):
+        cols = [i for i, n in enumerate(names) if n.startswith(cat + ":")]
+        tp = float((pred[:, cols] & (labels[:, cols] > 0)).sum())
+        denom = float(pred[:, cols].sum() + (labels[:, cols] > 0).sum())
+        out[f"val_f1_{cat}"] = 2 * tp / denom if denom else float("nan")
+    return out
+
+
+def pretrain_vision(model, clip_pixels: list[torch.Tensor], labels: np.ndarray, val_pixels: list[torch.Tensor],
+                    val_labels: np.ndarray, cfg: TrainConfig, fact_names=None) -> tuple[History, dict]:
+    """Stage 1: the vision tower and projector learn to tell the clip's facts (multi-label BCE of a
+    FactHead on the visual tokens the language model will read), before any caption is seen.
+
+    clip_pixels: one pixel_tensor per training clip; labels (C, L) multi-hot (e.g. the facts its
+    reference captions name: helpers.world.grounding.caption_fact_matrix). The language model's
+    weights get no gradient. Returns (history, final validation scores per fact category)."""
+    import torch.nn.functional as F
+    device = resolve_device(cfg.device)
+    y, val_y = torch.as_tensor(labels, dtype=torch.float32), torch.as_tensor(val_labels, dtype=torch.float32)
+    head = FactHead(model.config.text_config.hidden_size, y.shape[1])
+    names = list(fact_names) if fact_names is not None else [f"fact:{i}" for i in range(y.shape[1])]
+
+    def logits_of(m, idx, pix):
+        feats = vlm.visual_embeddings(m, pixel_batch(m, [pix[i] for i in idx]).to(device))   # (B * N, D)
+        return head(feats.view(len(idx), -1, feats.shape[-1]))
+
+    def batches(shuffle, rng):
+        order = rng.permutation(len(clip_pixels)) if shuffle else np.arange(len(clip_pixels))
+        for s in range(0, len(order), cfg.batch_size):
+            yield order[s:s + cfg.batch_size].tolist()
+
+    def step_loss(m, idx):
+        return F.binary_cross_entropy_with_logits(logits_of(m, idx, clip_pixels).float(), y[idx].to(device)), len(idx)
+
+    def val_logits(m):
+        return torch.cat([logits_of(m, list(range(s, min(s + cfg.batch_size, len(val_pixels)))), val_pixels).float().cpu()
+                          for s in range(0, len(val_pixels), cfg.batch_size)])
+
+    def evaluate(m):
+        z = val_logits(m)
+        return {"val_loss": float(F.binary_cross_entropy_with_logits(z, val_y)),
+                **fact_scores(z.numpy(), val_y.numpy(), names)}
+
+    hist = fit(model, batches, step_loss, evaluate, cfg, len(clip_pixels), monitor="val_loss",
+               desc=f"{vlm.model_kind(model)} vision", extra_modules=[head])
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                         enabled=cfg.bf16_autocast and device.type == "cuda"):
+        final = evaluate(model)
+    return hist, final
+
+
+def vision_modules(model) -> list[torch.nn.Module]:
+    """The vision tower(s) of a draft or target model (Video-LLaVA carries an unused image tower)."""
+    inner = model.model
+    return [getattr(inner, n) for n in ("vision_tower", "video_tower", "image_tower") if hasattr(inner, n)]
+
+
 def train_vlm(model, tokenizer, examples, val_examples, cfg: TrainConfig, labels=None,
-              aux_weight: float = 0.0) -> History:
+              aux_weight: float = 0.0, pixels=None, val_pixels=None) -> History:
     """helpers.training.fit on the answer loss; validation loss chooses the epoch and stops early.
     labels: optional (N, L) multi-hot facts per training example; with aux_weight > 0 a linear head
     (discarded after training) adds aux_weight times a multi-label loss that predicts them from the
@@ -143,7 +224,8 @@ def train_vlm(model, tokenizer, examples, val_examples, cfg: TrainConfig, labels
     device = resolve_device(cfg.device)
     tokenized = tokenize_examples(model, tokenizer, examples)
     val_tokenized = tokenize_examples(model, tokenizer, val_examples)
-    pixels, val_pixels = prepare_pixels(model, examples), prepare_pixels(model, val_examples)
+    pixels = pixels if pixels is not None else prepare_pixels(model, examples)
+    val_pixels = val_pixels if val_pixels is not None else prepare_pixels(model, val_examples)
     head, targets = None, None
     if aux_weight > 0 and labels is not None:
         targets = torch.as_tensor(np.asarray(labels), dtype=torch.float32)  # (N, L)

@@ -96,6 +96,21 @@ def fact_matrix(scenes: Sequence[dict]) -> np.ndarray:
     return out
 
 
+def caption_fact_matrix(captions_per_clip: Sequence[Sequence[str]]) -> np.ndarray:
+    """Multi-hot (N, len(FACTS)) of the facts a clip's captions name (the union over its answers):
+    what a model of that register is asked to say about the clip, so a vision tower trained on it
+    learns the visible facts only (the draft register names no colours, no static objects under a
+    still camera), not every object of the scene graph, far or out of view."""
+    index = {f: i for i, f in enumerate(FACTS)}
+    out = np.zeros((len(captions_per_clip), len(FACTS)), np.float32)
+    for r, texts in enumerate(captions_per_clip):
+        for t in texts:
+            for c, facts in answer_facts(t).items():
+                for f in facts:
+                    out[r, index[f"{c}:{f}"]] = 1.0
+    return out
+
+
 def grounding_scores(answers: Sequence[str], scenes: Sequence[dict]) -> dict[str, dict[str, float]]:
     """{category: {recall, precision, n_true, n_named}} pooled over (answer, scene) pairs."""
     out = {}
