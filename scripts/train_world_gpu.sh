@@ -10,8 +10,9 @@
 # (seconds of vision pretraining on the facts the captions name, before the caption stage; 0 = off),
 # FREEZE_VISION (1: the caption stage keeps the tower stage 1 made), AUX_WEIGHT (vision fact loss
 # during caption training, 0 = off), BATCH, LR, VLM_CONFIG (JSON of helpers.models.vlm.VLMConfig
-# fields), GIT_COMMIT. VARIANTS="name:vision_s:freeze ..." trains several recipes on the same data,
-# variant i on GPU i mod (GPUs) (default: one variant, "main", from VISION_S and FREEZE_VISION).
+# fields), GIT_COMMIT. VARIANTS="name:vision_s:freeze[:pixel_fit] ..." trains several recipes on the
+# same data, variant i on GPU i mod (GPUs) (default: one variant, "main", from VISION_S and
+# FREEZE_VISION; pixel_fit, crop or squash, overrides VLM_CONFIG's).
 # Output: $OUT/synthetic_vlm[_<variant>].tar.gz (unpack into src/helpers/assets/synthetic_vlm/) and logs.
 set -euo pipefail
 N_CLIPS=${N_CLIPS:-3000}
@@ -39,13 +40,14 @@ python3 -m helpers.models.shipped data --data /tmp/w --n-clips "$N_CLIPS" --seed
 N_GPU=$( (nvidia-smi -L 2>/dev/null || true) | wc -l); N_GPU=$(( N_GPU > 0 ? N_GPU : 1 ))
 i=0
 for v in $VARIANTS; do
-  IFS=: read -r name vs fz <<< "$v"
+  IFS=: read -r name vs fz fit <<< "$v"
   freeze=(); [ "$fz" = 1 ] && freeze=(--freeze-vision)
+  cfg=$(python3 -c 'import json, sys; c = json.loads(sys.argv[1]); sys.argv[2] and c.update(pixel_fit=sys.argv[2]); print(json.dumps(c))' "$VLM_CONFIG" "${fit:-}")
   for k in draft target; do
     CUDA_VISIBLE_DEVICES=$(( i % N_GPU )) python3 -m helpers.models.shipped train --data /tmp/w --kind $k \
       --out "/tmp/ship_$name" --epochs 30 --batch-size "$BATCH" --lr "$LR" --time-budget-s "$BUDGET_S" \
       --n-eval-clips 30 --aux-weight "$AUX_WEIGHT" --vision-s "$vs" "${freeze[@]}" --quiet \
-      --vlm-config "$VLM_CONFIG" > "$OUT/train_${name}_$k.log" 2>&1 &
+      --vlm-config "$cfg" > "$OUT/train_${name}_$k.log" 2>&1 &
   done
   i=$(( i + 1 ))
 done

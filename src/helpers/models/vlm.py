@@ -44,6 +44,8 @@ class VLMConfig:
     text_heads: int = 4
     text_intermediate: int = 384
     max_positions: int = 1024      # RoPE: costs no parameters; target prompts are ~330 tokens
+    pixel_fit: str = "crop"        # "crop": CLIP's shortest side + centre crop (drops a 4:3 frame's sides);
+                                   # "squash": the whole frame resized to the square (kept in the config)
 
     @classmethod
     def from_dict(cls, d: dict) -> "VLMConfig":
@@ -55,6 +57,8 @@ class VLMConfig:
 
 def _sub_configs(cfg: VLMConfig, tokenizer):
     from transformers import CLIPVisionConfig, LlamaConfig
+    if cfg.pixel_fit not in PIXEL_FITS:
+        raise ValueError(f"pixel_fit must be one of {PIXEL_FITS}, not {cfg.pixel_fit!r}")
     vision = CLIPVisionConfig(
         hidden_size=cfg.vision_hidden, intermediate_size=cfg.vision_intermediate,
         num_hidden_layers=cfg.vision_layers, num_attention_heads=cfg.vision_heads,
@@ -89,6 +93,7 @@ def build_draft_model(cfg: VLMConfig, tokenizer):
         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), image_seq_length=n_tokens,
         vision_feature_select_strategy="full", vision_feature_layer=-1,
     )
+    config.pixel_fit = cfg.pixel_fit   # saved with the config: pixel_tensor reads it
     return _set_generation_ids(LlavaForConditionalGeneration(config), tokenizer)
 
 
@@ -104,6 +109,7 @@ def build_target_model(cfg: VLMConfig, tokenizer, num_frames: int = 8):
         image_seq_length=per_frame - 1, video_seq_length=num_frames * per_frame,
         vision_feature_layer=-1,
     )
+    config.pixel_fit = cfg.pixel_fit   # saved with the config: pixel_tensor reads it
     return _set_generation_ids(VideoLlavaForConditionalGeneration(config), tokenizer)
 
 
@@ -133,15 +139,23 @@ def load_pretrained(path, kind: str, dtype=torch.float32, device="cpu", load_in_
 
 
 # ----------------------------------------------------------------------------- inputs
-def preprocess_pixels(images: np.ndarray, image_size_px: int, device=None) -> torch.Tensor:
+PIXEL_FITS = ("crop", "squash")
+
+
+def preprocess_pixels(images: np.ndarray, image_size_px: int, device=None, fit: str = "crop") -> torch.Tensor:
     """uint8 (..., H, W, 3) -> float (..., 3, S, S): CLIP processor steps (shortest side to S,
-    bicubic; centre crop; /255; normalise with CLIP mean/std), computed on `device` (default CPU)."""
+    bicubic; centre crop; /255; normalise with CLIP mean/std), computed on `device` (default CPU).
+    fit="squash" resizes the whole frame to S x S instead (no crop: nothing at the sides is lost)."""
+    if fit not in PIXEL_FITS:
+        raise ValueError(f"fit must be one of {PIXEL_FITS}, not {fit!r}")
     x = torch.as_tensor(np.ascontiguousarray(images)).to(device)
     lead = x.shape[:-3]
     x = x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2).float() / 255.0  # (N, 3, H, W)
     h, w = x.shape[-2:]
     scale = image_size_px / min(h, w)
     nh, nw = max(image_size_px, round(h * scale)), max(image_size_px, round(w * scale))
+    if fit == "squash":
+        nh = nw = image_size_px
     if (nh, nw) != (h, w):
         x = F.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)
     top, left = (nh - image_size_px) // 2, (nw - image_size_px) // 2
@@ -162,7 +176,8 @@ def visual_tokens_per_image(model) -> int:
 
 def pixel_tensor(model, pixel_input: np.ndarray, device=None) -> torch.Tensor:
     """uint8 input -> batch-1 pixel tensor: draft (n_images, 3, S, S), target (1, F, 3, S, S)."""
-    x = preprocess_pixels(pixel_input, model.config.vision_config.image_size, device)
+    x = preprocess_pixels(pixel_input, model.config.vision_config.image_size, device,
+                          getattr(model.config, "pixel_fit", "crop"))
     if model_kind(model) == "target":
         return x.unsqueeze(0)  # (1, F, 3, S, S)
     return x.reshape(-1, *x.shape[-3:])  # (n_images, 3, S, S)
