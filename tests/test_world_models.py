@@ -81,6 +81,22 @@ def test_shipped_target_is_grounded_in_scene_facts_above_chance():
     assert g["model"]["scene"]["recall"] > g["chance"]["scene"]["recall"] + 0.1
 
 
+def test_shipped_models_name_objects_and_motion_above_chance_and_better_than_before():
+    """The vision stage's point (issue 10): both models name objects and motions more often than
+    chance on held-out clips (recall at least 1.2 times chance), and each one's margin over chance
+    (recall - chance) is larger than the caption-loss-only models' was."""
+    m = json.loads((SHIPPED_DIR / "manifest.json").read_text())
+    for kind in ("draft", "target"):
+        assert m[kind]["vision_pretraining"]["seconds"] > 0
+        now, before = m[kind]["grounding"], m["previous"][kind]["grounding"]
+        for c in ("objects", "motion"):
+            assert now["model"][c]["recall"] > 1.2 * now["chance"][c]["recall"], (kind, c)
+            margin_now = now["model"][c]["recall"] - now["chance"][c]["recall"]
+            margin_before = before["model"][c]["recall"] - before["chance"][c]["recall"]
+            assert margin_now > margin_before, (kind, c, margin_now, margin_before)
+    assert m["draft"]["vlm_config"]["pixel_fit"] == "squash"
+
+
 def test_shipped_models_answer_unseen_clips(shipped_models, world):
     draft, target, tokenizer = shipped_models
     scenes = read_scenes(world)
@@ -206,6 +222,76 @@ def test_fact_matrix_and_aux_loss_trains_the_vision_tower():
         vlm_train.train_vlm(model, tok, ex, [], cfg, labels=labels, aux_weight=aux)
         towers.append(torch.cat([p.detach().flatten() for p in model.model.vision_tower.parameters()]))
     assert not torch.allclose(towers[0], towers[1])
+
+
+def test_caption_fact_matrix_is_what_the_captions_name():
+    import numpy as np
+    m = grounding.caption_fact_matrix([["In the scene, there is a car parked on the side of a winding road.",
+                                        "A red bus is crossing."], []])
+    on = {grounding.FACTS[i] for i in np.flatnonzero(m[0])}
+    assert on == {"objects:car", "objects:bus", "motion:parked", "motion:crossing", "colours:red",
+                  "scene:layout:winding"}
+    assert not m[1].any()
+
+
+def test_pixel_fit_squash_keeps_the_frame_sides_and_travels_with_the_config(tmp_path):
+    import numpy as np
+    frame = np.zeros((120, 160, 3), np.uint8)
+    frame[:, :16] = 255                                # a white roadside strip at the left edge
+    crop = vlm.preprocess_pixels(frame, 48)
+    squash = vlm.preprocess_pixels(frame, 48, fit="squash")
+    assert crop.shape == squash.shape == (3, 48, 48)
+    assert crop[:, :, 0].max() < 0 < squash[:, :, 0].min()   # the crop drops the strip, the squash keeps it
+    with pytest.raises(ValueError, match="fit"):
+        vlm.preprocess_pixels(frame, 48, fit="stretch")
+    with pytest.raises(ValueError, match="pixel_fit"):
+        vlm.build_draft_model(vlm.VLMConfig(pixel_fit="pad"), train_tokenizer(["a car"] * 3, vocab_size=280))
+    tok = train_tokenizer(["a red car", "what is here?"] * 3, vocab_size=280)
+    cfg = vlm.VLMConfig(text_layers=1, vision_layers=1, image_size_px=48, text_hidden=64, text_intermediate=128,
+                        pixel_fit="squash")
+    model = vlm.build_draft_model(cfg, tok)
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    loaded, _ = vlm.load_pretrained(tmp_path, "draft")
+    assert torch.equal(vlm.pixel_tensor(loaded, frame)[0], squash)
+
+
+def test_vision_pretraining_learns_a_visible_fact_and_the_caption_stage_can_keep_the_tower():
+    """Stage 1 (train.pretrain_vision) on a fact the pixels show (is the left half bright?): the
+    validation loss falls well below the prior's, only the tower and projector move; with the tower
+    frozen the caption stage (train_vlm) leaves it exactly as stage 1 made it."""
+    import numpy as np
+
+    from helpers.models import train as vlm_train
+    rng = np.random.default_rng(0)
+
+    def clip(bright):
+        x = rng.integers(0, 60, (48, 64, 3), dtype=np.uint8)
+        if bright:
+            x[:, :32] += 180
+        return x
+    y = rng.integers(0, 2, 64)
+    imgs = [clip(b) for b in y]
+    tok = train_tokenizer(["bright", "dark", "what is here?"] * 3, vocab_size=280)
+    torch.manual_seed(0)
+    model = vlm.build_draft_model(vlm.VLMConfig(text_layers=1, vision_layers=1, image_size_px=48, text_hidden=64,
+                                                text_intermediate=128, pixel_fit="squash"), tok)
+    px = [vlm.pixel_tensor(model, x) for x in imgs]
+    labels = y[:, None].astype(np.float32)
+    lm_before = [p.detach().clone() for p in model.model.language_model.parameters()]
+    cfg = vlm_train.vlm_train_config(epochs=12, batch_size=8, lr=3e-3, progress=False, device="cpu", patience=12)
+    hist, final = vlm_train.pretrain_vision(model, px[:48], labels[:48], px[48:], labels[48:], cfg, ["objects:bright"])
+    prior = -(labels[:48].mean() * np.log(labels[:48].mean()) + (1 - labels[:48].mean()) * np.log(1 - labels[:48].mean()))
+    assert final["val_loss"] < 0.5 * prior and final["val_f1_objects"] > 0.8
+    assert all(torch.equal(a, b) for a, b in zip(lm_before, model.model.language_model.parameters()))
+
+    for m in vlm_train.vision_modules(model):
+        m.requires_grad_(False)
+    tower = [p.detach().clone() for p in model.model.vision_tower.parameters()]
+    ex = [(x, "what is here?", "bright" if b else "dark") for x, b in zip(imgs[:8], y[:8])]
+    vlm_train.train_vlm(model, tok, ex, [], vlm_train.vlm_train_config(epochs=1, batch_size=4, progress=False, device="cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(tower, model.model.vision_tower.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(lm_before, model.model.language_model.parameters()))
 
 
 def test_grounding_verdict_on_a_hand_made_table():
