@@ -180,7 +180,7 @@ def test_retrain_models_path_trains_saves_and_reports(tmp_path):
 
     keys = {"n_clips": 4, "split_fractions": [0.5, 0.25, 0.25], "n_workers": 1, "n_show_clips": 1,
             "retrain_models": True, "train_epochs": 1, "grounding_clips": 1, "max_new_tokens": 8,
-            "notebooks": STAGES[:2]}
+            "train_vision_s": 1.0, "notebooks": STAGES[:2]}
     params_dir = tmp_path / "params"
     params_dir.mkdir()
     (params_dir / "wretrain.yml").write_text(yaml.safe_dump(keys))
@@ -191,6 +191,7 @@ def test_retrain_models_path_trains_saves_and_reports(tmp_path):
     models = tmp_path / "run" / "02_models" / "models"
     assert res["retrained"] and res["models_dir"] == str(models)
     assert [r["epochs"] for r in res["training"]] == [1, 1]
+    assert all(r["vision stage s"] > 0 and r["pixels"] == "squash" for r in res["training"])   # the shipped recipe
     for kind in ("draft", "target"):
         assert (models / kind / "model.safetensors").exists()
     # the shipped tokenizer is reused, so 10_data's tokenizer_path stays valid

@@ -10,6 +10,8 @@ there in one command), in three steps:
     python -m helpers.models.shipped ship  --data /tmp/w --out /tmp/ship
 
 (`all` runs the three in one process: notebook 02 uses it when `retrain_models` is true.)
+`train --vision-s S` first spends S seconds on the vision stage (helpers.models.train.pretrain_vision);
+the shipped pair had 140 s, with `pixel_fit: squash` in its VLM config (manifest.json says how).
 The training world's seed differs from the book's default world, so every clip of the book is
 unseen by the shipped models. Grounding (helpers.world.grounding) is measured on the training
 world's test split and written to the manifest.

@@ -4,6 +4,11 @@ An example is `(pixel_input, question, answer)`: pixel_input is an event image (
 stack (T, H, W, 3) uint8 for the draft, or frames (F, H, W, 3) uint8 for the target. The loss is
 the teacher-forced LM loss on the answer tokens (+ eos) only; the prompt and the visual tokens
 are masked with -100.
+
+Trained on captions alone, a tiny VLM learns the captions' language and barely trains its vision
+tower, so it names objects near chance. `pretrain_vision` is an optional first stage: the tower and
+projector learn to tell the facts the clip's captions name (a multi-label loss through a per-fact
+attention head) before the caption stage starts; the shipped world models were made this way.
 """
 from __future__ import annotations
 
