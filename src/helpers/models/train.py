@@ -208,10 +208,8 @@ def pretrain_vision(model, clip_pixels: list[torch.Tensor], labels: np.ndarray, 
 
     hist = fit(model, batches, step_loss, evaluate, cfg, len(clip_pixels), monitor="val_loss",
                desc=f"{vlm.model_kind(model)} vision", extra_modules=[head])
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
-                                         enabled=cfg.bf16_autocast and device.type == "cuda"):
-        final = evaluate(model)
-    return hist, final
+    # fit left the model at its best epoch, whose validation scores it has already computed
+    return hist, {k: v for k, v in hist.best.items() if k.startswith("val_")}
 
 
 def vision_modules(model) -> list[torch.nn.Module]:

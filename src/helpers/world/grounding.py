@@ -84,16 +84,22 @@ FACTS = ([f"objects:{k}" for k in OBJECT_PATTERNS] + [f"colours:{c}" for c in CO
          + [f"motion:{k}" for k in MOTION_PATTERNS] + [f"scene:{k}" for k in SCENE_PATTERNS])
 
 
+def _multi_hot(rows: Sequence[Sequence[dict[str, set[str]]]]) -> np.ndarray:
+    """(N, len(FACTS)): row r has a 1 for every fact of any {category: facts} dict in rows[r]."""
+    index = {f: i for i, f in enumerate(FACTS)}
+    out = np.zeros((len(rows), len(FACTS)), np.float32)
+    for r, fact_sets in enumerate(rows):
+        for facts_by_category in fact_sets:
+            for c, facts in facts_by_category.items():
+                for f in facts:
+                    out[r, index[f"{c}:{f}"]] = 1.0
+    return out
+
+
 def fact_matrix(scenes: Sequence[dict]) -> np.ndarray:
     """Multi-hot (N, len(FACTS)) of each scene graph's true facts: training targets for the
     vision towers (helpers.models.train's aux loss)."""
-    index = {f: i for i, f in enumerate(FACTS)}
-    out = np.zeros((len(scenes), len(FACTS)), np.float32)
-    for r, scene in enumerate(scenes):
-        for c, facts in scene_facts(scene).items():
-            for f in facts:
-                out[r, index[f"{c}:{f}"]] = 1.0
-    return out
+    return _multi_hot([[scene_facts(scene)] for scene in scenes])
 
 
 def caption_fact_matrix(captions_per_clip: Sequence[Sequence[str]]) -> np.ndarray:
@@ -101,14 +107,7 @@ def caption_fact_matrix(captions_per_clip: Sequence[Sequence[str]]) -> np.ndarra
     what a model of that register is asked to say about the clip, so a vision tower trained on it
     learns the visible facts only (the draft register names no colours, no static objects under a
     still camera), not every object of the scene graph, far or out of view."""
-    index = {f: i for i, f in enumerate(FACTS)}
-    out = np.zeros((len(captions_per_clip), len(FACTS)), np.float32)
-    for r, texts in enumerate(captions_per_clip):
-        for t in texts:
-            for c, facts in answer_facts(t).items():
-                for f in facts:
-                    out[r, index[f"{c}:{f}"]] = 1.0
-    return out
+    return _multi_hot([[answer_facts(t) for t in texts] for texts in captions_per_clip])
 
 
 def grounding_scores(answers: Sequence[str], scenes: Sequence[dict]) -> dict[str, dict[str, float]]:
