@@ -118,17 +118,11 @@ def main(argv=None) -> int:
     gain = ec.position_gain(test_full[reader], test_full[prior], 50)
     out["position_gain"] = gain.reset_index().to_dict("records")
 
-    # --- cost per propose call (CPU, this machine) ---------------------------------------------------
-    out["cost_ms"] = {}
-    for n, d in drafters.items():
-        tr = test_full[n].traces
-        c = {"propose": ec.call_cost_ms(lambda ctx, d=d: d.propose(ctx, a.gamma), test, tr, max_calls=a.cost_calls)}
-        if n in tree_names:
-            for k in a.tree_sizes:
-                c[f"tree_{k}"] = ec.call_cost_ms(lambda ctx, d=d, k=k: d.propose_tree(ctx, k), test, tr,
-                                                 max_calls=a.cost_calls // 2)
-        out["cost_ms"][n] = c
-        log("cost", n, {k: round(v, 3) for k, v in c.items()})
+    # --- cost per call: the CPU, and the networks again on a GPU where there is one -------------------
+    gpu = "cuda" if torch.cuda.is_available() else None
+    cost = ec.cost_table(drafters, test, test_full[prior].traces, a.gamma, a.tree_sizes, a.cost_calls, gpu)
+    out["cost_ms"] = {n: {k: v for k, v in row.items() if v == v} for n, row in cost.to_dict("index").items()}
+    log("cost\n", cost.to_string())
 
     # --- learning curves -----------------------------------------------------------------------------
     def fit(name, tr, va, trained):

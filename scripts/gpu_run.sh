@@ -7,6 +7,9 @@
 #                                       # carry runs/gpu7b back so earlier stages' outputs are kept
 #   PHASE=syn bash scripts/gpu_run.sh   # gpu_synthetic -> $OUT/gpusyn.tgz     (carry .whl, .whl-av, runs/gpu7b),
 #                                       # and the world's VLMs retrained on the second GPU meanwhile
+#   PHASE=synmeasure bash scripts/gpu_run.sh  # a reduced gpu_synthetic run that fits one call (kind nvidia-h200,
+#                                       # carry .whl .whl-av): 60_speculative's end-to-end speed and 35's
+#                                       # drafter costs with the networks on the GPU -> $OUT/gpusyn.tgz
 # LIMIT_S (560) stops the runner in time to pack what it has under the device's 600 s per call.
 # GIT_COMMIT names the commit (the copy there has no .git). NVLink multicast stays off (KINDS.md).
 source "$(dirname "$0")/gpu_env.sh"
@@ -27,5 +30,15 @@ case "${PHASE:?PHASE=7b or PHASE=syn}" in
     cat /tmp/world_train.log /tmp/world/*.log /tmp/world/*.txt > "$OUT/world.log" 2>/dev/null
     cp /tmp/world/synthetic_vlm.tar.gz "$OUT/" 2>/dev/null
     tar czf "$OUT/gpusyn.tgz" --exclude=runs/gpusyn/shards --exclude=runs/gpusyn/01_world/data runs/gpusyn ;;
+  synmeasure)
+    timeout ${LIMIT_S:-560} python3 -m helpers.run --preset gpu_synthetic --out runs/gpusyn --no-book \
+      --set 'notebooks=[01_world,02_models,03_inference,10_data,20_train_drafters,30_alignment,35_event_camera,60_speculative]' \
+      n_clips=40 n_questions=4 \
+      'drafters=[target_prior_ngram,target_prior_kn,target_prior_suffix,draft_retrieval,draft_copy,cross_modal,target_prior_neural,seed_token_adapter]' \
+      'sd_drafters=[target_prior_suffix,draft_retrieval]' sd_gamma=5 sd_samples=32 'sd_batches=[1,8,32]' \
+      sd_repeats=1 compile_decoder=false replay_path=measurements/h200/speculative.json 'ec_curve_sizes=[]' \
+      2>&1 | grep -v -E "Executing: |it/s\]$" | tee "$OUT/gpusyn.log"
+    tar czf "$OUT/gpusyn.tgz" --exclude=runs/gpusyn/shards --exclude=runs/gpusyn/01_world/data \
+      --exclude='runs/gpusyn/20_train_drafters/*.pt' runs/gpusyn ;;
 esac
 echo "phase ${PHASE} took $(( $(date +%s) - t0 )) s" | tee -a "$OUT/gpus.txt"

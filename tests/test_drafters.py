@@ -139,6 +139,23 @@ def test_cross_modal_uses_the_draft_and_shortcut_is_exact(cross_modal):
     check_prefix_dependence(d, toy_pairs(3, 5), blind=False)
 
 
+def test_cross_modal_encodes_once_as_nn_transformer_would(cross_modal):
+    import torch
+    from helpers.study.drafters.cross_modal import PAD
+    d, _ = cross_modal
+    m = d.model.eval()
+    src, tgt = torch.tensor([[3, 4, 5, PAD]]), torch.tensor([[2, 3, 4]])
+    with torch.no_grad():
+        s = m.embed(src) + m.src_pos(torch.arange(4))
+        t = m.embed(tgt) + m.tgt_pos(torch.arange(3))
+        mask = torch.nn.Transformer.generate_square_subsequent_mask(3)
+        whole = m.norm(m.net(s, t, tgt_mask=mask, tgt_is_causal=True, src_key_padding_mask=src == PAD,
+                             memory_key_padding_mask=src == PAD)) @ m.embed.weight.T
+        assert torch.allclose(m(src, tgt), whole, atol=1e-5)
+        memory = m.encode(src)                                  # propose encodes the draft once per chain
+        assert torch.allclose(m.decode(*memory, tgt[:, :2]), whole[:, :2], atol=1e-5)
+
+
 def test_cross_modal_reads_the_draft_that_exists():
     """Hiding the draft's content word (visible draft cut before it) must change the proposal that
     copies it: the drafter reads the visible draft, not the recorded one."""

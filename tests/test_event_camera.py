@@ -52,9 +52,29 @@ def test_call_cost_is_measured_on_the_steps_sd_meets():
     ev = evaluate(d, test, 3)
     seen = []
     ms = ec.call_cost_ms(lambda ctx: seen.append(len(ctx.target_prefix)), test, ev.traces, max_calls=1000)
-    assert ms >= 0 and len(seen) == sum(t.steps for t in ev.traces) + 1          # every step once, plus a warm-up
+    assert ms >= 0 and len(seen) == sum(t.steps for t in ev.traces) + 3          # every step once, plus 3 warm-ups
     starts = sorted({int(k) for t in ev.traces for k in np.cumsum([1] + t.emitted[:-1])})
     assert sorted(set(seen)) == starts
+
+
+def test_cost_table_times_every_drafter_and_moves_networks_back():
+    import torch
+    from helpers.study.drafters.cross_modal import CrossModalConfig, CrossModalDrafter
+    from helpers.training import TrainConfig
+    train, test = toy_pairs(30, 1), toy_pairs(4, 2)
+    kn = lookup.KneserNeyPrior(order=3).fit(train)
+    net = CrossModalDrafter(CrossModalConfig(d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ffn=32))
+    net.fit(train, test, TrainConfig(epochs=1, batch_size=8, device="cpu", progress=False))
+    ev = evaluate(kn, test, 3)
+    # "cpu" stands in for a GPU here: the path that moves the network there and back runs all the same
+    table = ec.cost_table({"target_prior_kn": kn, "cross_modal": net}, test, ev.traces, 3, tree_sizes=[4], calls=5,
+                          gpu="cpu")
+    assert table.loc["target_prior_kn", "runs"] == "host CPU (Python)" and table.loc["cross_modal", "runs"] == "network"
+    assert table.loc["cross_modal", "chain (GPU)"] > 0 and pd.isna(table.loc["target_prior_kn", "chain (GPU)"])
+    assert table.loc["target_prior_kn", "tree 4 (CPU)"] > 0 and pd.isna(table.loc["cross_modal", "tree 4 (CPU)"])
+    assert (table["chain (CPU)"] > 0).all()
+    assert net.device == torch.device("cpu") and next(net.model.parameters()).device.type == "cpu"
+    assert list(ec.cost_table({"target_prior_kn": kn}, test, ev.traces, 3, calls=2).columns) == ["runs", "chain (CPU)"]
 
 
 def test_learning_curve_refits_at_each_size_and_reports_the_ratio():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from helpers.models import record as rec
-from helpers.study.drafters import evaluate
+from helpers.study.drafters import DraftContext, evaluate
 from helpers.study.drafters import features as df
 from helpers.study.drafters.cross_modal import CrossModalConfig
 from helpers.study.pairs import RecordedPair
@@ -58,3 +58,12 @@ def test_feature_drafter_trains_and_its_ablation_sees_zeros(setup):
     assert torch.count_nonzero(off._feats(pairs[:2])) == 0 and torch.count_nonzero(on._feats(pairs[:2])) > 0
     with pytest.raises(KeyError, match="no draft features"):
         on._feats([RecordedPair("x", 99, 0, "q", [1], [1, 2])])
+    # online: a chain proposed from a context's pair key is the teacher-forced argmax while it follows the answer
+    p = pairs[6]
+    top1 = [int(t) for t in on.predict_topk([p], 1)[0][:, 0]]
+    chain = on.propose(DraftContext.of(p, p.target_ids[:1]), 3)
+    assert chain[0] == top1[0] and len(chain) == 3
+    if chain[0] == p.target_ids[1]:
+        assert chain[1] == top1[1]
+    with pytest.raises(KeyError, match="no draft features for pair"):
+        on.propose(DraftContext("q", (1,), (1,)), 2)

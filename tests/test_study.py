@@ -236,7 +236,7 @@ def event_results(lo, hi, ratio=None, s_lo=0.9, s_hi=1.1, slope=0.0, trees=True)
     out = {"gamma": 5, "best": {"prior": "target_prior_kn", "reader": "draft_copy"},
            "ratio_chain": {"full": r(lo, hi, ratio), "streamed": r(s_lo, s_hi)},
            "learning_curve": [{"train pairs": 100}, {"train pairs": 480}], "learning_curve_slope_per_doubling": slope,
-           "cost_ms": {"draft_copy": {"propose": 0.58}}, "target_step_ms": 5.8}
+           "cost_ms": {"draft_copy": {"chain (CPU)": 0.58}}, "target_step_ms": 5.8}
     if trees:
         out["tree"] = {"by_size": {"5": {"full": r(0.99, 1.01, 1.0)}, "40": {"full": {**r(0.98, 1.02, 1.0), "mat_a": 3.5, "mat_b": 3.5}}}}
     return out
@@ -262,8 +262,9 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
     assert "still ahead" in findings.event_camera(event_results(1.02, 1.2, s_lo=1.01, s_hi=1.05)).text
     assert "trees of 40 nodes" in none.text and "3.50" in none.text      # the largest tree reported
     assert "10% of a 5.8 ms" in none.text                                 # 0.58 / 5.8
-    slow = {**event_results(0.99, 1.01), "cost_ms": {"draft_copy": {"propose": 58.0}}}
-    assert "10.0 times a 5.8 ms" in findings.event_camera(slow).text
+    slow = {**event_results(0.99, 1.01), "cost_ms": {"draft_copy": {"chain (CPU)": 58.0, "chain (GPU)": 2.9}}}
+    assert "10.0 times a 5.8 ms compiled 7B target decode step (2.90 ms on the GPU, 50% of it)" in findings.event_camera(slow).text
+    assert "on the GPU" not in none.text
     assert "stays flat" in none.text and "extrapolation" in none.text
     assert "grows (+0.050 per doubling" in findings.event_camera(event_results(0.99, 1.01, slope=0.05)).text
     assert "shrinks" in findings.event_camera(event_results(0.99, 1.01, slope=-0.05)).text

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import shutil
 import time
@@ -43,6 +44,18 @@ KINDS = ("draft", "target")
 def device_name(device) -> str:
     d = torch.device(device)
     return torch.cuda.get_device_name(d) if d.type == "cuda" else "cpu"
+
+
+def weights_id(models_dir: str | Path = SHIPPED_DIR) -> str | None:
+    """A short fingerprint of a synthetic model pair's weights (both safetensors files): measurements
+    made elsewhere carry it, so a book can tell whether they were made with the models it ships."""
+    h = hashlib.sha256()
+    for kind in KINDS:
+        f = Path(models_dir) / kind / "model.safetensors"
+        if not f.exists():
+            return None
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def world_tokenizer(entries, vocab_size: int = 1024):

@@ -10,7 +10,8 @@ question is how much the best draft reader gains over the best prior, both chose
 - where the gain sits: per target position, and which tokens the reader gets right that the prior
   misses (teacher-forced, full visibility);
 - learning curves: the whole train -> choose -> test pipeline at several training-set sizes;
-- cost: wall-clock ms per `propose` / `propose_tree` call on this CPU (median over test steps).
+- cost: wall-clock ms per `propose` / `propose_tree` call (median over test steps), the networks on
+  the CPU and, where there is one, on the GPU (`cost_table`).
 """
 from __future__ import annotations
 
@@ -125,9 +126,11 @@ def oracle_content_mat(prior, pairs: Sequence[RecordedPair], gamma: int, remaini
 # --- cost ------------------------------------------------------------------------------------
 
 def call_cost_ms(call: Callable[[DraftContext], object], pairs: Sequence[RecordedPair], traces: Sequence[metrics.SDTrace],
-                 visibility: Visibility = FULL, max_calls: int = 200, seed: int = 0) -> float:
+                 visibility: Visibility = FULL, max_calls: int = 200, seed: int = 0, warmup: int = 3) -> float:
     """Median wall-clock ms of `call(ctx)` over (up to max_calls, sampled) verify steps of the given
-    SD traces: the contexts a drafter meets in SD, with the draft tokens visible at each step."""
+    SD traces: the contexts a drafter meets in SD, with the draft tokens visible at each step.
+    `warmup` calls first (a GPU network's first calls load kernels). A drafter returns token ids
+    as Python ints, so a GPU network's call has synchronised when it returns."""
     ctxs = []
     for p, t in zip(pairs, traces):
         k = 1
@@ -136,13 +139,49 @@ def call_cost_ms(call: Callable[[DraftContext], object], pairs: Sequence[Recorde
             k += e
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(ctxs), min(max_calls, len(ctxs)), replace=False) if ctxs else []
-    call(ctxs[pick[0]]) if len(pick) else None      # warm-up
+    for i in pick[:warmup]:
+        call(ctxs[i])
     times = []
     for i in pick:
         t0 = time.perf_counter()
         call(ctxs[i])
         times.append((time.perf_counter() - t0) * 1e3)
     return float(np.median(times)) if times else float("nan")
+
+
+def is_network(drafter) -> bool:
+    """A drafter whose calls run a torch network (it can move to a GPU); count and lookup drafters
+    are Python over dictionaries and run on the host CPU wherever the target runs."""
+    return hasattr(drafter, "model") and hasattr(drafter, "device")
+
+
+def cost_table(drafters: dict, pairs: Sequence[RecordedPair], traces: Sequence[metrics.SDTrace], gamma: int,
+               tree_sizes: Sequence[int] = (), calls: int = 30, gpu: str | None = None) -> pd.DataFrame:
+    """Median ms per call of every drafter at the verify steps of `traces`: a chain of gamma drafts
+    (`propose`) and, for drafters that grow trees, a tree of k nodes. Networks are timed on the CPU
+    and, with `gpu` (a torch device such as "cuda"), again there (moved and moved back). Rows:
+    drafters; columns "chain (CPU)", "chain (GPU)", "tree k (CPU)"; "runs" says which."""
+    import torch
+    rows = {}
+    for n, d in drafters.items():
+        net = is_network(d)
+        row = {"runs": "network" if net else "host CPU (Python)"}
+        row["chain (CPU)"] = call_cost_ms(lambda ctx, d=d: d.propose(ctx, gamma), pairs, traces, max_calls=calls)
+        if net and gpu:
+            home = d.device
+            d.model.to(gpu)
+            d.device = torch.device(gpu)
+            try:
+                row["chain (GPU)"] = call_cost_ms(lambda ctx, d=d: d.propose(ctx, gamma), pairs, traces, max_calls=calls)
+            finally:
+                d.model.to(home)
+                d.device = home
+        if hasattr(d, "propose_tree"):
+            for k in tree_sizes:
+                row[f"tree {k} (CPU)"] = call_cost_ms(lambda ctx, d=d, k=k: d.propose_tree(ctx, k), pairs, traces,
+                                                      max_calls=max(1, calls // 2))
+        rows[n] = row
+    return pd.DataFrame(rows).T.rename_axis("drafter")
 
 
 # --- the comparison --------------------------------------------------------------------------

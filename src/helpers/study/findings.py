@@ -260,10 +260,12 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
     cost = ev.get("cost_ms", {})
     step = ev.get("target_step_ms")
     if reader in cost and step:
-        c = cost[reader]["propose"]
-        share = f"{c / step:.0%} of" if c < step else f"{c / step:.1f} times"
-        text += (f" `{reader}` costs {c:.2f} ms per propose call of {ev['gamma']} drafts on this CPU, "
-                 f"{share} a {step:.1f} ms compiled 7B target decode step.")
+        def share(c):
+            return f"{c / step:.0%} of" if c < step else f"{c / step:.1f} times"
+        c, g = cost[reader]["chain (CPU)"], cost[reader].get("chain (GPU)")
+        text += (f" `{reader}` costs {c:.2f} ms per chain of {ev['gamma']} drafts on the CPU, "
+                 f"{share(c)} a {step:.1f} ms compiled 7B target decode step"
+                 + (f" ({g:.2f} ms on the GPU, {share(g)} it)." if g is not None else "."))
     if v == "bar":
         rec = f"Use `{reader}`: the event camera's draft adds at least {bar - 1:.0%} MAT over the best prior."
         head = (f"Reading the event-camera draft, `{reader}` lifts MAT {full['ratio']:.2f}x over the best "

@@ -52,12 +52,14 @@ class DraftContext:
     draft_ids: tuple[int, ...]       # the draft model's tokens that exist now
     target_prefix: tuple[int, ...]   # the target's accepted tokens; [0] came from its prefill
     draft_done: bool = True          # draft_ids is the draft model's whole answer
+    key: str = ""                    # the recorded pair's key, for state computed per clip before drafting
+                                     # (draft_features: the draft model's prefill hidden states)
 
     @classmethod
     def of(cls, pair: RecordedPair, prefix: Sequence[int], visible: int | None = None) -> "DraftContext":
         """The context of `pair` after the target accepted `prefix`, with `visible` draft tokens."""
         n = len(pair.draft_ids) if visible is None else max(0, min(visible, len(pair.draft_ids)))
-        return cls(pair.question, tuple(pair.draft_ids[:n]), tuple(prefix), n == len(pair.draft_ids))
+        return cls(pair.question, tuple(pair.draft_ids[:n]), tuple(prefix), n == len(pair.draft_ids), pair.key)
 
 
 @dataclass(frozen=True)

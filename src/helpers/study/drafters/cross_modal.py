@@ -58,14 +58,22 @@ class EncoderDecoder(nn.Module):
         self.net.encoder.enable_nested_tensor = self.net.encoder.use_nested_tensor = False  # prototype path: only warns
         self.norm = nn.LayerNorm(cfg.d_model)
 
-    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:  # (B, S), (B, T) -> (B, T, V)
-        S, T, dev = src.shape[1], tgt.shape[1], src.device
-        s = self.embed(src) + self.src_pos(torch.arange(S, device=dev))          # (B, S, D)
+    def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, S) source ids -> the encoder's memory (B, S, D) and its padding mask. A chain of
+        drafts decodes several times against one draft: the memory is computed once (propose)."""
+        s = self.embed(src) + self.src_pos(torch.arange(src.shape[1], device=src.device))
+        pad = src == PAD
+        return self.net.encoder(s, src_key_padding_mask=pad), pad
+
+    def decode(self, memory: torch.Tensor, pad: torch.Tensor | None, tgt: torch.Tensor) -> torch.Tensor:
+        T, dev = tgt.shape[1], tgt.device
         t = self.embed(tgt) + self.tgt_pos(torch.arange(T, device=dev))          # (B, T, D)
         causal = nn.Transformer.generate_square_subsequent_mask(T, device=dev)
-        h = self.net(s, t, tgt_mask=causal, tgt_is_causal=True,
-                     src_key_padding_mask=src == PAD, memory_key_padding_mask=src == PAD)
+        h = self.net.decoder(t, memory, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=pad)
         return self.norm(h) @ self.embed.weight.T                                 # tied output
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:  # (B, S), (B, T) -> (B, T, V)
+        return self.decode(*self.encode(src), tgt)                                # what nn.Transformer does
 
 
 class CrossModalDrafter:
@@ -113,13 +121,16 @@ class CrossModalDrafter:
 
     # --- inference ----------------------------------------------------------------
     @torch.no_grad()
-    def _probs(self, draft_ids: Sequence[int], prefix: Sequence[int], last_only: bool = False) -> torch.Tensor:
+    def _probs(self, draft_ids: Sequence[int], prefix: Sequence[int], last_only: bool = False,
+               memory=None) -> torch.Tensor:
         """Next-token probabilities after each prefix position, (len(prefix), V), the prior mixed
-        in if set; `last_only`: only after the last position, (1, V) (what greedy drafting needs)."""
+        in if set; `last_only`: only after the last position, (1, V) (what greedy drafting needs);
+        `memory`: the encoder's output for draft_ids, when the caller has it already."""
         self.model.eval()
-        src = pad_batch([self._src(draft_ids)], PAD).to(self.device)
+        if memory is None:
+            memory = self.model.encode(pad_batch([self._src(draft_ids)], PAD).to(self.device))
         tgt = pad_batch([self._enc(prefix)], PAD).to(self.device)
-        lg = self.model(src, tgt)[0].cpu()
+        lg = self.model.decode(*memory, tgt)[0].cpu()
         first = lg.shape[0] - 1 if last_only else 0                  # prefix position of row 0
         lg = lg[first:]
         lg[:, :2] = -torch.inf                                       # PAD/UNK are never drafts
@@ -147,12 +158,15 @@ class CrossModalDrafter:
             out.append(np.vstack([top, -np.ones((need, k), dtype=top.dtype)]) if need > 0 else top)
         return out
 
+    @torch.no_grad()
     def propose(self, ctx: DraftContext, n: int) -> list[int]:
+        self.model.eval()
+        memory = self.model.encode(pad_batch([self._src(ctx.draft_ids)], PAD).to(self.device))   # once per chain
         seq = list(ctx.target_prefix)
         for _ in range(n):
             if len(seq) > self.cfg.max_len:                          # beyond its positions: nothing to propose
                 break
-            seq.append(self.itos[int(self._probs(ctx.draft_ids, seq, last_only=True)[-1].argmax())])
+            seq.append(self.itos[int(self._probs(ctx.draft_ids, seq, last_only=True, memory=memory)[-1].argmax())])
         return seq[len(ctx.target_prefix):]
 
     # --- persistence --------------------------------------------------------------

@@ -55,13 +55,9 @@ class FeatureNet(EncoderDecoder):
         super().__init__(cfg, vocab)
         self.proj = torch.nn.Sequential(torch.nn.LayerNorm(feat_dim), torch.nn.Linear(feat_dim, cfg.d_model))
 
-    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:   # (B, S, F), (B, T) -> (B, T, V)
-        S, T, dev = src.shape[1], tgt.shape[1], src.device
-        s = self.proj(src) + self.src_pos(torch.arange(S, device=dev))
-        t = self.embed(tgt) + self.tgt_pos(torch.arange(T, device=dev))
-        causal = torch.nn.Transformer.generate_square_subsequent_mask(T, device=dev)
-        h = self.net(s, t, tgt_mask=causal, tgt_is_causal=True)
-        return self.norm(h) @ self.embed.weight.T
+    def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, None]:   # (B, S, F) -> (B, S, D), no padding
+        s = self.proj(src) + self.src_pos(torch.arange(src.shape[1], device=src.device))
+        return self.net.encoder(s), None
 
 
 class FeatureDrafter(CrossModalDrafter):
@@ -77,10 +73,13 @@ class FeatureDrafter(CrossModalDrafter):
         self.feat_dim = next(iter(features.values())).shape[-1]
 
     def _feats(self, pairs: Sequence[RecordedPair]) -> torch.Tensor:
-        missing = [p.key for p in pairs if p.key not in self.features]
+        return self._feats_of([p.key for p in pairs])
+
+    def _feats_of(self, keys: Sequence[str]) -> torch.Tensor:
+        missing = [k for k in keys if k not in self.features]
         if missing:
             raise KeyError(f"no draft features for {missing[:5]} ({len(missing)} pairs)")
-        f = torch.tensor(np.stack([self.features[p.key] for p in pairs]), dtype=torch.float32)
+        f = torch.tensor(np.stack([self.features[k] for k in keys]), dtype=torch.float32)
         return f if self.use_features else torch.zeros_like(f)
 
     def _batches(self, pairs, shuffle, rng):
@@ -116,6 +115,20 @@ class FeatureDrafter(CrossModalDrafter):
             out.append(np.vstack([top, -np.ones((need, k), dtype=top.dtype)]) if need > 0 else top)
         return out
 
+    @torch.no_grad()
     def propose(self, ctx, n):
-        raise NotImplementedError("draft_features is evaluated offline (exact SD on recorded pairs); the online "
-                                  "engine's DraftContext carries no hidden states")
+        """Greedy chain of n from the features of the pair `ctx.key` (computed at the draft model's
+        prefill) and the target's prefix: one network pass per drafted token, no draft token read."""
+        if ctx.key not in self.features:
+            raise KeyError(f"no draft features for pair {ctx.key!r}: this drafter drafts only for pairs whose "
+                           "draft-model features were extracted (the online engine's contexts carry none)")
+        self.model.eval()
+        memory = self.model.encode(self._feats_of([ctx.key]).to(self.device))      # once per chain
+        seq = list(ctx.target_prefix)
+        for _ in range(n):
+            if len(seq) > self.cfg.max_len:
+                break
+            lg = self.model.decode(*memory, pad_batch([self._enc(seq)], PAD).to(self.device))[0, -1].cpu()
+            lg[:2] = -torch.inf
+            seq.append(self.itos[int(lg.argmax())])
+        return seq[len(ctx.target_prefix):]
