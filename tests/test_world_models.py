@@ -303,3 +303,20 @@ def test_grounding_verdict_on_a_hand_made_table():
     assert v == {"above": ["draft objects (0.40 vs 0.20)"], "at": ["target objects (0.22 vs 0.20)"]}
     assert grounding.verdict({"draft": t(0.4, 0.0, 0.1)})["above"] == []   # the reference never names it: skipped
     assert "above chance: draft objects" in grounding.verdict_text(tables)
+
+
+def test_weights_id_tells_the_shipped_models_from_others(tmp_path):
+    import shutil
+    from helpers.models import shipped
+    ours = shipped.weights_id()
+    assert ours and len(ours) == 12 and shipped.weights_id(shipped.SHIPPED_DIR) == ours
+    copy = tmp_path / "pair"
+    for kind in shipped.KINDS:
+        (copy / kind).mkdir(parents=True)
+        shutil.copy(shipped.SHIPPED_DIR / kind / "model.safetensors", copy / kind)
+    assert shipped.weights_id(copy) == ours                       # the same weights elsewhere: the same id
+    with open(copy / "target" / "model.safetensors", "ab") as f:
+        f.write(b"\0")
+    assert shipped.weights_id(copy) != ours                       # any change to either file changes it
+    (copy / "draft" / "model.safetensors").unlink()
+    assert shipped.weights_id(copy) is None                       # not a model pair

@@ -181,7 +181,15 @@ def cost_table(drafters: dict, pairs: Sequence[RecordedPair], traces: Sequence[m
                 row[f"tree {k} (CPU)"] = call_cost_ms(lambda ctx, d=d, k=k: d.propose_tree(ctx, k), pairs, traces,
                                                       max_calls=max(1, calls // 2))
         rows[n] = row
-    return pd.DataFrame(rows).T.rename_axis("drafter")
+    return cost_frame(rows)
+
+
+def cost_frame(cost_ms: dict[str, dict]) -> pd.DataFrame:
+    """{drafter: {column: ms}} (cost_table's rows, or a results.json's "cost_ms") as a table in
+    a fixed column order: runs, chain (CPU), chain (GPU), trees by size."""
+    df = pd.DataFrame(cost_ms).T.rename_axis("drafter")
+    trees = sorted((c for c in df.columns if c.startswith("tree ")), key=lambda c: int(c.split()[1]))
+    return df[[c for c in ("runs", "chain (CPU)", "chain (GPU)") if c in df.columns] + trees]
 
 
 # --- the comparison --------------------------------------------------------------------------
