@@ -12,7 +12,8 @@
 # during caption training, 0 = off), BATCH, LR, VLM_CONFIG (JSON of helpers.models.vlm.VLMConfig
 # fields), GIT_COMMIT. VARIANTS="name:vision_s:freeze[:pixel_fit] ..." trains several recipes on the
 # same data, variant i on GPU i mod (GPUs) (default: one variant, "main", from VISION_S and
-# FREEZE_VISION; pixel_fit, crop or squash, overrides VLM_CONFIG's).
+# FREEZE_VISION; pixel_fit, crop or squash, overrides VLM_CONFIG's). SPLIT_KINDS=1 gives the draft and
+# the target of a variant a GPU each (one variant on two GPUs: a longer BUDGET_S fits one call).
 # Output: $OUT/synthetic_vlm[_<variant>].tar.gz (unpack into src/helpers/assets/synthetic_vlm/) and logs.
 set -euo pipefail
 N_CLIPS=${N_CLIPS:-3000}
@@ -38,18 +39,21 @@ t0=$(date +%s)
 python3 -m helpers.models.shipped data --data /tmp/w --n-clips "$N_CLIPS" --seed "$SEED" --workers "$(nproc --all)" --quiet \
   2>&1 | tee "$OUT/data.log"
 N_GPU=$( (nvidia-smi -L 2>/dev/null || true) | wc -l); N_GPU=$(( N_GPU > 0 ? N_GPU : 1 ))
+SPLIT_KINDS=${SPLIT_KINDS:-0}
 i=0
 for v in $VARIANTS; do
   IFS=: read -r name vs fz fit <<< "$v"
   freeze=(); [ "$fz" = 1 ] && freeze=(--freeze-vision)
   cfg=$(python3 -c 'import json, sys; c = json.loads(sys.argv[1]); sys.argv[2] and c.update(pixel_fit=sys.argv[2]); print(json.dumps(c))' "$VLM_CONFIG" "${fit:-}")
   for k in draft target; do
-    CUDA_VISIBLE_DEVICES=$(( i % N_GPU )) python3 -m helpers.models.shipped train --data /tmp/w --kind $k \
+    gpu=$(( i % N_GPU ))
+    [ "$SPLIT_KINDS" = 1 ] && [ $k = target ] && gpu=$(( (i + 1) % N_GPU ))
+    CUDA_VISIBLE_DEVICES=$gpu python3 -m helpers.models.shipped train --data /tmp/w --kind $k \
       --out "/tmp/ship_$name" --epochs 30 --batch-size "$BATCH" --lr "$LR" --time-budget-s "$BUDGET_S" \
       --n-eval-clips 30 --aux-weight "$AUX_WEIGHT" --vision-s "$vs" "${freeze[@]}" --quiet \
       --vlm-config "$cfg" > "$OUT/train_${name}_$k.log" 2>&1 &
   done
-  i=$(( i + 1 ))
+  i=$(( i + 1 + SPLIT_KINDS ))
 done
 wait
 for v in $VARIANTS; do
