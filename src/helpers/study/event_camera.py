@@ -15,6 +15,7 @@ question is how much the best draft reader gains over the best prior, both chose
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from typing import Callable, Sequence
@@ -159,29 +160,42 @@ def cost_table(drafters: dict, pairs: Sequence[RecordedPair], traces: Sequence[m
                tree_sizes: Sequence[int] = (), calls: int = 30, gpu: str | None = None) -> pd.DataFrame:
     """Median ms per call of every drafter at the verify steps of `traces`: a chain of gamma drafts
     (`propose`) and, for drafters that grow trees, a tree of k nodes. Networks are timed on the CPU
-    and, with `gpu` (a torch device such as "cuda"), again there (moved and moved back). Rows:
-    drafters; columns "chain (CPU)", "chain (GPU)", "tree k (CPU)"; "runs" says which."""
-    import torch
+    and, with `gpu` (a torch device such as "cuda"), again there, wherever they were loaded (each
+    goes back to its own device afterwards). Rows: drafters; columns "runs" (network or host CPU),
+    "chain (CPU)", "chain (GPU)", "tree k (CPU)"."""
     rows = {}
     for n, d in drafters.items():
         net = is_network(d)
         row = {"runs": "network" if net else "host CPU (Python)"}
-        row["chain (CPU)"] = call_cost_ms(lambda ctx, d=d: d.propose(ctx, gamma), pairs, traces, max_calls=calls)
-        if net and gpu:
-            home = d.device
-            d.model.to(gpu)
-            d.device = torch.device(gpu)
-            try:
-                row["chain (GPU)"] = call_cost_ms(lambda ctx, d=d: d.propose(ctx, gamma), pairs, traces, max_calls=calls)
-            finally:
-                d.model.to(home)
-                d.device = home
+        for label, dev in (("CPU", "cpu"), ("GPU", gpu)) if net else (("CPU", None),):
+            if label == "GPU" and not gpu:
+                continue
+            with _on(d, dev):
+                row[f"chain ({label})"] = call_cost_ms(lambda ctx, d=d: d.propose(ctx, gamma), pairs, traces,
+                                                       max_calls=calls)
         if hasattr(d, "propose_tree"):
             for k in tree_sizes:
                 row[f"tree {k} (CPU)"] = call_cost_ms(lambda ctx, d=d, k=k: d.propose_tree(ctx, k), pairs, traces,
                                                       max_calls=max(1, calls // 2))
         rows[n] = row
     return cost_frame(rows)
+
+
+@contextlib.contextmanager
+def _on(drafter, device):
+    """A network drafter on `device` for the block, back on its own device after (None: as it is)."""
+    if device is None:
+        yield
+        return
+    import torch
+    home = drafter.device
+    drafter.model.to(device)
+    drafter.device = torch.device(device)
+    try:
+        yield
+    finally:
+        drafter.model.to(home)
+        drafter.device = home
 
 
 def cost_frame(cost_ms: dict[str, dict]) -> pd.DataFrame:
