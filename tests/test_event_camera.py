@@ -77,6 +77,23 @@ def test_cost_table_times_every_drafter_and_moves_networks_back():
     assert list(ec.cost_table({"target_prior_kn": kn}, test, ev.traces, 3, calls=2).columns) == ["runs", "chain (CPU)"]
 
 
+def test_online_store_takes_in_earlier_answers_only():
+    from helpers.study.pairs import RecordedPair
+    train = toy_pairs(30, 1)
+    kn = lookup.SuffixPrior(order=3, max_ctx=8, weight=0.6).fit(train)
+    # a recording whose target keeps saying one long sentence the training answers never contain
+    new = [1, *range(500, 530), 2]
+    pairs = [RecordedPair(f"r{i}", 100 + i, 0, "q?", [5, 6], new, "", "") for i in range(6)]
+    off = evaluate(kn, pairs, 4).traces
+    on = ec.online_traces(kn, train, pairs, 4, every=2)
+    assert [t.emitted for t in on[:2]] == [t.emitted for t in off[:2]]      # the first block: nothing said yet
+    assert all(sum(t.emitted) == sum(o.emitted) for t, o in zip(on, off))   # the same answers, fewer steps
+    assert all(t.steps < o.steps for t, o in zip(on[2:], off[2:]))           # later blocks copy the earlier answers
+    assert ec.refittable(kn) and not ec.refittable(object())
+    with pytest.raises(ValueError, match="every"):
+        ec.online_traces(kn, train, pairs, 4, every=0)
+
+
 def test_learning_curve_refits_at_each_size_and_reports_the_ratio():
     pairs = toy_pairs(60, 1)
     split = make_split(pairs, 0.6, 0.2)

@@ -272,6 +272,18 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
     oracle = {**event_results(0.99, 1.01), "oracle": {"prior": "target_prior_kn", "mat": 2.0, "bag": 2.2, "remaining": 2.5}}
     assert "to 1.10x its validation MAT (1.25x when told" in findings.event_camera(oracle).text
     assert "oracle" not in none.text
+    online = {**event_results(0.99, 1.01), "online": {
+        "every": 8, "prior": "target_prior_suffix", "reader": "draft_retrieval",
+        "offline_mat": {"target_prior_suffix": 2.0, "draft_retrieval": 2.0},
+        "online_mat": {"target_prior_suffix": 2.5, "draft_retrieval": 2.4},
+        "ratio": {"ratio": 0.96, "lo": 0.9, "hi": 1.02, "mat_a": 2.4, "mat_b": 2.5}}}
+    assert ("taken in every 8 pairs, as a deployment answering clip after clip has them) lifts `target_prior_suffix` "
+            "1.25x; with it the best reader `draft_retrieval` against that prior: 0.960x") in findings.event_camera(online).text
+    assert "online datastore" not in none.text
+    assert "keep the target's recent answers in its datastore: on these pairs that alone lifts MAT 1.25x" in \
+        findings.event_camera(online).recommendation
+    small = {**online, "online": {**online["online"], "online_mat": {"target_prior_suffix": 2.02, "draft_retrieval": 2.0}}}
+    assert "recent answers" not in findings.event_camera(small).recommendation      # a 1% lift is not worth a line
     items = findings.findings({"split": {"train": 200}}, {"drafters": {}}, align_results(0.05, 0.3),
                               event=event_results(0.99, 1.01))
     assert items[0].title.startswith("What the event camera adds")        # the comparison with the best prior leads

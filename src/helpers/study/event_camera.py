@@ -243,6 +243,26 @@ def refit(drafter, train: Sequence[RecordedPair]):
     return out.fit(train)
 
 
+def online_traces(drafter, train: Sequence[RecordedPair], pairs: Sequence[RecordedPair], gamma: int,
+                  every: int) -> list[metrics.SDTrace]:
+    """Chains of a count or lookup drafter whose datastore also holds the target's answers to the
+    pairs before each one, as a deployment answering clip after clip would have them: refitted on
+    train + pairs[:s] for each block pairs[s:s + every] (settings kept). No pair sees its own answer
+    or a later one."""
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    traces = []
+    for s in range(0, len(pairs), every):
+        d = refit(drafter, list(train) + list(pairs[:s]))
+        traces += evaluate(d, pairs[s:s + every], gamma).traces
+    return traces
+
+
+def refittable(drafter) -> bool:
+    """Count and lookup drafters refit in seconds with their settings kept (`refit`)."""
+    return hasattr(drafter, "settings") and hasattr(drafter, "fit") and not hasattr(drafter, "model")
+
+
 def slope_per_doubling(curve: pd.DataFrame, column: str = "MAT test") -> float:
     """Least-squares slope of the reader/prior ratio against log2(training pairs): the change of
     the ratio per doubling of the data (an extrapolation beyond the measured sizes is a guess)."""
