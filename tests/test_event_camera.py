@@ -69,12 +69,14 @@ def test_cost_table_times_every_drafter_and_moves_networks_back():
     # "cpu" stands in for a GPU here: the path that moves the network there and back runs all the same
     table = ec.cost_table({"target_prior_kn": kn, "cross_modal": net}, test, ev.traces, 3, tree_sizes=[4], calls=5,
                           gpu="cpu")
-    assert table.loc["target_prior_kn", "runs"] == "host CPU (Python)" and table.loc["cross_modal", "runs"] == "network"
+    assert table.loc["target_prior_kn", "runs"] == "host CPU" and table.loc["cross_modal", "runs"] == "network"
     assert table.loc["cross_modal", "chain (GPU)"] > 0 and pd.isna(table.loc["target_prior_kn", "chain (GPU)"])
-    assert table.loc["target_prior_kn", "tree 4 (CPU)"] > 0 and pd.isna(table.loc["cross_modal", "tree 4 (CPU)"])
+    assert table.loc["target_prior_kn", "tree 4"] > 0 and pd.isna(table.loc["cross_modal", "tree 4"])
     assert (table["chain (CPU)"] > 0).all()
     assert net.device == torch.device("cpu") and next(net.model.parameters()).device.type == "cpu"
     assert list(ec.cost_table({"target_prior_kn": kn}, test, ev.traces, 3, calls=2).columns) == ["runs", "chain (CPU)"]
+    old = ec.cost_frame({"a": {"tree 10 (CPU)": 2.0, "chain (CPU)": 1.0, "runs": "host CPU (Python)", "tree 5 (CPU)": 1.5}})
+    assert list(old.columns) == ["runs", "chain (CPU)", "tree 5", "tree 10"] and old.loc["a", "runs"] == "host CPU"
 
 
 def test_online_store_takes_in_earlier_answers_only():

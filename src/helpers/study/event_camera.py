@@ -162,11 +162,11 @@ def cost_table(drafters: dict, pairs: Sequence[RecordedPair], traces: Sequence[m
     (`propose`) and, for drafters that grow trees, a tree of k nodes. Networks are timed on the CPU
     and, with `gpu` (a torch device such as "cuda"), again there, wherever they were loaded (each
     goes back to its own device afterwards). Rows: drafters; columns "runs" (network or host CPU),
-    "chain (CPU)", "chain (GPU)", "tree k (CPU)"."""
+    "chain (CPU)", "chain (GPU)", "tree k" (trees run on the CPU)."""
     rows = {}
     for n, d in drafters.items():
         net = is_network(d)
-        row = {"runs": "network" if net else "host CPU (Python)"}
+        row = {"runs": "network" if net else "host CPU"}
         for label, dev in (("CPU", "cpu"), ("GPU", gpu)) if net else (("CPU", None),):
             if label == "GPU" and not gpu:
                 continue
@@ -175,7 +175,7 @@ def cost_table(drafters: dict, pairs: Sequence[RecordedPair], traces: Sequence[m
                                                        max_calls=calls)
         if hasattr(d, "propose_tree"):
             for k in tree_sizes:
-                row[f"tree {k} (CPU)"] = call_cost_ms(lambda ctx, d=d, k=k: d.propose_tree(ctx, k), pairs, traces,
+                row[f"tree {k}"] = call_cost_ms(lambda ctx, d=d, k=k: d.propose_tree(ctx, k), pairs, traces,
                                                       max_calls=max(1, calls // 2))
         rows[n] = row
     return cost_frame(rows)
@@ -200,8 +200,11 @@ def _on(drafter, device):
 
 def cost_frame(cost_ms: dict[str, dict]) -> pd.DataFrame:
     """{drafter: {column: ms}} (cost_table's rows, or a results.json's "cost_ms") as a table in
-    a fixed column order: runs, chain (CPU), chain (GPU), trees by size."""
+    a fixed column order: runs, chain (CPU), chain (GPU), trees by size ("tree k": they run on the CPU)."""
     df = pd.DataFrame(cost_ms).T.rename_axis("drafter")
+    if "runs" in df.columns:                                 # results written before the label was shortened
+        df["runs"] = df["runs"].replace({"host CPU (Python)": "host CPU"})
+    df = df.rename(columns=lambda c: c.removesuffix(" (CPU)") if c.startswith("tree ") else c)   # trees: CPU only
     trees = sorted((c for c in df.columns if c.startswith("tree ")), key=lambda c: int(c.split()[1]))
     return df[[c for c in ("runs", "chain (CPU)", "chain (GPU)") if c in df.columns] + trees]
 

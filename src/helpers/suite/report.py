@@ -44,5 +44,7 @@ def table(df: pd.DataFrame, caption: str, formats: dict[str, str] | None = None,
     sty = df.style.set_caption(caption).format(
         {c: (lambda v, k=k: fmt(v, k)) for c, k in (formats or {}).items()}, na_rep="-")
     sty = sty.set_table_styles([{"selector": "caption", "props": "caption-side: top; text-align: left; "
-                                                                   "font-weight: 600; padding-bottom: 0.4em;"}])
+                                                                   "font-weight: 600; padding-bottom: 0.4em;"},
+                                {"selector": "td", "props": "padding: 0.1em 0.6em;"},   # numbers never touch
+                                {"selector": "th", "props": "padding: 0.1em 0.6em;"}])
     return sty.hide(axis="index") if hide_index else sty
