@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     # --- cost per call: the CPU, and the networks again on a GPU where there is one -------------------
     gpu = "cuda" if torch.cuda.is_available() else None
     cost = ec.cost_table(drafters, test, test_full[prior].traces, a.gamma, a.tree_sizes, a.cost_calls, gpu)
-    out["cost_ms"] = {n: {k: v for k, v in row.items() if v == v} for n, row in cost.to_dict("index").items()}
+    out["cost_ms"] = ec.cost_records(cost)
     log("cost\n", cost.to_string())
 
     # --- learning curves -----------------------------------------------------------------------------

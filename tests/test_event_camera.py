@@ -79,6 +79,19 @@ def test_cost_table_times_every_drafter_and_moves_networks_back():
     assert list(old.columns) == ["runs", "chain (CPU)", "tree 5", "tree 10"] and old.loc["a", "runs"] == "host CPU"
 
 
+def test_network_cost_text_follows_the_table():
+    table = ec.cost_frame({"cross_modal": {"runs": "network", "chain (CPU)": 14.9, "chain (GPU)": 10.9},
+                           "seed_token_adapter": {"runs": "network", "chain (CPU)": 11.7, "chain (GPU)": 1.8},
+                           "draft_features": {"runs": "network", "chain (CPU)": 6.9, "chain (GPU)": 7.3},
+                           "target_prior_kn": {"runs": "host CPU", "chain (CPU)": 0.06}})
+    text = ec.network_cost_text(table, 5.8, "NVIDIA H200")
+    assert text.startswith("On the NVIDIA H200 the networks cost 1.8 to 10.9 ms per chain (on that machine's CPU 6.9 "
+                           "to 14.9 ms): `cross_modal`, `draft_features` cost at least a 5.8 ms target step.")
+    assert "`draft_features` run at most a fifth faster" in text and "`seed_token_adapter` run" not in text
+    assert ec.network_cost_text(table.drop(columns="chain (GPU)"), 5.8, "x").startswith("No GPU measurement")
+    assert ec.cost_records(table)["target_prior_kn"] == {"runs": "host CPU", "chain (CPU)": 0.06}   # no empty cells
+
+
 def test_online_store_takes_in_earlier_answers_only():
     from helpers.study.pairs import RecordedPair
     train = toy_pairs(30, 1)

@@ -167,16 +167,15 @@ def cost_table(drafters: dict, pairs: Sequence[RecordedPair], traces: Sequence[m
     for n, d in drafters.items():
         net = is_network(d)
         row = {"runs": "network" if net else "host CPU"}
-        for label, dev in (("CPU", "cpu"), ("GPU", gpu)) if net else (("CPU", None),):
-            if label == "GPU" and not gpu:
-                continue
+        places = [("CPU", "cpu" if net else None)] + ([("GPU", gpu)] if net and gpu else [])
+        for label, dev in places:
             with _on(d, dev):
                 row[f"chain ({label})"] = call_cost_ms(lambda ctx, d=d: d.propose(ctx, gamma), pairs, traces,
                                                        max_calls=calls)
         if hasattr(d, "propose_tree"):
             for k in tree_sizes:
                 row[f"tree {k}"] = call_cost_ms(lambda ctx, d=d, k=k: d.propose_tree(ctx, k), pairs, traces,
-                                                      max_calls=max(1, calls // 2))
+                                                max_calls=max(1, calls // 2))
         rows[n] = row
     return cost_frame(rows)
 
@@ -207,6 +206,30 @@ def cost_frame(cost_ms: dict[str, dict]) -> pd.DataFrame:
     df = df.rename(columns=lambda c: c.removesuffix(" (CPU)") if c.startswith("tree ") else c)   # trees: CPU only
     trees = sorted((c for c in df.columns if c.startswith("tree ")), key=lambda c: int(c.split()[1]))
     return df[[c for c in ("runs", "chain (CPU)", "chain (GPU)") if c in df.columns] + trees]
+
+
+def cost_records(table: pd.DataFrame) -> dict[str, dict]:
+    """cost_table's rows for a results file: {drafter: {column: value}}, the cells it has only."""
+    return {n: {k: v for k, v in row.items() if v == v} for n, row in table.to_dict("index").items()}
+
+
+def network_cost_text(table: pd.DataFrame, step_ms: float, gpu_name: str) -> str:
+    """What a cost table with a "chain (GPU)" column says of the network drafters, against a target
+    decode step of step_ms: their range on the GPU and its host CPU, which cost a step or more, and
+    which gain little from the GPU."""
+    nets = table[(table["runs"] == "network") & table["chain (GPU)"].notna()] if "chain (GPU)" in table else table[:0]
+    if nets.empty:
+        return "No GPU measurement of the networks is at hand for this run."
+    g, c = nets["chain (GPU)"].astype(float), nets["chain (CPU)"].astype(float)
+    over = [f"`{n}`" for n in nets.index if g[n] >= step_ms]
+    slow = [f"`{n}`" for n in nets.index if g[n] >= 0.8 * c[n]]
+    return (f"On the {gpu_name} the networks cost {g.min():.1f} to {g.max():.1f} ms per chain (on that machine's CPU "
+            f"{c.min():.1f} to {c.max():.1f} ms): "
+            + (f"{', '.join(over)} cost at least a {step_ms:.1f} ms target step. " if over else
+               f"all below a {step_ms:.1f} ms target step. ")
+            + "Each drafted token is one pass of the network (the seed's adapter drafts a chain in one pass)"
+            + (f"; {', '.join(slow)} run at most a fifth faster on the GPU than on its CPU: at batch 1 a pass of "
+               "such a small network is a row of short kernel launches, not arithmetic." if slow else "."))
 
 
 # --- the comparison --------------------------------------------------------------------------
@@ -263,7 +286,7 @@ def online_traces(drafter, train: Sequence[RecordedPair], pairs: Sequence[Record
 
 def refittable(drafter) -> bool:
     """Count and lookup drafters refit in seconds with their settings kept (`refit`)."""
-    return hasattr(drafter, "settings") and hasattr(drafter, "fit") and not hasattr(drafter, "model")
+    return hasattr(drafter, "settings") and hasattr(drafter, "fit") and not is_network(drafter)
 
 
 def slope_per_doubling(curve: pd.DataFrame, column: str = "MAT test") -> float:

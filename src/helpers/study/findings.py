@@ -258,11 +258,11 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
                  + f" Against `{feat['prior']}` it reaches {feat['mat']['draft_features'] / feat['prior_mat']:.2f}x "
                    "its MAT.")
     on = ev.get("online")
+    lift = on["online_mat"][on["prior"]] / on["offline_mat"][on["prior"]] if on else None   # the store alone
     if on:
-        r, p0 = on["ratio"], on["prior"]
         text += (f" An online datastore of the target's own earlier answers (taken in every {on['every']} pairs, as a "
-                 f"deployment answering clip after clip has them) lifts `{p0}` {on['online_mat'][p0] / on['offline_mat'][p0]:.2f}x; "
-                 f"with it the best reader `{on['reader']}` against that prior: {_ratio_text(r)}.")
+                 f"deployment answering clip after clip has them) lifts `{on['prior']}` {lift:.2f}x; "
+                 f"with it the best reader `{on['reader']}` against that prior: {_ratio_text(on['ratio'])}.")
     cost = ev.get("cost_ms", {})
     step = ev.get("target_step_ms")
     if reader in cost and step:
@@ -293,9 +293,9 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
                 "draft's content.") if v == "none" else (
                 f"The best event-camera draft reader, `{reader}`, reaches only {full['ratio']:.2f}x the MAT of the best "
                 f"content-free drafter, `{prior}`.")
-    if on and on["online_mat"][on["prior"]] >= 1.05 * on["offline_mat"][on["prior"]]:
+    if lift is not None and lift >= 1.05:
         rec += (f" Whichever drafter runs, keep the target's recent answers in its datastore: on these pairs that "
-                f"alone lifts MAT {on['online_mat'][on['prior']] / on['offline_mat'][on['prior']]:.2f}x.")
+                f"alone lifts MAT {lift:.2f}x.")
     return Finding("What the event camera adds over the best prior", text, rec, head)
 
 
