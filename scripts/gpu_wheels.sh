@@ -12,7 +12,8 @@ PY=${PY:-.venv/bin/python}
 pkgs=(papermill entrypoints tenacity nbclient nbformat fastjsonschema jsonschema jsonschema-specifications
       referencing rpds-py jupyter_client jupyter_core platformdirs traitlets pyzmq tornado ipykernel comm debugpy
       ipython ipython_pygments_lexers jedi parso prompt_toolkit wcwidth pexpect ptyprocess stack-data
-      asttokens executing pure_eval matplotlib-inline nest-asyncio2 myst-nb docutils importlib_metadata)
+      asttokens executing pure_eval matplotlib-inline nest-asyncio2 myst-nb docutils importlib_metadata
+      pytest pluggy iniconfig)     # pytest: tests/test_graphs.py's CUDA tests run there (gpu_run.sh PHASE=synmeasure)
 pins=()
 for p in "${pkgs[@]}"; do
   v=$("$PY" -m pip show "$p" 2>/dev/null | sed -n 's/^Version: //p')

@@ -71,6 +71,7 @@ def test_cost_table_times_every_drafter_and_moves_networks_back():
                           gpu="cpu")
     assert table.loc["target_prior_kn", "runs"] == "host CPU" and table.loc["cross_modal", "runs"] == "network"
     assert table.loc["cross_modal", "chain (GPU)"] > 0 and pd.isna(table.loc["target_prior_kn", "chain (GPU)"])
+    assert table.loc["cross_modal", "chain (GPU, eager)"] > 0 and net.cuda_graphs is True   # the setting is restored
     assert table.loc["target_prior_kn", "tree 4"] > 0 and pd.isna(table.loc["cross_modal", "tree 4"])
     assert (table["chain (CPU)"] > 0).all()
     assert net.device == torch.device("cpu") and next(net.model.parameters()).device.type == "cpu"
@@ -87,8 +88,17 @@ def test_network_cost_text_follows_the_table():
     text = ec.network_cost_text(table, 5.8, "NVIDIA H200")
     assert text.startswith("On the NVIDIA H200 the networks cost 1.8 to 10.9 ms per chain (on that machine's CPU 6.9 "
                            "to 14.9 ms): `cross_modal`, `draft_features` cost at least a 5.8 ms target step.")
-    assert "`draft_features` run at most a fifth faster" in text and "`seed_token_adapter` run" not in text
+    assert "Run eagerly, `draft_features` is at most a fifth faster" in text and "`seed_token_adapter` is" not in text
     assert ec.network_cost_text(table.drop(columns="chain (GPU)"), 5.8, "x").startswith("No GPU measurement")
+    graphed = ec.cost_frame({"cross_modal": {"runs": "network", "chain (CPU)": 14.9, "chain (GPU)": 1.2,
+                                             "chain (GPU, eager)": 10.9},
+                             "draft_features": {"runs": "network", "chain (CPU)": 6.9, "chain (GPU)": 0.9,
+                                                "chain (GPU, eager)": 7.3}})
+    assert list(graphed.columns) == ["runs", "chain (CPU)", "chain (GPU)", "chain (GPU, eager)"]
+    text = ec.network_cost_text(graphed, 5.8, "NVIDIA H200")
+    assert "all below a 5.8 ms target step" in text                      # judged by the graphed figures
+    assert "run eagerly, the same chains cost 7.3 to 10.9 ms, 8.1 to 9.1 times as much" in text
+    assert "Run eagerly, `draft_features` is at most a fifth faster" in text and "`cross_modal` is" not in text
     assert ec.cost_records(table)["target_prior_kn"] == {"runs": "host CPU", "chain (CPU)": 0.06}   # no empty cells
 
 

@@ -161,15 +161,18 @@ def cost_table(drafters: dict, pairs: Sequence[RecordedPair], traces: Sequence[m
     """Median ms per call of every drafter at the verify steps of `traces`: a chain of gamma drafts
     (`propose`) and, for drafters that grow trees, a tree of k nodes. Networks are timed on the CPU
     and, with `gpu` (a torch device such as "cuda"), again there, wherever they were loaded (each
-    goes back to its own device afterwards). Rows: drafters; columns "runs" (network or host CPU),
-    "chain (CPU)", "chain (GPU)", "tree k" (trees run on the CPU)."""
+    goes back to its own device afterwards): replaying CUDA graphs ("chain (GPU)", what they do on a
+    GPU) and, for those that can, eagerly ("chain (GPU, eager)"). Rows: drafters; columns "runs"
+    (network or host CPU), the chains' columns, "tree k" (trees run on the CPU)."""
     rows = {}
     for n, d in drafters.items():
         net = is_network(d)
         row = {"runs": "network" if net else "host CPU"}
-        places = [("CPU", "cpu" if net else None)] + ([("GPU", gpu)] if net and gpu else [])
-        for label, dev in places:
-            with _on(d, dev):
+        places = [("CPU", "cpu" if net else None, None)]
+        if net and gpu:
+            places += [("GPU", gpu, True)] + ([("GPU, eager", gpu, False)] if hasattr(d, "cuda_graphs") else [])
+        for label, dev, graphed in places:
+            with _on(d, dev, graphed):
                 row[f"chain ({label})"] = call_cost_ms(lambda ctx, d=d: d.propose(ctx, gamma), pairs, traces,
                                                        max_calls=calls)
         if hasattr(d, "propose_tree"):
@@ -181,20 +184,25 @@ def cost_table(drafters: dict, pairs: Sequence[RecordedPair], traces: Sequence[m
 
 
 @contextlib.contextmanager
-def _on(drafter, device):
-    """A network drafter on `device` for the block, back on its own device after (None: as it is)."""
+def _on(drafter, device, graphed: bool | None = None):
+    """A network drafter on `device` for the block, replaying CUDA graphs there or not (`graphed`;
+    None: as set), back on its own device and setting after (device None: as it is)."""
     if device is None:
         yield
         return
     import torch
-    home = drafter.device
+    home, home_graphs = drafter.device, getattr(drafter, "cuda_graphs", None)
     drafter.model.to(device)
     drafter.device = torch.device(device)
+    if graphed is not None and home_graphs is not None:
+        drafter.cuda_graphs = graphed
     try:
         yield
     finally:
         drafter.model.to(home)
         drafter.device = home
+        if home_graphs is not None:
+            drafter.cuda_graphs = home_graphs
 
 
 def cost_frame(cost_ms: dict[str, dict]) -> pd.DataFrame:
@@ -205,7 +213,7 @@ def cost_frame(cost_ms: dict[str, dict]) -> pd.DataFrame:
         df["runs"] = df["runs"].replace({"host CPU (Python)": "host CPU"})
     df = df.rename(columns=lambda c: c.removesuffix(" (CPU)") if c.startswith("tree ") else c)   # trees: CPU only
     trees = sorted((c for c in df.columns if c.startswith("tree ")), key=lambda c: int(c.split()[1]))
-    return df[[c for c in ("runs", "chain (CPU)", "chain (GPU)") if c in df.columns] + trees]
+    return df[[c for c in ("runs", "chain (CPU)", "chain (GPU)", "chain (GPU, eager)") if c in df.columns] + trees]
 
 
 def cost_records(table: pd.DataFrame) -> dict[str, dict]:
@@ -215,21 +223,31 @@ def cost_records(table: pd.DataFrame) -> dict[str, dict]:
 
 def network_cost_text(table: pd.DataFrame, step_ms: float, gpu_name: str) -> str:
     """What a cost table with a "chain (GPU)" column says of the network drafters, against a target
-    decode step of step_ms: their range on the GPU and its host CPU, which cost a step or more, and
-    which gain little from the GPU."""
+    decode step of step_ms: their range on the GPU and its host CPU, which cost a step or more, what
+    CUDA graphs buy (where the table has "chain (GPU, eager)"), and which gain little from the GPU
+    when run eagerly. Tables without the eager column were measured eagerly."""
     nets = table[(table["runs"] == "network") & table["chain (GPU)"].notna()] if "chain (GPU)" in table else table[:0]
     if nets.empty:
         return "No GPU measurement of the networks is at hand for this run."
     g, c = nets["chain (GPU)"].astype(float), nets["chain (CPU)"].astype(float)
+    e = nets["chain (GPU, eager)"].astype(float).dropna() if "chain (GPU, eager)" in nets else g[:0]
+    eager = e if len(e) else g
     over = [f"`{n}`" for n in nets.index if g[n] >= step_ms]
-    slow = [f"`{n}`" for n in nets.index if g[n] >= 0.8 * c[n]]
-    return (f"On the {gpu_name} the networks cost {g.min():.1f} to {g.max():.1f} ms per chain (on that machine's CPU "
+    slow = [f"`{n}`" for n in eager.index if eager[n] >= 0.8 * c[n]]
+    text = (f"On the {gpu_name} the networks cost {g.min():.1f} to {g.max():.1f} ms per chain (on that machine's CPU "
             f"{c.min():.1f} to {c.max():.1f} ms): "
             + (f"{', '.join(over)} cost at least a {step_ms:.1f} ms target step. " if over else
                f"all below a {step_ms:.1f} ms target step. ")
-            + "Each drafted token is one pass of the network (the seed's adapter drafts a chain in one pass)"
-            + (f"; {', '.join(slow)} run at most a fifth faster on the GPU than on its CPU: at batch 1 a pass of "
-               "such a small network is a row of short kernel launches, not arithmetic." if slow else "."))
+            + "Each drafted token is one pass of the network (the seed's adapter drafts a chain in one pass). ")
+    if len(e):
+        speed = e / g[e.index]
+        text += (f"Those figures replay each pass as a CUDA graph (one launch); run eagerly, the same chains cost "
+                 f"{e.min():.1f} to {e.max():.1f} ms, {speed.min():.1f} to {speed.max():.1f} times as much. ")
+    if slow:
+        text += (f"Run eagerly, {', '.join(slow)} {'is' if len(slow) == 1 else 'are'} at most a fifth faster on the GPU "
+                 "than on its CPU: at batch 1 a pass of such a small network is a row of short kernel launches, "
+                 "not arithmetic.")
+    return text.strip()
 
 
 # --- the comparison --------------------------------------------------------------------------

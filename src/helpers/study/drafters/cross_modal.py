@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from helpers.study.drafters import graphs
 from helpers.study.drafters.base import DraftContext, evaluate
 from helpers.study.drafters.ngram import NgramPrior
 from helpers.study.pairs import RecordedPair
@@ -76,7 +77,37 @@ class EncoderDecoder(nn.Module):
         return self.decode(*self.encode(src), tgt)                                # what nn.Transformer does
 
 
+class StaticChain:
+    """An EncoderDecoder's greedy drafting passes at one static shape (a source of `src`'s shape,
+    the target prefix right-padded to max_len), each a `graphs.Replay`: `encode(src)` once per chain,
+    then `step(prefix)` -> the logits (V,) after the prefix's last token. Causal self-attention and
+    the source's padding mask keep the padding out of the real positions' outputs."""
+
+    def __init__(self, model: EncoderDecoder, src: torch.Tensor, max_len: int, graph: bool):
+        self.max_len, self.device = max_len, src.device
+        self.encoder = graphs.Replay(model.encode, [src], graph)
+        memory, pad = model.encode(src)                                   # example shapes for the step
+        self.has_pad = pad is not None
+        tgt, last = torch.full((1, max_len), PAD, dtype=torch.long, device=src.device), torch.zeros(1, dtype=torch.long, device=src.device)
+
+        def step(memory, tgt, last, *pad):
+            return model.decode(memory, pad[0] if pad else None, tgt)[0].index_select(0, last)[0]
+        self.stepper = graphs.Replay(step, [memory, tgt, last] + ([pad] if self.has_pad else []), graph)
+        self.graphed = self.encoder.graph is not None and self.stepper.graph is not None
+
+    def encode(self, src: torch.Tensor) -> None:
+        self.memory = self.encoder(src)
+
+    def step(self, prefix: Sequence[int]) -> torch.Tensor:
+        memory, pad = self.memory
+        tgt = pad_batch([prefix], PAD, self.max_len).to(self.device, non_blocking=True)
+        last = torch.tensor([len(prefix) - 1]).to(self.device, non_blocking=True)
+        return self.stepper(memory, tgt, last, *([pad] if self.has_pad else []))
+
+
 class CrossModalDrafter:
+    cuda_graphs = True      # on a CUDA device, draft chains replay CUDA graphs (StaticChain)
+
     def __init__(self, cfg: CrossModalConfig, device: str = "cpu", name: str | None = None):
         self.cfg, self.device = cfg, resolve_device(device)
         self.name = name or ("cross_modal" if cfg.use_draft else "target_prior_neural")
@@ -121,30 +152,26 @@ class CrossModalDrafter:
 
     # --- inference ----------------------------------------------------------------
     @torch.no_grad()
-    def _probs(self, draft_ids: Sequence[int], prefix: Sequence[int], last_only: bool = False,
-               memory=None) -> torch.Tensor:
-        """Next-token probabilities after each prefix position, (len(prefix), V), the prior mixed
-        in if set; `last_only`: only after the last position, (1, V) (what greedy drafting needs);
-        `memory`: the encoder's output for draft_ids, when the caller has it already."""
+    def _probs(self, draft_ids: Sequence[int], prefix: Sequence[int]) -> torch.Tensor:
+        """Next-token probabilities after each prefix position, (len(prefix), V), the prior mixed in if set."""
         self.model.eval()
-        if memory is None:
-            memory = self.model.encode(pad_batch([self._src(draft_ids)], PAD).to(self.device))
-        tgt = pad_batch([self._enc(prefix)], PAD).to(self.device)
-        lg = self.model.decode(*memory, tgt)[0].cpu()
-        first = lg.shape[0] - 1 if last_only else 0                  # prefix position of row 0
-        lg = lg[first:]
+        memory = self.model.encode(pad_batch([self._src(draft_ids)], PAD).to(self.device))
+        lg = self.model.decode(*memory, pad_batch([self._enc(prefix)], PAD).to(self.device))[0].cpu()
         lg[:, :2] = -torch.inf                                       # PAD/UNK are never drafts
-        probs = lg.softmax(-1)
+        return torch.stack([self._mix(row, prefix[: r + 1]) for r, row in enumerate(lg)]) if len(lg) else lg.softmax(-1)
+
+    def _mix(self, logits: torch.Tensor, prefix: Sequence[int]) -> torch.Tensor:
+        """Next-token probabilities (V,) from the network's logits after `prefix` (PAD and UNK
+        masked already), on the logits' device, with the prior mixed in if set."""
+        probs = logits.softmax(-1)
         if self.prior is None or self.prior_weight == 1.0:
             return probs
+        mix = [(self.stoi[tok], (1 - self.prior_weight) * q) for tok, q in self.prior.distribution(prefix).items()
+               if tok in self.stoi]                                   # the prior knows only training ids too
         probs = probs * self.prior_weight
-        for r in range(probs.shape[0]):
-            mix = [(self.stoi[tok], (1 - self.prior_weight) * q)
-                   for tok, q in self.prior.distribution(prefix[: first + r + 1]).items()
-                   if tok in self.stoi]                               # the prior knows only training ids too
-            if mix:                                                   # one vectorised add (a Python loop of tensor
-                cols, vals = zip(*mix)                                # element updates cost most of the time)
-                probs[r].index_add_(0, torch.tensor(cols), torch.tensor(vals, dtype=probs.dtype))
+        if mix:                                                       # one vectorised add (a Python loop of tensor
+            cols, vals = zip(*mix)                                    # element updates cost most of the time)
+            probs.index_add_(0, torch.tensor(cols).to(probs.device), torch.tensor(vals, dtype=probs.dtype).to(probs.device))
         return probs
 
     def predict_topk(self, pairs, k, visible=None):
@@ -158,16 +185,40 @@ class CrossModalDrafter:
             out.append(np.vstack([top, -np.ones((need, k), dtype=top.dtype)]) if need > 0 else top)
         return out
 
-    @torch.no_grad()
     def propose(self, ctx: DraftContext, n: int) -> list[int]:
+        return self._chain(pad_batch([self._src(ctx.draft_ids)], PAD), ctx.target_prefix, n)
+
+    @torch.no_grad()
+    def _chain(self, src: torch.Tensor, prefix: Sequence[int], n: int) -> list[int]:
+        """Greedy chain of n drafts after `prefix`, the encoder run once on `src` (the draft's ids,
+        or features): eagerly on the CPU, as replayed CUDA graphs on a CUDA device."""
         self.model.eval()
-        memory = self.model.encode(pad_batch([self._src(ctx.draft_ids)], PAD).to(self.device))   # once per chain
-        seq = list(ctx.target_prefix)
+        static = self._static(src) if graphs.wanted(self.device, self.cuda_graphs) else None
+        if static is None:
+            memory = self.model.encode(src.to(self.device))
+            step = lambda seq: self.model.decode(*memory, pad_batch([self._enc(seq)], PAD).to(self.device))[0, -1]
+        else:
+            static.encode(src if src.dtype != torch.long else pad_batch([src[0].tolist()], PAD, self.cfg.max_len))
+            step = lambda seq: static.step(self._enc(seq))
+        seq = list(prefix)
         for _ in range(n):
             if len(seq) > self.cfg.max_len:                          # beyond its positions: nothing to propose
                 break
-            seq.append(self.itos[int(self._probs(ctx.draft_ids, seq, last_only=True, memory=memory)[-1].argmax())])
-        return seq[len(ctx.target_prefix):]
+            logits = step(seq).clone()
+            logits[:2] = -torch.inf                                   # PAD/UNK are never drafts
+            seq.append(self.itos[int(self._mix(logits, seq).argmax())])
+        return seq[len(prefix):]
+
+    def _static(self, src: torch.Tensor) -> StaticChain:
+        """The StaticChain for this network where it is now, built (captured) on first use."""
+        shape = (self.cfg.max_len,) if src.dtype == torch.long else tuple(src.shape)
+        key = (graphs.weights_key(self.model), shape)
+        if getattr(self, "_static_key", None) != key:
+            example = torch.full((1, self.cfg.max_len), PAD, dtype=torch.long) if src.dtype == torch.long else src
+            self._static_chain = StaticChain(self.model, example.to(self.device), self.cfg.max_len,
+                                             graphs.wanted(self.device, self.cuda_graphs))
+            self._static_key = key
+        return self._static_chain
 
     # --- persistence --------------------------------------------------------------
     def save(self, path: str | Path) -> None:

@@ -115,20 +115,10 @@ class FeatureDrafter(CrossModalDrafter):
             out.append(np.vstack([top, -np.ones((need, k), dtype=top.dtype)]) if need > 0 else top)
         return out
 
-    @torch.no_grad()
     def propose(self, ctx, n):
         """Greedy chain of n from the features of the pair `ctx.key` (computed at the draft model's
         prefill) and the target's prefix: one network pass per drafted token, no draft token read."""
         if ctx.key not in self.features:
             raise KeyError(f"no draft features for pair {ctx.key!r}: this drafter drafts only for pairs whose "
                            "draft-model features were extracted (the online engine's contexts carry none)")
-        self.model.eval()
-        memory = self.model.encode(self._feats_of([ctx.key]).to(self.device))      # once per chain
-        seq = list(ctx.target_prefix)
-        for _ in range(n):
-            if len(seq) > self.cfg.max_len:
-                break
-            lg = self.model.decode(*memory, pad_batch([self._enc(seq)], PAD).to(self.device))[0, -1].cpu()
-            lg[:2] = -torch.inf
-            seq.append(self.itos[int(lg.argmax())])
-        return seq[len(ctx.target_prefix):]
+        return self._chain(self._feats_of([ctx.key]), ctx.target_prefix, n)

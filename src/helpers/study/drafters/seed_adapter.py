@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from helpers.study.drafters import graphs
 from helpers.study.drafters.base import DraftContext
 from helpers.study.pairs import RecordedPair
 from helpers.training import IGNORE, MISS, TrainConfig, chunks, fit_token_model, pad_batch, resolve_device
@@ -79,6 +80,7 @@ class SeedAdapterDrafter:
     name = "seed_token_adapter"
     needs = "draft tokens 0..i to propose target token i+1 (causal over the draft, blind to the target's prefix)"
     ranks = True
+    cuda_graphs = True      # on a CUDA device, its pass replays a CUDA graph at max_len positions
 
     def __init__(self, cfg: AdapterConfig, device: str = "cpu"):
         self.cfg, self.device = cfg, resolve_device(device)
@@ -115,10 +117,16 @@ class SeedAdapterDrafter:
         A finished draft is padded past its end (as the seed trained); an unfinished one has no
         output where its token i does not exist yet (-1)."""
         self.model.eval()
-        T = min(self.cfg.max_len, max(len(draft_ids), n_positions, 1))
-        x = pad_batch([draft_ids], self.cfg.pad_id, T).to(self.device)
-        lg = self.model(x)[0, :n_positions].cpu()                                  # (<=n, V)
-        top = self.model.out_ids.cpu()[lg.topk(k, dim=-1).indices].numpy()         # global ids
+        if graphs.wanted(self.device, self.cuda_graphs):       # one static pass of max_len, replayed as a CUDA graph
+            key = graphs.weights_key(self.model)
+            if getattr(self, "_replay_key", None) != key:
+                example = torch.full((1, self.cfg.max_len), self.cfg.pad_id, dtype=torch.long, device=self.device)
+                self._replay, self._replay_key = graphs.Replay(lambda x: self.model(x)[0], [example]), key
+            lg = self._replay(pad_batch([draft_ids], self.cfg.pad_id, self.cfg.max_len).to(self.device))[:n_positions]
+        else:                                                  # causal: the padding past T changes no output before it
+            T = min(self.cfg.max_len, max(len(draft_ids), n_positions, 1))
+            lg = self.model(pad_batch([draft_ids], self.cfg.pad_id, T).to(self.device))[0, :n_positions]   # (<=n, V)
+        top = self.model.out_ids[lg.topk(k, dim=-1).indices].cpu().numpy()          # global ids
         out = -np.ones((n_positions, k), dtype=np.int64)
         out[: top.shape[0]] = top                                                  # beyond max_len: -1
         if not draft_done:

@@ -1,0 +1,65 @@
+"""CUDA graphs for the network drafters' calls at batch 1.
+
+A small drafter network at batch 1 is launch bound: a pass of two Transformer layers is a row of
+some hundred short kernels, each waiting on the host to launch it, so on a GPU it costs about what
+it costs on the CPU (measured in chapter 35). Captured once as a CUDA graph at a static shape, the
+same pass is one launch. `Replay` does that for one function of tensors: its inputs are copied
+into static buffers, the graph replays, and its outputs are the same static tensors every call
+(read them before the next replay). Callers pad their inputs to one shape, which a
+causal network allows without changing its outputs at the real positions.
+
+Graphs exist only on CUDA; elsewhere `Replay` runs the function eagerly on the same static
+buffers, so the padded path is tested on the CPU and the capture on a GPU
+(tests/test_graphs.py runs both where it can).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Sequence
+
+import torch
+
+
+def wanted(device: torch.device | str, enabled: bool = True) -> bool:
+    """Whether a drafter on `device` replays its calls as CUDA graphs."""
+    return bool(enabled) and torch.device(device).type == "cuda" and torch.cuda.is_available()
+
+
+class Replay:
+    """fn(*inputs) -> tensor or tuple of tensors, at the shapes of `examples`, replayed as a CUDA
+    graph when `graph` is set (the inputs must then live on one CUDA device), else run eagerly on
+    the same static buffers. A capture that fails falls back to eager with a warning (`error`)."""
+
+    def __init__(self, fn: Callable, examples: Sequence[torch.Tensor], graph: bool = True, warmup: int = 2):
+        self.fn, self.inputs = fn, [x.clone() for x in examples]
+        self.graph, self.error, self.outputs = None, None, None
+        if not graph:
+            return
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):        # first calls outside the graph: lazy inits, autotuning
+                for _ in range(warmup):
+                    fn(*self.inputs)
+            torch.cuda.current_stream().wait_stream(side)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                self.outputs = fn(*self.inputs)
+            self.graph = g
+        except Exception as e:                   # e.g. an op that synchronises with the host
+            self.error = f"{type(e).__name__}: {e}"
+            warnings.warn(f"CUDA graph capture failed, running eagerly: {self.error}", RuntimeWarning)
+
+    def __call__(self, *inputs: torch.Tensor):
+        for buf, x in zip(self.inputs, inputs):
+            buf.copy_(x, non_blocking=True)
+        if self.graph is None:
+            return self.fn(*self.inputs)
+        self.graph.replay()
+        return self.outputs
+
+
+def weights_key(module: torch.nn.Module) -> tuple:
+    """Where a module's weights live now: a graph captured for other weights (the module moved to
+    another device and back) must be captured again."""
+    return tuple((str(p.device), p.data_ptr()) for p in module.parameters())

@@ -1,0 +1,134 @@
+"""The network drafters' static-shape passes (helpers.study.drafters.graphs): padded to one shape
+they draft what their eager passes draft; on CUDA the passes replay captured graphs. The CPU
+tests force the static path (its capture fails there and falls back to eager, with a warning);
+the CUDA tests run where a GPU is (scripts/gpu_run.sh PHASE=synmeasure runs this file on the H200)."""
+import numpy as np
+import pytest
+import torch
+
+from helpers.study.drafters import AdapterConfig, CrossModalConfig, CrossModalDrafter, DraftContext, NgramPrior, SeedAdapterDrafter
+from helpers.study.drafters import graphs
+from helpers.study.drafters import features as df
+from helpers.study.drafters.cross_modal import PAD, StaticChain
+from helpers.training import TrainConfig
+
+from test_drafters import STREAMED, check_shortcut, toy_pairs
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(scope="module")
+def nets():
+    """A trained cross_modal mixed with an n-gram prior, and a trained seed adapter."""
+    tcfg = TrainConfig(epochs=25, lr=3e-3, batch_size=16, patience=25, device="cpu", progress=False)
+    cm = CrossModalDrafter(CrossModalConfig(d_model=32, n_heads=2, enc_layers=1, dec_layers=1, d_ffn=64,
+                                            dropout=0.0, max_len=16))
+    cm.fit(toy_pairs(60, 1), toy_pairs(9, 2), tcfg)
+    cm.set_prior(NgramPrior(order=3).fit(toy_pairs(60, 1)), 0.7)
+    seed = SeedAdapterDrafter(AdapterConfig(text_vocab=20, d_model=32, n_heads=2, n_layers=1, d_ffn=64, dropout=0.0,
+                                            max_len=16, output_vocab="train"))
+    seed.fit(toy_pairs(60, 1), toy_pairs(9, 2), tcfg)
+    return cm, seed
+
+
+def contexts(pairs):
+    return [DraftContext.of(p, p.target_ids[:k], v) for p in pairs for k in range(1, len(p.target_ids))
+            for v in (2, len(p.draft_ids))]
+
+
+def test_replay_runs_its_function_on_static_buffers():
+    r = graphs.Replay(lambda a, b: (a * 2 + b, a.sum()), [torch.zeros(3), torch.ones(3)], graph=False)
+    out, total = r(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.5, 0.5, 0.5]))
+    assert out.tolist() == [2.5, 4.5, 6.5] and total.item() == 6.0 and r.graph is None
+    assert r.inputs[0].tolist() == [1.0, 2.0, 3.0]                    # the inputs were copied in, not aliased
+    assert not graphs.wanted("cpu") and not graphs.wanted("cuda", enabled=False)
+
+
+def test_static_chain_steps_equal_the_unpadded_decoder(nets):
+    cm, _ = nets
+    m = cm.model.eval()
+    src = torch.tensor([[3, 4, 5, 6]])
+    static = StaticChain(m, torch.full((1, 16), PAD, dtype=torch.long), 16, graph=False)
+    with torch.no_grad():
+        static.encode(torch.nn.functional.pad(src, (0, 12), value=PAD))
+        memory = m.encode(src)
+        for prefix in ([2], [2, 3], [2, 3, 4, 5, 6, 7, 8]):
+            eager = m.decode(*memory, torch.tensor([prefix]))[0, -1]
+            assert torch.allclose(static.step(prefix), eager, atol=1e-5), prefix
+
+
+def test_static_path_drafts_what_the_eager_path_drafts(nets, monkeypatch):
+    """Forcing the static path on the CPU: capture fails (no CUDA), the padded passes run eagerly,
+    and every chain equals the eager chain; SD over it stays exact (full and streamed drafts)."""
+    cm, seed = nets
+    pairs = toy_pairs(6, 5)
+    eager = {n: [d.propose(c, 3) for c in contexts(pairs)] for n, d in (("cm", cm), ("seed", seed))}
+    monkeypatch.setattr(graphs, "wanted", lambda device, enabled=True: bool(enabled))
+    with pytest.warns(RuntimeWarning, match="CUDA graph capture failed"):
+        static = {n: [d.propose(c, 3) for c in contexts(pairs)] for n, d in (("cm", cm), ("seed", seed))}
+    assert static == eager
+    assert not cm._static_chain.graphed
+    for d in (cm, seed):
+        check_shortcut(d, pairs, gamma=3)
+        check_shortcut(d, pairs, gamma=3, visibility=STREAMED)
+    cm.cuda_graphs = False                                      # the setting turns the static path off
+    try:
+        assert [cm.propose(c, 3) for c in contexts(pairs)] == eager["cm"]
+    finally:
+        cm.cuda_graphs = True
+
+
+def test_feature_drafter_static_path(monkeypatch):
+    pairs = toy_pairs(12, 3)
+    rng = np.random.default_rng(0)
+    feats = {p.key: rng.normal(size=(2, 8)).astype(np.float32) for p in pairs}
+    d = df.FeatureDrafter(CrossModalConfig(d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ffn=32, max_len=16), feats)
+    d.fit(pairs[:9], pairs[9:], TrainConfig(epochs=2, batch_size=4, device="cpu", progress=False))
+    eager = [d.propose(c, 3) for c in contexts(pairs)]
+    monkeypatch.setattr(graphs, "wanted", lambda device, enabled=True: bool(enabled))
+    with pytest.warns(RuntimeWarning):
+        assert [d.propose(c, 3) for c in contexts(pairs)] == eager
+
+
+@CUDA
+def test_cuda_graphs_draft_what_the_cpu_drafts(nets):
+    cm, seed = nets
+    pairs = toy_pairs(6, 5)
+    for d in (cm, seed):
+        cpu = [d.propose(c, 3) for c in contexts(pairs)]
+        d.model.to("cuda")
+        d.device = torch.device("cuda")
+        try:
+            graphed = [d.propose(c, 3) for c in contexts(pairs)]
+            d.cuda_graphs = False
+            eager = [d.propose(c, 3) for c in contexts(pairs)]
+        finally:
+            d.cuda_graphs = True
+            d.model.to("cpu")
+            d.device = torch.device("cpu")
+        assert graphed == cpu == eager
+    assert cm._static_chain.graphed and seed._replay.graph is not None
+
+
+@CUDA
+def test_graphs_follow_the_weights_after_the_network_moves(nets):
+    """Captured, moved to the CPU, changed there and moved back: the drafts are the changed
+    network's (a graph of the old weights' places would draft the old network's or garbage)."""
+    cm, _ = nets
+    ctxs = contexts(toy_pairs(4, 5))
+    state = {k: v.clone() for k, v in cm.model.state_dict().items()}
+    try:
+        for step in range(2):
+            if step:
+                with torch.no_grad():
+                    cm.model.embed.weight[2:] = cm.model.embed.weight[2:].flip(0)   # another network
+            cpu = [cm.propose(c, 3) for c in ctxs]
+            cm.model.to("cuda")
+            cm.device = torch.device("cuda")
+            assert [cm.propose(c, 3) for c in ctxs] == cpu
+            cm.model.to("cpu")
+            cm.device = torch.device("cpu")
+        assert cm._static_chain.graphed
+    finally:
+        cm.model.load_state_dict(state)
