@@ -1,6 +1,6 @@
 """The network drafters' static-shape passes (helpers.study.drafters.graphs): padded to one shape
 they draft what their eager passes draft; on CUDA the passes replay captured graphs. The CPU
-tests force the static path (its capture fails there and falls back to eager, with a warning);
+tests force the static path (on host tensors it is not captured but run eagerly, with a warning);
 the CUDA tests run where a GPU is (scripts/gpu_run.sh PHASE=synmeasure runs this file on the H200)."""
 import numpy as np
 import pytest
@@ -54,19 +54,38 @@ def test_static_chain_steps_equal_the_unpadded_decoder(nets):
         static.encode(torch.nn.functional.pad(src, (0, 12), value=PAD))
         memory = m.encode(src)
         for prefix in ([2], [2, 3], [2, 3, 4, 5, 6, 7, 8]):
-            eager = m.decode(*memory, torch.tensor([prefix]))[0, -1]
-            assert torch.allclose(static.step(prefix), eager, atol=1e-5), prefix
+            eager, got = m.decode(*memory, torch.tensor([prefix]))[0, -1], static.step(prefix)
+            assert torch.allclose(got[2:], eager[2:], atol=1e-5) and torch.isneginf(got[:2]).all(), prefix   # PAD, UNK masked
+        seq = [2, 3]
+        for _ in range(4):                                                   # greedy, PAD and UNK excluded
+            seq.append(int(m.decode(*memory, torch.tensor([seq]))[0, -1, 2:].argmax()) + 2)
+        assert static.greedy([2, 3], 4) == seq[2:]
+        assert static.greedy([2, 3], 0) == []
 
 
 def test_static_path_drafts_what_the_eager_path_drafts(nets, monkeypatch):
-    """Forcing the static path on the CPU: capture fails (no CUDA), the padded passes run eagerly,
-    and every chain equals the eager chain; SD over it stays exact (full and streamed drafts)."""
+    """Forcing the static path on the CPU: nothing is captured (host tensors), the padded passes run
+    eagerly, and every chain equals the eager chain, with the prior mixed in (logits per step) and
+    without it (argmax written into the buffers), up to and past the network's last position; SD
+    over it stays exact (full and streamed drafts)."""
     cm, seed = nets
     pairs = toy_pairs(6, 5)
-    eager = {n: [d.propose(c, 3) for c in contexts(pairs)] for n, d in (("cm", cm), ("seed", seed))}
+    long = [DraftContext.of(pairs[0], (list(pairs[0].target_ids) * 3)[:k]) for k in (14, 15, 16, 17)]  # max_len 16
+    prior = (cm.prior, cm.prior_weight)
+
+    def chains():
+        out = {"seed": [seed.propose(c, 3) for c in contexts(pairs)]}
+        for label, mix in (("cm prior", prior), ("cm alone", (None, 1.0))):
+            cm.set_prior(*mix)
+            out[label] = [cm.propose(c, 3) for c in contexts(pairs) + long]
+        cm.set_prior(*prior)
+        return out
+    eager = chains()
+    assert [len(x) for x in eager["cm alone"][-4:]] == [3, 2, 1, 0]          # no position beyond max_len
+    assert eager["cm prior"] != eager["cm alone"]                            # the two paths differ here
     monkeypatch.setattr(graphs, "wanted", lambda device, enabled=True: bool(enabled))
-    with pytest.warns(RuntimeWarning, match="CUDA graph capture failed"):
-        static = {n: [d.propose(c, 3) for c in contexts(pairs)] for n, d in (("cm", cm), ("seed", seed))}
+    with pytest.warns(RuntimeWarning, match="CUDA graph capture skipped"):
+        static = chains()
     assert static == eager
     assert not cm._static_chain.graphed
     for d in (cm, seed):
@@ -74,7 +93,7 @@ def test_static_path_drafts_what_the_eager_path_drafts(nets, monkeypatch):
         check_shortcut(d, pairs, gamma=3, visibility=STREAMED)
     cm.cuda_graphs = False                                      # the setting turns the static path off
     try:
-        assert [cm.propose(c, 3) for c in contexts(pairs)] == eager["cm"]
+        assert [cm.propose(c, 3) for c in contexts(pairs) + long] == eager["cm prior"]
     finally:
         cm.cuda_graphs = True
 
@@ -95,7 +114,9 @@ def test_feature_drafter_static_path(monkeypatch):
 def test_cuda_graphs_draft_what_the_cpu_drafts(nets):
     cm, seed = nets
     pairs = toy_pairs(6, 5)
-    for d in (cm, seed):
+    alone = CrossModalDrafter(cm.cfg, name="cross_modal_alone")              # the same network, no prior: argmax in the graph
+    alone.itos, alone.stoi, alone.model = cm.itos, cm.stoi, cm.model
+    for d in (cm, alone, seed):
         cpu = [d.propose(c, 3) for c in contexts(pairs)]
         d.model.to("cuda")
         d.device = torch.device("cuda")
@@ -108,7 +129,7 @@ def test_cuda_graphs_draft_what_the_cpu_drafts(nets):
             d.model.to("cpu")
             d.device = torch.device("cpu")
         assert graphed == cpu == eager
-    assert cm._static_chain.graphed and seed._replay.graph is not None
+    assert cm._static_chain.graphed and alone._static_chain.graphed and seed._replay.graph is not None
 
 
 @CUDA

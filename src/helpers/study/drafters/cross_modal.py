@@ -78,31 +78,59 @@ class EncoderDecoder(nn.Module):
 
 
 class StaticChain:
-    """An EncoderDecoder's greedy drafting passes at one static shape (a source of `src`'s shape,
-    the target prefix right-padded to max_len), each a `graphs.Replay`: `encode(src)` once per chain,
-    then `step(prefix)` -> the logits (V,) after the prefix's last token. Causal self-attention and
-    the source's padding mask keep the padding out of the real positions' outputs."""
+    """An EncoderDecoder's drafting passes at one static shape (a source of `src`'s shape, the
+    target prefix right-padded to max_len), each a `graphs.Replay`: `encode(src)` once per chain,
+    then either `step(prefix)` -> the logits (V,) after the prefix's last token (PAD and UNK
+    masked), for a caller that mixes in a prior, or `greedy(prefix, n)` -> n argmax tokens, each
+    pass writing its token into the prefix buffer on the device (one host sync per chain, as in a
+    compiled 7B decode loop). Causal self-attention and the source's padding mask keep the padding
+    out of the real positions' outputs."""
 
     def __init__(self, model: EncoderDecoder, src: torch.Tensor, max_len: int, graph: bool):
         self.max_len, self.device = max_len, src.device
         self.encoder = graphs.Replay(model.encode, [src], graph)
-        memory, pad = model.encode(src)                                   # example shapes for the step
+        memory, pad = model.encode(src)                                   # example shapes for the steps
         self.has_pad = pad is not None
-        tgt, last = torch.full((1, max_len), PAD, dtype=torch.long, device=src.device), torch.zeros(1, dtype=torch.long, device=src.device)
+        # the prefix buffer has one slot beyond the network's positions: a chain's last token may land there
+        tgt = torch.full((1, max_len + 1), PAD, dtype=torch.long, device=src.device)
+        examples = [memory, tgt, torch.zeros(1, dtype=torch.long, device=src.device)] + ([pad] if self.has_pad else [])
 
         def step(memory, tgt, last, *pad):
-            return model.decode(memory, pad[0] if pad else None, tgt)[0].index_select(0, last)[0]
-        self.stepper = graphs.Replay(step, [memory, tgt, last] + ([pad] if self.has_pad else []), graph)
-        self.graphed = self.encoder.graph is not None and self.stepper.graph is not None
+            logits = model.decode(memory, pad[0] if pad else None, tgt[:, :max_len])[0].index_select(0, last)[0]
+            logits[:2] = -torch.inf                                       # PAD/UNK are never drafts
+            return logits
+
+        def greedy(memory, tgt, last, *pad):                              # writes its token after the prefix
+            nxt = step(memory, tgt, last, *pad).argmax().view(1)
+            tgt[0].index_copy_(0, last + 1, nxt)
+            last.add_(1)
+            return nxt
+        self.stepper = graphs.Replay(step, examples, graph)
+        self.greedier = graphs.Replay(greedy, examples, graph)
+        self.graphed = all(r.graph is not None for r in (self.encoder, self.stepper, self.greedier))
 
     def encode(self, src: torch.Tensor) -> None:
         self.memory = self.encoder(src)
 
-    def step(self, prefix: Sequence[int]) -> torch.Tensor:
+    def _inputs(self, prefix: Sequence[int]) -> list[torch.Tensor]:
         memory, pad = self.memory
-        tgt = pad_batch([prefix], PAD, self.max_len).to(self.device, non_blocking=True)
+        tgt = pad_batch([prefix], PAD, self.max_len + 1).to(self.device, non_blocking=True)
         last = torch.tensor([len(prefix) - 1]).to(self.device, non_blocking=True)
-        return self.stepper(memory, tgt, last, *([pad] if self.has_pad else []))
+        return [memory, tgt, last] + ([pad] if self.has_pad else [])
+
+    def step(self, prefix: Sequence[int]) -> torch.Tensor:
+        return self.stepper(*self._inputs(prefix))
+
+    def greedy(self, prefix: Sequence[int], n: int) -> list[int]:
+        """n greedy tokens after `prefix` (n <= max_len - len(prefix) + 1); the first pass copies the
+        inputs in, the others replay on what the previous pass left in the buffers."""
+        if n < 1:
+            return []
+        self.greedier(*self._inputs(prefix))
+        for _ in range(n - 1):
+            self.greedier()
+        written = self.greedier.inputs[1][0, len(prefix): len(prefix) + n - 1]   # all but the last token
+        return written.tolist() + self.greedier.outputs.tolist()
 
 
 class CrossModalDrafter:
@@ -193,20 +221,23 @@ class CrossModalDrafter:
         """Greedy chain of n drafts after `prefix`, the encoder run once on `src` (the draft's ids,
         or features): eagerly on the CPU, as replayed CUDA graphs on a CUDA device."""
         self.model.eval()
+        n = max(0, min(n, self.cfg.max_len + 1 - len(prefix)))         # beyond its positions: nothing to propose
         static = self._static(src) if graphs.wanted(self.device, self.cuda_graphs) else None
         if static is None:
             memory = self.model.encode(src.to(self.device))
-            step = lambda seq: self.model.decode(*memory, pad_batch([self._enc(seq)], PAD).to(self.device))[0, -1]
+
+            def step(seq):
+                logits = self.model.decode(*memory, pad_batch([self._enc(seq)], PAD).to(self.device))[0, -1].clone()
+                logits[:2] = -torch.inf                               # PAD/UNK are never drafts
+                return logits
         else:
             static.encode(src if src.dtype != torch.long else pad_batch([src[0].tolist()], PAD, self.cfg.max_len))
+            if self.prior is None or self.prior_weight == 1.0:        # argmax on the device, one sync per chain
+                return [self.itos[t] for t in static.greedy(self._enc(prefix), n)]
             step = lambda seq: static.step(self._enc(seq))
         seq = list(prefix)
         for _ in range(n):
-            if len(seq) > self.cfg.max_len:                          # beyond its positions: nothing to propose
-                break
-            logits = step(seq).clone()
-            logits[:2] = -torch.inf                                   # PAD/UNK are never drafts
-            seq.append(self.itos[int(self._mix(logits, seq).argmax())])
+            seq.append(self.itos[int(self._mix(step(seq), seq).argmax())])
         return seq[len(prefix):]
 
     def _static(self, src: torch.Tensor) -> StaticChain:

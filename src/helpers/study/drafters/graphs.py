@@ -28,12 +28,18 @@ def wanted(device: torch.device | str, enabled: bool = True) -> bool:
 class Replay:
     """fn(*inputs) -> tensor or tuple of tensors, at the shapes of `examples`, replayed as a CUDA
     graph when `graph` is set (the inputs must then live on one CUDA device), else run eagerly on
-    the same static buffers. A capture that fails falls back to eager with a warning (`error`)."""
+    the same static buffers. A capture that fails, or inputs off the GPU, fall back to eager with a
+    warning (`error`). Called with no inputs, it runs again on what its buffers hold (fn may write
+    into them: a decode loop's next token). `outputs`: the last call's result."""
 
     def __init__(self, fn: Callable, examples: Sequence[torch.Tensor], graph: bool = True, warmup: int = 2):
         self.fn, self.inputs = fn, [x.clone() for x in examples]
         self.graph, self.error, self.outputs = None, None, None
         if not graph:
+            return
+        if not all(x.is_cuda for x in self.inputs):   # captured from host tensors, a graph is empty: it would replay nothing
+            self.error = "inputs not on a CUDA device"
+            warnings.warn(f"CUDA graph capture skipped, running eagerly: {self.error}", RuntimeWarning)
             return
         try:
             side = torch.cuda.Stream()
@@ -54,8 +60,9 @@ class Replay:
         for buf, x in zip(self.inputs, inputs):
             buf.copy_(x, non_blocking=True)
         if self.graph is None:
-            return self.fn(*self.inputs)
-        self.graph.replay()
+            self.outputs = self.fn(*self.inputs)
+        else:
+            self.graph.replay()
         return self.outputs
 
 
