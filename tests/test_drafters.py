@@ -282,6 +282,31 @@ def test_priors_cannot_see_the_content_and_readers_can():
         assert blind.sd.mat == pytest.approx(evaluate(kn, test, 3).sd.mat)               # = the prior it mixes with
 
 
+def test_lookup_update_equals_fitting_on_all_pairs():
+    """An online store grows by update(): the same counts, discounts, retrieval index and copy
+    candidates as a drafter fitted on all the pairs at once, including tokens never seen before."""
+    first = toy_pairs(20, 1)
+    rng = np.random.default_rng(4)
+    more = [RecordedPair(f"n{i}", 50 + i, 0, "q?", (5, int(w), 9, 2), (10, 11, int(w), 7, 15, 13, 2))
+            for i, w in enumerate(rng.integers(16, 40, 10))]   # new content words 16..40; 15 becomes common
+    seen = RecordedPair("s", 99, 0, "q?", TEMPLATES[2][0], TEMPLATES[2][1])   # its draft names 15
+    probes = [p.target_ids[:k] for p in first[:3] + more for k in range(1, len(p.target_ids))] + [(99,), (10, 11, 77)]
+    for whole, grown in zip(lookup_drafters(first + more), lookup_drafters(first)):
+        grown.update(more[:3]).update([]).update(more[3:])
+        assert grown.train_docs == whole.train_docs and grown.train_drafts == whole.train_drafts
+        assert grown.index.discount == whole.index.discount and np.array_equal(grown.index.unigram, whole.index.unigram)
+        for p in more[:2] + first[:2] + [seen]:
+            sw, sg = whole.state(p.draft_ids), grown.state(p.draft_ids)
+            if sw is None or isinstance(sw, frozenset):                       # priors; the copy candidates
+                assert sw == sg
+            else:                                                             # retrieval weights over the answers
+                assert np.allclose(sw, sg)
+            for prefix in probes:
+                a, b = whole.dist(sw, prefix).topk(6), grown.dist(sg, prefix).topk(6)
+                assert [w for w, _ in a] == [w for w, _ in b], (whole.name, prefix)
+                assert np.allclose([q for _, q in a], [q for _, q in b]), (whole.name, prefix)
+
+
 def test_kneser_ney_is_a_distribution_and_orders_matter():
     from helpers.study.drafters.counts import CountIndex
     idx = CountIndex([p.target_ids for p in toy_pairs(30, 1)], max_ctx=2)

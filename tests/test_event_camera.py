@@ -115,6 +115,7 @@ def test_online_store_takes_in_earlier_answers_only():
     assert all(sum(t.emitted) == sum(o.emitted) for t, o in zip(on, off))   # the same answers, fewer steps
     assert all(t.steps < o.steps for t, o in zip(on[2:], off[2:]))           # later blocks copy the earlier answers
     assert ec.refittable(kn) and not ec.refittable(object())
+    assert len(kn.train_docs) == len(train)                                   # the drafter passed in is left as it was
     with pytest.raises(ValueError, match="every"):
         ec.online_traces(kn, train, pairs, 4, every=0)
 

@@ -290,14 +290,15 @@ def refit(drafter, train: Sequence[RecordedPair]):
 def online_traces(drafter, train: Sequence[RecordedPair], pairs: Sequence[RecordedPair], gamma: int,
                   every: int) -> list[metrics.SDTrace]:
     """Chains of a count or lookup drafter whose datastore also holds the target's answers to the
-    pairs before each one, as a deployment answering clip after clip would have them: refitted on
-    train + pairs[:s] for each block pairs[s:s + every] (settings kept). No pair sees its own answer
-    or a later one."""
+    pairs before each one, as a deployment answering clip after clip would have them: fitted on
+    train (settings kept; `drafter` itself is left as it is), then before each block pairs[s:s + every]
+    updated with the block before it (`update`), so that it holds train + pairs[:s]. No pair sees
+    its own answer or a later one."""
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
-    traces = []
+    traces, d = [], refit(drafter, train)
     for s in range(0, len(pairs), every):
-        d = refit(drafter, list(train) + list(pairs[:s]))
+        d.update(pairs[max(0, s - every):s])
         traces += evaluate(d, pairs[s:s + every], gamma).traces
     return traces
 

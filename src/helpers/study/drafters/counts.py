@@ -16,7 +16,7 @@ needs only the explicit tokens and the k best of each base, not the whole vocabu
 """
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -71,6 +71,19 @@ class _Entry:
     occ_doc: np.ndarray   # (O,) per occurrence: the sequence it came from
     count: np.ndarray     # (T,) occurrences per token
     cont: np.ndarray      # (T,) distinct left neighbours of (context, token): Kneser-Ney continuation counts
+    occ_left: np.ndarray  # (O,) per occurrence: the token left of the context (BOS at an answer's start)
+
+    @classmethod
+    def of(cls, occ: list[tuple[int, int, int]]) -> "_Entry":
+        """From (token, doc, left) occurrences (Python over small lists: most contexts occur once or twice)."""
+        toks = np.array(sorted({w for w, _, _ in occ}), dtype=np.int64)
+        occ_tok = np.searchsorted(toks, [w for w, _, _ in occ])
+        cont = Counter(w for w, _ in {(w, left) for w, _, left in occ})
+        return cls(toks, occ_tok, np.array([d for _, d, _ in occ]), np.bincount(occ_tok, minlength=len(toks)).astype(float),
+                   np.array([cont[w] for w in toks.tolist()], dtype=float), np.array([left for _, _, left in occ]))
+
+    def plus(self, occ: list[tuple[int, int, int]]) -> "_Entry":
+        return _Entry.of(list(zip(self.toks[self.occ_tok].tolist(), self.occ_doc.tolist(), self.occ_left.tolist())) + occ)
 
 
 class CountIndex:
@@ -79,41 +92,56 @@ class CountIndex:
             raise ValueError(f"max_ctx must be >= 0, got {max_ctx}")
         if not docs:
             raise ValueError("no sequences to count")
-        self.max_ctx, self.n_docs = int(max_ctx), len(docs)
+        self.max_ctx, self.n_docs, self.vocab = int(max_ctx), 0, 0
+        self.entries: dict[tuple, _Entry] = {}
+        self._n12 = np.zeros((self.max_ctx + 1, 2))    # per context length: n1, n2 of its discount statistic
+        self.add(docs)
+
+    def add(self, docs: Sequence[Sequence[int]]) -> "CountIndex":
+        """Count more sequences (numbered after those counted already): only the contexts they
+        contain are rebuilt, then the discounts and the unigram level; the result equals an index
+        built on all the sequences at once (an online datastore grows by a few answers at a time)."""
         occ: dict[tuple, list[tuple[int, int, int]]] = defaultdict(list)   # context -> (token, doc, left)
-        for j, t in enumerate(docs):
+        for j, t in enumerate(docs, start=self.n_docs):
             t = list(t)
             for i in range(1, len(t)):        # token 0 is the target's prefill token: never predicted
                 for n in range(0, self.max_ctx + 1):
                     if i - n < 0:
                         break
                     occ[tuple(t[i - n:i])].append((t[i], j, t[i - n - 1] if i - n - 1 >= 0 else BOS))
-        self.entries: dict[tuple, _Entry] = {}
+        self.n_docs += len(docs)
+        stats = defaultdict(lambda: ([], []))          # context length -> (statistics dropped, added)
         for ctx, lst in occ.items():
-            toks = np.array(sorted({w for w, _, _ in lst}), dtype=np.int64)
-            occ_tok = np.searchsorted(toks, [w for w, _, _ in lst])
-            lefts: dict[int, set] = defaultdict(set)
-            for w, _, left in lst:
-                lefts[w].add(left)
-            self.entries[ctx] = _Entry(toks, occ_tok, np.array([d for _, d, _ in lst]),
-                                       np.bincount(occ_tok, minlength=len(toks)).astype(float),
-                                       np.array([len(lefts[int(w)]) for w in toks], dtype=float))
-        self.vocab = int(max(max(d) for d in docs if len(d))) + 1
+            old = self.entries.get(ctx)
+            if old is not None:
+                stats[len(ctx)][0].append(self._stat(ctx, old))
+            self.entries[ctx] = _Entry.of(lst) if old is None else old.plus(lst)
+            stats[len(ctx)][1].append(self._stat(ctx, self.entries[ctx]))
+        for n, (dropped, added) in stats.items():      # count-of-counts, updated in bulk
+            for sign, vals in ((-1, dropped), (1, added)):
+                if vals:
+                    v = np.concatenate(vals)
+                    self._n12[n] += sign * np.array([(v == 1).sum(), (v == 2).sum()], dtype=float)
+        self.vocab = max([self.vocab] + [int(max(d)) + 1 for d in docs if len(d)])
         self.discount = [self._discount(n) for n in range(self.max_ctx + 1)]
         self.unigram = self._kn_unigram()
         self.unigram_order = np.argsort(-self.unigram, kind="stable")
+        self.__dict__.pop("_kn_memo", None)    # memoised distributions of the old counts
+        return self
+
+    def _stat(self, ctx: tuple, e: _Entry) -> np.ndarray:
+        """The counts Kneser-Ney discounts at this context's length: raw at the top, continuation below."""
+        return e.count if len(ctx) == self.max_ctx else e.cont
 
     def _discount(self, n: int) -> float:
         """Kneser-Ney's discount for contexts of n tokens from the count-of-counts of its statistic."""
-        vals = np.concatenate([e.count if n == self.max_ctx else e.cont
-                               for c, e in self.entries.items() if len(c) == n] or [np.zeros(0)])
-        n1, n2 = float((vals == 1).sum()), float((vals == 2).sum())
-        return n1 / (n1 + 2 * n2) if n1 + n2 > 0 else 0.5
+        n1, n2 = self._n12[n]
+        return float(n1 / (n1 + 2 * n2)) if n1 + n2 > 0 else 0.5
 
     def _kn_unigram(self) -> np.ndarray:
         """Level 0 of Kneser-Ney: discounted continuation counts plus a uniform floor."""
         e = self.entries[()]
-        c = e.count if self.max_ctx == 0 else e.cont
+        c = self._stat((), e)
         d, total = self.discount[0], c.sum()
         p = np.full(self.vocab, d * len(e.toks) / total / self.vocab)
         p[e.toks] += np.maximum(c - d, 0) / total

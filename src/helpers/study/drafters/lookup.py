@@ -53,6 +53,18 @@ class CountDrafter:
     def _fit(self) -> None:
         raise NotImplementedError
 
+    def update(self, pairs: Sequence[RecordedPair]):
+        """Take more pairs into the datastore, settings kept: the same drafter as one fitted on all
+        the pairs, in the time the new pairs' own contexts take (an online store grows this way)."""
+        docs, drafts = [tuple(p.target_ids) for p in pairs], [tuple(p.draft_ids) for p in pairs]
+        self.train_docs, self.train_drafts = self.train_docs + docs, self.train_drafts + drafts
+        if docs:
+            self._update(docs)
+        return self
+
+    def _update(self, docs: list[tuple[int, ...]]) -> None:
+        self._fit()
+
     def state(self, draft_ids: Sequence[int]):
         return None
 
@@ -104,6 +116,9 @@ class KneserNeyPrior(CountDrafter):
     def _fit(self) -> None:
         self.index = CountIndex(self.train_docs, self.order - 1)
 
+    def _update(self, docs) -> None:
+        self.index.add(docs)
+
     def dist(self, state, prefix):
         return self.index.kneser_ney(prefix)
 
@@ -126,6 +141,10 @@ class SuffixPrior(KneserNeyPrior):
     def _fit(self) -> None:
         super()._fit()
         self.store = CountIndex(self.train_docs, self.max_ctx)
+
+    def _update(self, docs) -> None:
+        super()._update(docs)
+        self.store.add(docs)
 
     def dist(self, state, prefix):
         kn = self.index.kneser_ney(prefix)
@@ -188,6 +207,11 @@ class DraftRetrieval(KneserNeyPrior):
         self.store = CountIndex(self.train_docs, self.max_ctx)
         self.tfidf = Tfidf(self.train_drafts)
 
+    def _update(self, docs) -> None:
+        super()._update(docs)
+        self.store.add(docs)
+        self.tfidf = Tfidf(self.train_drafts)      # document frequencies change for every answer
+
     def state(self, draft_ids):
         sim = self.tfidf.similarity(draft_ids)
         if not sim.any():
@@ -225,6 +249,10 @@ class DraftCopy(KneserNeyPrior):
     def _fit(self) -> None:
         super()._fit()
         self.doc_freq = Counter(t for d in self.train_docs for t in set(d))
+
+    def _update(self, docs) -> None:
+        super()._update(docs)
+        self.doc_freq.update(t for d in docs for t in set(d))
 
     def state(self, draft_ids):
         most = self.max_doc_share * len(self.train_docs)
