@@ -49,7 +49,8 @@ class Replay:
                     fn(*self.inputs)
             torch.cuda.current_stream().wait_stream(side)
             g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
+            # thread_local: other threads (the engine's concurrently generating draft model) keep launching
+            with torch.cuda.graph(g, capture_error_mode="thread_local"):
                 self.outputs = fn(*self.inputs)
             self.graph = g
         except Exception as e:                   # e.g. an op that synchronises with the host
@@ -67,6 +68,6 @@ class Replay:
 
 
 def weights_key(module: torch.nn.Module) -> tuple:
-    """Where a module's weights live now: a graph captured for other weights (the module moved to
-    another device and back) must be captured again."""
-    return tuple((str(p.device), p.data_ptr()) for p in module.parameters())
+    """Where a module's weights and buffers live now: a graph captured for others (the module moved
+    to another device and back, a buffer replaced) must be captured again."""
+    return tuple((str(t.device), t.data_ptr(), tuple(t.shape)) for t in (*module.parameters(), *module.buffers()))
