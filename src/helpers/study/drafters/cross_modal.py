@@ -176,7 +176,9 @@ class CrossModalDrafter:
         self.batch_size = tcfg.batch_size
         self._build_vocab(train)
         self.model = EncoderDecoder(self.cfg, len(self.itos)).to(self.device)
-        return fit_token_model(self.model, self._batches, train, val, tcfg, desc=self.name)
+        hist = fit_token_model(self.model, self._batches, train, val, tcfg, desc=self.name)
+        self.device = next(self.model.parameters()).device     # where tcfg.device trained it ("auto": a GPU)
+        return hist
 
     # --- inference ----------------------------------------------------------------
     @torch.no_grad()

@@ -109,7 +109,9 @@ class SeedAdapterDrafter:
             self._set_out_ids(torch.arange(self.cfg.vocab))
         else:
             raise ValueError(f"output_vocab must be 'full' or 'train', got {self.cfg.output_vocab!r}")
-        return fit_token_model(self.model, self._batches, train, val, tcfg, desc=self.name)
+        hist = fit_token_model(self.model, self._batches, train, val, tcfg, desc=self.name)
+        self.device = next(self.model.parameters()).device     # where tcfg.device trained it ("auto": a GPU)
+        return hist
 
     @torch.no_grad()
     def _topk_draft(self, draft_ids: Sequence[int], n_positions: int, k: int, draft_done: bool) -> np.ndarray:
