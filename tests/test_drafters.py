@@ -144,11 +144,12 @@ def test_cross_modal_encodes_once_as_nn_transformer_would(cross_modal):
     from helpers.study.drafters.cross_modal import PAD
     d, _ = cross_modal
     m = d.model.eval()
-    src, tgt = torch.tensor([[3, 4, 5, PAD]]), torch.tensor([[2, 3, 4]])
+    dev = d.device                                               # a GPU where the fixture trained there
+    src, tgt = torch.tensor([[3, 4, 5, PAD]], device=dev), torch.tensor([[2, 3, 4]], device=dev)
     with torch.no_grad():
-        s = m.embed(src) + m.src_pos(torch.arange(4))
-        t = m.embed(tgt) + m.tgt_pos(torch.arange(3))
-        mask = torch.nn.Transformer.generate_square_subsequent_mask(3)
+        s = m.embed(src) + m.src_pos(torch.arange(4, device=dev))
+        t = m.embed(tgt) + m.tgt_pos(torch.arange(3, device=dev))
+        mask = torch.nn.Transformer.generate_square_subsequent_mask(3, device=dev)
         whole = m.norm(m.net(s, t, tgt_mask=mask, tgt_is_causal=True, src_key_padding_mask=src == PAD,
                              memory_key_padding_mask=src == PAD)) @ m.embed.weight.T
         assert torch.allclose(m(src, tgt), whole, atol=1e-5)
