@@ -210,6 +210,23 @@ def test_seed_adapter_rejects_unknown_output_vocab():
         d.fit(toy_pairs(4), toy_pairs(2), TrainConfig(epochs=1))
 
 
+def test_a_network_drafters_device_is_where_its_model_is():
+    """Training puts a model where TrainConfig.device says ('auto': a GPU where there is one); the
+    drafter's device follows its model, and setting the device moves the model."""
+    import torch
+    from helpers.study.drafters.features import FeatureDrafter
+    from helpers.training import ModelDevice
+    assert all(issubclass(c, ModelDevice) for c in (CrossModalDrafter, FeatureDrafter, SeedAdapterDrafter))
+    d = CrossModalDrafter(CrossModalConfig(d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ffn=32))
+    assert d.device == torch.device("cpu")                                  # no model yet: where it will be built
+    d.fit(toy_pairs(8, 1), toy_pairs(4, 2), TrainConfig(epochs=1, batch_size=4, device="cpu", progress=False))
+    d.model.to("meta")                                                      # moved by someone else (a trainer)
+    assert d.device == torch.device("meta")
+    seed = SeedAdapterDrafter(AdapterConfig(text_vocab=20, d_model=16, n_heads=2, n_layers=1, d_ffn=32))
+    seed.device = "meta"                                                    # setting it moves the model
+    assert next(seed.model.parameters()).device == torch.device("meta") == seed.device
+
+
 def test_zoo_names_and_missing_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="unknown drafter"):
         zoo.check_names(["cross_modal", "eagle"])

@@ -114,7 +114,7 @@ def test_static_path_drafts_what_the_eager_path_drafts(nets, monkeypatch):
         cm.set_prior(*(prior if label == "cm prior" else (None, 1.0)))
         same_or_tied(d, ctxs[label], static[label], eager[label])
     cm.set_prior(*prior)
-    assert not cm._static_chain.graphed
+    assert not cm._captured[1].graphed
     for d in (cm, seed):
         check_shortcut(d, pairs, gamma=3)
         check_shortcut(d, pairs, gamma=3, visibility=STREAMED)
@@ -157,7 +157,7 @@ def test_cuda_graphs_draft_what_the_cpu_drafts(nets):
             d.device = torch.device("cpu")
         same_or_tied(d, contexts(pairs), graphed, cpu)
         same_or_tied(d, contexts(pairs), eager, cpu)
-    assert cm._static_chain.graphed and alone._static_chain.graphed and seed._replay.graph is not None
+    assert cm._captured[1].graphed and alone._captured[1].graphed and seed._captured[1].graph is not None
 
 
 @CUDA
@@ -178,6 +178,6 @@ def test_graphs_follow_the_weights_after_the_network_moves(nets):
             same_or_tied(cm, ctxs, [cm.propose(c, 3) for c in ctxs], cpu)
             cm.model.to("cpu")
             cm.device = torch.device("cpu")
-        assert cm._static_chain.graphed
+        assert cm._captured[1].graphed
     finally:
         cm.model.load_state_dict(state)

@@ -80,6 +80,23 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
+class ModelDevice:
+    """`device` of an object that owns a torch `model`: where the model's weights are now (training
+    puts them where TrainConfig.device says), before the model exists where it will be built.
+    Setting it moves the model there."""
+
+    @property
+    def device(self) -> torch.device:
+        model = self.__dict__.get("model")
+        return next(model.parameters()).device if model is not None else self._device
+
+    @device.setter
+    def device(self, device: str | torch.device) -> None:
+        self._device = resolve_device(device)
+        if self.__dict__.get("model") is not None:
+            self.model.to(self._device)
+
+
 def _param_groups(params: Sequence[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict]:
     decay = [p for _, p in params if p.requires_grad and p.ndim >= 2]
     no_decay = [p for _, p in params if p.requires_grad and p.ndim < 2]

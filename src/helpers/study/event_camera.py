@@ -190,16 +190,13 @@ def _on(drafter, device, graphed: bool | None = None):
     if device is None:
         yield
         return
-    import torch
     home, home_graphs = drafter.device, getattr(drafter, "cuda_graphs", None)
-    drafter.model.to(device)
-    drafter.device = torch.device(device)
+    drafter.device = device                       # a network drafter's device moves its model (ModelDevice)
     if graphed is not None and home_graphs is not None:
         drafter.cuda_graphs = graphed
     try:
         yield
     finally:
-        drafter.model.to(home)
         drafter.device = home
         if home_graphs is not None:
             drafter.cuda_graphs = home_graphs

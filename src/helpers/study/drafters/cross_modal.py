@@ -26,7 +26,7 @@ from helpers.study.drafters import graphs
 from helpers.study.drafters.base import DraftContext, evaluate
 from helpers.study.drafters.ngram import NgramPrior
 from helpers.study.pairs import RecordedPair
-from helpers.training import IGNORE, MISS, TrainConfig, chunks, fit_token_model, pad_batch, resolve_device
+from helpers.training import IGNORE, MISS, ModelDevice, TrainConfig, chunks, fit_token_model, pad_batch
 
 PAD, UNK = 0, 1  # compact ids
 
@@ -86,7 +86,7 @@ class StaticChain:
     compiled 7B decode loop). Causal self-attention and the source's padding mask keep the padding
     out of the real positions' outputs."""
 
-    def __init__(self, model: EncoderDecoder, src: torch.Tensor, max_len: int, graph: bool):
+    def __init__(self, model: EncoderDecoder, src: torch.Tensor, max_len: int, graph: bool = True):
         self.max_len, self.device = max_len, src.device
         self.encoder = graphs.Replay(model.encode, [src], graph)
         memory, pad = model.encode(src)                                   # example shapes for the steps
@@ -133,11 +133,11 @@ class StaticChain:
         return written.tolist() + self.greedier.outputs.tolist()
 
 
-class CrossModalDrafter:
+class CrossModalDrafter(ModelDevice):
     cuda_graphs = True      # on a CUDA device, draft chains replay CUDA graphs (StaticChain)
 
     def __init__(self, cfg: CrossModalConfig, device: str = "cpu", name: str | None = None):
-        self.cfg, self.device = cfg, resolve_device(device)
+        self.cfg, self.device = cfg, device
         self.name = name or ("cross_modal" if cfg.use_draft else "target_prior_neural")
         self.needs = ("every draft token that exists, and the target's accepted prefix" if cfg.use_draft
                       else "the target's accepted prefix only (the draft is hidden)")
@@ -176,9 +176,7 @@ class CrossModalDrafter:
         self.batch_size = tcfg.batch_size
         self._build_vocab(train)
         self.model = EncoderDecoder(self.cfg, len(self.itos)).to(self.device)
-        hist = fit_token_model(self.model, self._batches, train, val, tcfg, desc=self.name)
-        self.device = next(self.model.parameters()).device     # where tcfg.device trained it ("auto": a GPU)
-        return hist
+        return fit_token_model(self.model, self._batches, train, val, tcfg, desc=self.name)
 
     # --- inference ----------------------------------------------------------------
     @torch.no_grad()
@@ -224,34 +222,26 @@ class CrossModalDrafter:
         or features): eagerly on the CPU, as replayed CUDA graphs on a CUDA device."""
         self.model.eval()
         n = max(0, min(n, self.cfg.max_len + 1 - len(prefix)))         # beyond its positions: nothing to propose
-        static = self._static(src) if graphs.wanted(self.device, self.cuda_graphs) else None
-        if static is None:
+        if graphs.wanted(self.device, self.cuda_graphs):
+            if src.dtype == torch.long:                               # draft ids: padded to the network's positions
+                src = nn.functional.pad(src, (0, self.cfg.max_len - src.shape[1]), value=PAD)
+            static = graphs.captured(self, lambda: StaticChain(self.model, src.to(self.device), self.cfg.max_len),
+                                     tuple(src.shape))
+            static.encode(src)
+            if self.prior is None or self.prior_weight == 1.0:        # argmax on the device, one sync per chain
+                return [self.itos[t] for t in static.greedy(self._enc(prefix), n)]
+            step = lambda seq: static.step(self._enc(seq))
+        else:
             memory = self.model.encode(src.to(self.device))
 
             def step(seq):
                 logits = self.model.decode(*memory, pad_batch([self._enc(seq)], PAD).to(self.device))[0, -1].clone()
                 logits[:2] = -torch.inf                               # PAD/UNK are never drafts
                 return logits
-        else:
-            static.encode(src if src.dtype != torch.long else pad_batch([src[0].tolist()], PAD, self.cfg.max_len))
-            if self.prior is None or self.prior_weight == 1.0:        # argmax on the device, one sync per chain
-                return [self.itos[t] for t in static.greedy(self._enc(prefix), n)]
-            step = lambda seq: static.step(self._enc(seq))
         seq = list(prefix)
         for _ in range(n):
             seq.append(self.itos[int(self._mix(step(seq), seq).argmax())])
         return seq[len(prefix):]
-
-    def _static(self, src: torch.Tensor) -> StaticChain:
-        """The StaticChain for this network where it is now, built (captured) on first use."""
-        shape = (self.cfg.max_len,) if src.dtype == torch.long else tuple(src.shape)
-        key = (graphs.weights_key(self.model), shape)
-        if getattr(self, "_static_key", None) != key:
-            example = torch.full((1, self.cfg.max_len), PAD, dtype=torch.long) if src.dtype == torch.long else src
-            self._static_chain = StaticChain(self.model, example.to(self.device), self.cfg.max_len,
-                                             graphs.wanted(self.device, self.cuda_graphs))
-            self._static_key = key
-        return self._static_chain
 
     # --- persistence --------------------------------------------------------------
     def save(self, path: str | Path) -> None:

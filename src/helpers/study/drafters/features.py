@@ -95,9 +95,7 @@ class FeatureDrafter(CrossModalDrafter):
         self._build_vocab(train)
         torch.manual_seed(tcfg.seed)
         self.model = FeatureNet(self.cfg, len(self.itos), self.feat_dim).to(self.device)
-        hist = fit_token_model(self.model, self._batches, train, val, tcfg, desc=self.name)
-        self.device = next(self.model.parameters()).device     # where tcfg.device trained it ("auto": a GPU)
-        return hist
+        return fit_token_model(self.model, self._batches, train, val, tcfg, desc=self.name)
 
     @torch.no_grad()
     def _pair_probs(self, pair: RecordedPair) -> torch.Tensor:

@@ -67,7 +67,13 @@ class Replay:
         return self.outputs
 
 
-def weights_key(module: torch.nn.Module) -> tuple:
-    """Where a module's weights and buffers live now: a graph captured for others (the module moved
-    to another device and back, a buffer replaced) must be captured again."""
-    return tuple((str(t.device), t.data_ptr(), tuple(t.shape)) for t in (*module.parameters(), *module.buffers()))
+def captured(owner, build: Callable[[], object], *key):
+    """`build()` (graphs captured for `owner.model` where its weights are now), kept on the owner and
+    built again when its weights or buffers move or are replaced (a graph reads them where they were
+    at capture) or when `key` (e.g. an input shape) changes."""
+    key = (tuple((str(t.device), t.data_ptr(), tuple(t.shape)) for t in (*owner.model.parameters(), *owner.model.buffers())),
+           *key)
+    kept = owner.__dict__.get("_captured")
+    if kept is None or kept[0] != key:
+        kept = owner._captured = (key, build())
+    return kept[1]

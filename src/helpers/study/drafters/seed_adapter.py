@@ -26,7 +26,7 @@ from torch import nn
 from helpers.study.drafters import graphs
 from helpers.study.drafters.base import DraftContext
 from helpers.study.pairs import RecordedPair
-from helpers.training import IGNORE, MISS, TrainConfig, chunks, fit_token_model, pad_batch, resolve_device
+from helpers.training import IGNORE, MISS, ModelDevice, TrainConfig, chunks, fit_token_model, pad_batch
 
 EXTRA_IDS = 10  # the seed's 32010 = 32000 text ids + 10 spare; the first spare is the pad
 
@@ -76,14 +76,14 @@ class TokenAdapter(nn.Module):
         return h @ self.head.weight[self.out_ids].T + self.head.bias[self.out_ids]
 
 
-class SeedAdapterDrafter:
+class SeedAdapterDrafter(ModelDevice):
     name = "seed_token_adapter"
     needs = "draft tokens 0..i to propose target token i+1 (causal over the draft, blind to the target's prefix)"
     ranks = True
     cuda_graphs = True      # on a CUDA device, its pass replays a CUDA graph at max_len positions
 
     def __init__(self, cfg: AdapterConfig, device: str = "cpu"):
-        self.cfg, self.device = cfg, resolve_device(device)
+        self.cfg, self.device = cfg, device
         self.model = TokenAdapter(cfg).to(self.device)
 
     def _batches(self, pairs: Sequence[RecordedPair], shuffle: bool, rng) -> list:
@@ -109,9 +109,7 @@ class SeedAdapterDrafter:
             self._set_out_ids(torch.arange(self.cfg.vocab))
         else:
             raise ValueError(f"output_vocab must be 'full' or 'train', got {self.cfg.output_vocab!r}")
-        hist = fit_token_model(self.model, self._batches, train, val, tcfg, desc=self.name)
-        self.device = next(self.model.parameters()).device     # where tcfg.device trained it ("auto": a GPU)
-        return hist
+        return fit_token_model(self.model, self._batches, train, val, tcfg, desc=self.name)
 
     @torch.no_grad()
     def _topk_draft(self, draft_ids: Sequence[int], n_positions: int, k: int, draft_done: bool) -> np.ndarray:
@@ -120,11 +118,8 @@ class SeedAdapterDrafter:
         output where its token i does not exist yet (-1)."""
         self.model.eval()
         if graphs.wanted(self.device, self.cuda_graphs):       # one static pass of max_len, replayed as a CUDA graph
-            key = graphs.weights_key(self.model)
-            if getattr(self, "_replay_key", None) != key:
-                example = torch.full((1, self.cfg.max_len), self.cfg.pad_id, dtype=torch.long, device=self.device)
-                self._replay, self._replay_key = graphs.Replay(lambda x: self.model(x)[0], [example]), key
-            lg = self._replay(pad_batch([draft_ids], self.cfg.pad_id, self.cfg.max_len).to(self.device))[:n_positions]
+            x = pad_batch([draft_ids], self.cfg.pad_id, self.cfg.max_len).to(self.device)
+            lg = graphs.captured(self, lambda: graphs.Replay(lambda x: self.model(x)[0], [x]))(x)[:n_positions]
         else:                                                  # causal: the padding past T changes no output before it
             T = min(self.cfg.max_len, max(len(draft_ids), n_positions, 1))
             lg = self.model(pad_batch([draft_ids], self.cfg.pad_id, T).to(self.device))[0, :n_positions]   # (<=n, V)
