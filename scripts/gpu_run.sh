@@ -11,7 +11,7 @@
 #                                       # carry .whl .whl-av): tests/test_graphs.py's CUDA tests, then
 #                                       # 60_speculative's end-to-end speed and 35's drafter costs with the
 #                                       # networks on the GPU (CUDA graphs and eager) -> $OUT/gpusyn.tgz
-#                                       # (SD_SAMPLES, default 48, test answers timed SD_REPEATS, 3, times
+#                                       # (SD_SAMPLES, default 32: all the test answers of 40 clips, timed SD_REPEATS, 3, times
 #                                       # each after a warm-up; the median per answer is kept)
 # LIMIT_S (560) stops the runner in time to pack what it has under the device's 600 s per call.
 # GIT_COMMIT names the commit (the copy there has no .git). NVLink multicast stays off (KINDS.md).
@@ -40,7 +40,7 @@ case "${PHASE:?PHASE=7b or PHASE=syn}" in
       --set 'notebooks=[01_world,02_models,03_inference,10_data,20_train_drafters,30_alignment,35_event_camera,60_speculative]' \
       n_clips=40 n_questions=4 \
       'drafters=[target_prior_ngram,target_prior_kn,target_prior_suffix,draft_retrieval,draft_copy,cross_modal,target_prior_neural,seed_token_adapter]' \
-      'sd_drafters=[target_prior_suffix,draft_retrieval]' sd_gamma=5 sd_samples=${SD_SAMPLES:-48} 'sd_batches=[1,8,32]' \
+      'sd_drafters=[target_prior_suffix,draft_retrieval]' sd_gamma=5 sd_samples=${SD_SAMPLES:-32} 'sd_batches=[1,8,32]' \
       sd_repeats=${SD_REPEATS:-3} compile_decoder=false replay_path=measurements/h200/speculative.json 'ec_curve_sizes=[]' \
       2>&1 | grep -v -E "Executing: |it/s\]$" | tee "$OUT/gpusyn.log"
     tar czf "$OUT/gpusyn.tgz" --exclude=runs/gpusyn/shards --exclude=runs/gpusyn/01_world/data \
