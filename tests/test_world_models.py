@@ -56,6 +56,49 @@ def test_grounding_scores_hand_computed():
     assert s["scene"]["recall"] == pytest.approx(1 / 4)
 
 
+def test_rank_auc_counts_ordered_pairs_and_half_ties():
+    import itertools
+    import numpy as np
+    rng = np.random.default_rng(0)
+    t, z = rng.random(30) < 0.4, rng.integers(0, 4, 30).astype(float)   # many ties
+    pairs_ = [(a, b) for a, b in itertools.product(z[t], z[~t])]
+    brute = np.mean([1.0 if a > b else 0.5 if a == b else 0.0 for a, b in pairs_])
+    assert grounding.rank_auc(t, z) == pytest.approx(brute)
+    assert grounding.rank_auc([True, False], [0.2, 0.1]) == 1.0
+    assert grounding.rank_auc([True, False], [0.1, 0.2]) == 0.0
+    assert np.isnan(grounding.rank_auc([True, True], [0.1, 0.2]))
+
+
+def test_colour_evidence_from_pixels_answers_and_references():
+    import numpy as np
+    from helpers.world.scene import COLOURS
+
+    def scene(*colours):
+        return {"agents": [{"kind": "car", "colour": c, "state": "parked"} for c in colours], "roadside": [],
+                "background": "sea", "time_of_day": "day", "road": {"layout": "straight"}, "ego_motion": "slow"}
+
+    def frames(colour, n_px):
+        f = np.full((2, 10, 10, 3), 128, np.uint8)           # grey-ish background, no palette colour
+        if n_px:
+            f[:, 0, :n_px] = np.round(np.array(COLOURS[colour]) * 255).astype(np.uint8)
+        return f
+
+    scenes = [scene("red"), scene("red"), scene("blue"), scene()]
+    fr = [frames("red", 5), frames("red", 1), frames("blue", 4), frames("red", 2)]   # clip 4: red pixels, no red agent
+    answers = [["a red car"], ["a car"], ["a red car"], ["nothing"]]
+    refs = [["a red car"], ["a red car"], ["a blue car"], ["nothing"]]
+    t = grounding.colour_evidence(fr, scenes, answers, refs).set_index("colour")
+    assert list(t.index) == ["red", "blue"]                   # colours no clip has are left out
+    assert t.loc["red", "clips with it"] == 2 and t.loc["red", "clips"] == 4
+    # red pixels 5, 1 (red clips) vs 0, 2 (others): 3 of 4 ordered pairs
+    assert t.loc["red", "pixels (AUC)"] == pytest.approx(0.75)
+    # answers name red in clip 1 (red) and clip 3 (not red): (1 + 0.5 + 0.5 + 0) / 4
+    assert t.loc["red", "answers (AUC)"] == pytest.approx(0.5)
+    assert t.loc["red", "reference captions (AUC)"] == 1.0
+    assert t.loc["blue", "pixels (AUC)"] == 1.0
+    assert "reference captions (AUC)" not in grounding.colour_evidence(fr, scenes, answers)
+
+
 def test_shifted_pairs_each_clip_with_the_next():
     assert grounding.shifted(["a", "a", "b", "c"], ["x", "x", "y", "z"]) == ["b", "b", "c", "a"]
     with pytest.raises(ValueError):

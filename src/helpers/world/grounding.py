@@ -160,6 +160,48 @@ def recall_frame(tables: dict[str, dict]) -> pd.DataFrame:
                          for kind, t in tables.items() for src in ("model", "reference", "chance")}).T
 
 
+def rank_auc(truth: Sequence[bool], score: Sequence[float]) -> float:
+    """ROC AUC: the chance that a random positive scores above a random negative (ties count half);
+    0.5 is a coin, NaN when either class is empty."""
+    t, r = np.asarray(truth, bool), pd.Series(np.asarray(score, float)).rank().to_numpy()
+    n_pos, n_neg = int(t.sum()), int((~t).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    return float((r[t].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def palette_share(frames: np.ndarray, colour: str, radius: float = 0.15) -> float:
+    """Share of the pixels of uint8 frames (..., H, W, 3) within `radius` (RGB distance on a 0-1
+    scale) of the colour's day albedo: a colour detector that learns nothing."""
+    x = np.asarray(frames, np.float32).reshape(-1, 3) / 255.0
+    return float((np.linalg.norm(x - np.asarray(COLOURS[colour], np.float32), axis=1) < radius).mean())
+
+
+def colour_evidence(frames: Sequence[np.ndarray], scenes: Sequence[dict], answers: Sequence[Sequence[str]],
+                    references: Sequence[Sequence[str]] | None = None) -> pd.DataFrame:
+    """Per agent colour, over clips (one entry per clip: its frames, its scene graph, the model's
+    answers about it): the clips whose scene has an agent of that colour, and how well two things
+    tell those clips from the others (ROC AUC): the share of that colour's pixels in the frames
+    (`palette_share`: what a detector with no training finds in the pixels) and whether any of the
+    model's answers names the colour; with `references` (the reference captions per clip), whether
+    any of those names it too. Colours that every clip or none has are left out."""
+    truth = [scene_facts(s)["colours"] for s in scenes]
+
+    def named(texts_per_clip):
+        return [set().union(*(answer_facts(a)["colours"] for a in texts)) for texts in texts_per_clip]
+    said = named(answers)
+    ref = named(references) if references is not None else None
+    rows = []
+    for c in COLOURS:
+        has = [c in t for t in truth]
+        if 0 < sum(has) < len(has):
+            rows.append({"colour": c, "clips with it": sum(has), "clips": len(has),
+                         "pixels (AUC)": rank_auc(has, [palette_share(f, c) for f in frames]),
+                         "answers (AUC)": rank_auc(has, [c in n for n in said]),
+                         **({"reference captions (AUC)": rank_auc(has, [c in n for n in ref])} if ref else {})})
+    return pd.DataFrame(rows)
+
+
 def verdict(tables: dict[str, dict], margin: float = 0.05) -> dict[str, list[str]]:
     """Which (kind, category) recalls lie more than `margin` above chance and which do not;
     categories the reference never names (the draft register has no colours) are skipped.
