@@ -97,6 +97,34 @@ def test_colour_evidence_from_pixels_answers_and_references():
     assert t.loc["red", "reference captions (AUC)"] == 1.0
     assert t.loc["blue", "pixels (AUC)"] == 1.0
     assert "reference captions (AUC)" not in grounding.colour_evidence(fr, scenes, answers)
+    assert grounding.colour_evidence(fr[:1], scenes[:1], answers[:1]).empty   # one clip tells no colour apart
+
+
+def test_object_sizes_and_recall_by_size_hand_computed():
+    from helpers.world.scene import FOCAL_FRAC, SIZES_M
+
+    def scene(agents, roadside=(), ego=0.0):
+        return {"agents": [{"kind": k, "s_m": s, "speed_mps": v} for k, s, v in agents],
+                "roadside": [{"kind": k, "s_m": s} for k, s in roadside], "ego_speed_mps": ego}
+
+    # two cars: the nearer one (10 m after half a second at 0 m/s) is the widest; a sign behind the camera is left out
+    s0 = scene([("car", 40.0, 0.0), ("car", 10.0, 0.0)], [("sign", 1.0)], ego=0.0)
+    assert grounding.object_sizes(s0, 100) == {"car": pytest.approx(FOCAL_FRAC * 100 * SIZES_M["car"][0] / 10)}
+    # an agent driving away at 10 m/s under an ego at 4 m/s: depth 20 + 5 - 2 at t = 0.5
+    s1 = scene([("truck", 20.0, 10.0)], ego=4.0)
+    assert grounding.object_sizes(s1, 100)["truck"] == pytest.approx(FOCAL_FRAC * 100 * SIZES_M["truck"][0] / 23)
+    # bins by width at input 100: car at 10 m = 14.4 px, truck at 23 m = 8.7 px, pedestrian at 40 m = 1 px
+    s2 = scene([("pedestrian", 40.0, 0.0)])
+    t = grounding.recall_by_size([s0, s1, s2], [["a car"], ["a car and a pedestrian"], ["nothing"]],
+                                 [["a car"], ["a truck"], ["a pedestrian"]], 100, bins=(0, 2, 10, 20))
+    assert list(t["objects"]) == [1, 1, 1]
+    assert list(t["model"]) == [0.0, 0.0, 1.0]         # only the car is named by its own clip's answers
+    assert list(t["reference"]) == [1.0, 1.0, 1.0]
+    # chance: clip 0's car judged by clip 1's answers (a car: named), clip 1's truck by clip 2's, clip 2's pedestrian by clip 0's
+    assert list(t["chance"]) == [0.0, 0.0, 1.0]
+    assert list(t["apparent width"]) == ["0-2 px", "2-10 px", "10-20 px"]
+    with pytest.raises(ValueError, match="two clips"):
+        grounding.recall_by_size([s0], [["a car"]], [["a car"]], 100)
 
 
 def test_shifted_pairs_each_clip_with_the_next():

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from helpers.world.scene import COLOURS
+from helpers.world.scene import COLOURS, FOCAL_FRAC, MIN_DEPTH_M, SIZES_M
 
 CATEGORIES = ("objects", "colours", "motion", "scene")
 OBJECT_PATTERNS = {
@@ -199,6 +199,55 @@ def colour_evidence(frames: Sequence[np.ndarray], scenes: Sequence[dict], answer
                          "pixels (AUC)": rank_auc(has, [palette_share(f, c) for f in frames]),
                          "answers (AUC)": rank_auc(has, [c in n for n in said]),
                          **({"reference captions (AUC)": rank_auc(has, [c in n for n in ref])} if ref else {})})
+    return pd.DataFrame(rows)
+
+
+SIZE_BINS_PX = (0.0, 2.0, 4.0, 8.0, 16.0, float("inf"))
+
+
+def object_sizes(scene: dict, input_px: int, t_s: float = 0.5) -> dict[str, float]:
+    """{object kind: the widest on-screen width, in pixels of a model input `input_px` wide, of the
+    scene's objects of that kind} at time t_s (mid-clip). Objects behind the camera are left out,
+    and so is a city background's skyline, which has no place (scene_facts counts it a building)."""
+    s_cam = scene["ego_speed_mps"] * t_s
+    places = [(a["kind"], a["s_m"] + a["speed_mps"] * t_s) for a in scene["agents"]]
+    places += [(r["kind"], r["s_m"]) for r in scene["roadside"]]
+    out: dict[str, float] = {}
+    for kind, s_m in places:
+        depth = s_m - s_cam
+        if depth > MIN_DEPTH_M:
+            out[kind] = max(out.get(kind, 0.0), FOCAL_FRAC * input_px * SIZES_M[kind][0] / depth)
+    return out
+
+
+def recall_by_size(scenes: Sequence[dict], answers: Sequence[Sequence[str]], references: Sequence[Sequence[str]],
+                   input_px: int, bins: Sequence[float] = SIZE_BINS_PX) -> pd.DataFrame:
+    """Object recall by how large the object appears: one entry per clip (its scene graph, the
+    model's answers about it, the reference captions of the model's register). A (clip, kind) is
+    binned by the widest object of that kind (`object_sizes`) and counts as named when any answer
+    names the kind. Rows per size bin: the (clip, kind)s in it and the recall of the model's answers,
+    of the reference captions and of chance (the answers about the next clip, cyclically)."""
+    if len(scenes) < 2:
+        raise ValueError("recall by size needs at least two clips (chance pairs each clip with the next)")
+
+    def kinds(texts):
+        return set().union(*(answer_facts(t)["objects"] for t in texts))
+    said, ref = [kinds(a) for a in answers], [kinds(r) for r in references]
+    chance = said[1:] + said[:1]
+    rows = []
+    for lo, hi in zip(bins[:-1], bins[1:]):
+        hits = {"model": 0, "reference": 0, "chance": 0}
+        n = 0
+        for scene, m, r, c in zip(scenes, said, ref, chance, strict=True):
+            for kind, px in object_sizes(scene, input_px).items():
+                if lo <= px < hi:
+                    n += 1
+                    hits["model"] += kind in m
+                    hits["reference"] += kind in r
+                    hits["chance"] += kind in c
+        label = f"{lo:g}-{hi:g} px" if np.isfinite(hi) else f">= {lo:g} px"
+        rows.append({"apparent width": label, "objects": n,
+                     **{k: v / n if n else float("nan") for k, v in hits.items()}})
     return pd.DataFrame(rows)
 
 

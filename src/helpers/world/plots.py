@@ -137,6 +137,24 @@ def grounding_bars(tables: dict, title: str = ""):
     return fig
 
 
+def recall_by_size_lines(tables: dict):
+    """tables: {kind: grounding.recall_by_size frame}. Object recall per apparent-width bin: the
+    model's answers, the reference captions and chance, with each bin's number of objects."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 3.4), squeeze=False, sharey=True)
+    for ax, (kind, t) in zip(axes[0], tables.items()):
+        x = np.arange(len(t))
+        for src, colour in (("reference", "grey"), ("model", "tab:green"), ("chance", "tab:orange")):
+            ax.plot(x, t[src], marker="o", color=colour,
+                    label=src if src != "chance" else "model vs another clip (chance)")
+        ax.set_xticks(x, [f"{w}\n({n})" for w, n in zip(t["apparent width"], t["objects"])], fontsize=8)
+        ax.set(ylim=(0, 1.05), xlabel="widest object of the kind, pixels of the model's input (objects)",
+               ylabel="object recall")
+        ax.set_title(kind, fontsize=10)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def stage_cost_bars(summary: dict, stages=("vision", "prefill", "decode_per_token")):
     """Median ms per stage, draft vs target (summary: helpers.models.record.timing_summary)."""
     fig, ax = plt.subplots(figsize=(7, 3.3))
