@@ -87,6 +87,9 @@ def test_colour_evidence_from_pixels_answers_and_references():
     fr = [frames("red", 5), frames("red", 1), frames("blue", 4), frames("red", 2)]   # clip 4: red pixels, no red agent
     answers = [["a red car"], ["a car"], ["a red car"], ["nothing"]]
     refs = [["a red car"], ["a red car"], ["a blue car"], ["nothing"]]
+    shares = grounding.palette_shares(fr[0])
+    assert shares["red"] == pytest.approx(0.05) and shares["blue"] == 0.0   # 5 of each frame's 100 pixels
+    assert shares["grey"] == pytest.approx(0.95)                              # the background, 0.08 from grey
     t = grounding.colour_evidence(fr, scenes, answers, refs).set_index("colour")
     assert list(t.index) == ["red", "blue"]                   # colours no clip has are left out
     assert t.loc["red", "clips with it"] == 2 and t.loc["red", "clips"] == 4

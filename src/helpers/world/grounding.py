@@ -170,11 +170,14 @@ def rank_auc(truth: Sequence[bool], score: Sequence[float]) -> float:
     return float((r[t].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def palette_share(frames: np.ndarray, colour: str, radius: float = 0.15) -> float:
-    """Share of the pixels of uint8 frames (..., H, W, 3) within `radius` (RGB distance on a 0-1
-    scale) of the colour's day albedo: a colour detector that learns nothing."""
-    x = np.asarray(frames, np.float32).reshape(-1, 3) / 255.0
-    return float((np.linalg.norm(x - np.asarray(COLOURS[colour], np.float32), axis=1) < radius).mean())
+def palette_shares(frames: np.ndarray, radius: float = 0.15) -> dict[str, float]:
+    """{colour: share of the pixels of uint8 frames (..., H, W, 3) within `radius` (RGB distance on a
+    0-1 scale) of the colour's day albedo}: a colour detector that learns nothing."""
+    x = np.asarray(frames, np.float32).reshape(-1, 3) / 255.0                # (N, 3)
+    palette = np.asarray(list(COLOURS.values()), np.float32)                 # (C, 3)
+    d2 = (x * x).sum(1, keepdims=True) - 2 * x @ palette.T + (palette * palette).sum(1)   # (N, C) squared distances
+    near = (d2 < radius * radius).mean(0)                                    # (C,)
+    return dict(zip(COLOURS, map(float, near)))
 
 
 def colour_evidence(frames: Sequence[np.ndarray], scenes: Sequence[dict], answers: Sequence[Sequence[str]],
@@ -182,7 +185,7 @@ def colour_evidence(frames: Sequence[np.ndarray], scenes: Sequence[dict], answer
     """Per agent colour, over clips (one entry per clip: its frames, its scene graph, the model's
     answers about it): the clips whose scene has an agent of that colour, and how well two things
     tell those clips from the others (ROC AUC): the share of that colour's pixels in the frames
-    (`palette_share`: what a detector with no training finds in the pixels) and whether any of the
+    (`palette_shares`: what a detector with no training finds in the pixels) and whether any of the
     model's answers names the colour; with `references` (the reference captions per clip), whether
     any of those names it too. Colours that every clip or none has are left out."""
     truth = [scene_facts(s)["colours"] for s in scenes]
@@ -191,12 +194,13 @@ def colour_evidence(frames: Sequence[np.ndarray], scenes: Sequence[dict], answer
         return [set().union(*(answer_facts(a)["colours"] for a in texts)) for texts in texts_per_clip]
     said = named(answers)
     ref = named(references) if references is not None else None
+    shares = [palette_shares(f) for f in frames]
     rows = []
     for c in COLOURS:
         has = [c in t for t in truth]
         if 0 < sum(has) < len(has):
             rows.append({"colour": c, "clips with it": sum(has), "clips": len(has),
-                         "pixels (AUC)": rank_auc(has, [palette_share(f, c) for f in frames]),
+                         "pixels (AUC)": rank_auc(has, [sh[c] for sh in shares]),
                          "answers (AUC)": rank_auc(has, [c in n for n in said]),
                          **({"reference captions (AUC)": rank_auc(has, [c in n for n in ref])} if ref else {})})
     return pd.DataFrame(rows)
