@@ -104,20 +104,30 @@ def test_colour_evidence_from_pixels_answers_and_references():
 
 
 def test_object_sizes_and_recall_by_size_hand_computed():
-    from helpers.world.scene import FOCAL_FRAC, SIZES_M
+    import dataclasses
+    import numpy as np
+    from helpers.world.sample import sample_scene
+    from helpers.world.scene import FOCAL_FRAC, SIZES_M, scene_to_dict
+
+    base = sample_scene(np.random.default_rng(0))
+    road = dataclasses.replace(base.road, layout="straight")       # no bend: in view iff |0.8 x / d| < 0.47
 
     def scene(agents, roadside=(), ego=0.0):
-        return {"agents": [{"kind": k, "s_m": s, "speed_mps": v} for k, s, v in agents],
-                "roadside": [{"kind": k, "s_m": s} for k, s in roadside], "ego_speed_mps": ego}
+        d = scene_to_dict(dataclasses.replace(base, road=road, ego_speed_mps=ego, ego_lat_m=0.0, agents=[], roadside=[]))
+        d["agents"] = [{"kind": k, "colour": "red", "state": "ahead", "side": "center", "s_m": s, "lat_m": lat,
+                        "speed_mps": v, "lat_speed_mps": 0.0, "lights_on": False} for k, s, lat, v in agents]
+        d["roadside"] = [{"kind": k, "side": "right", "s_m": s, "lat_m": lat} for k, s, lat in roadside]
+        return d
 
-    # two cars: the nearer one (10 m after half a second at 0 m/s) is the widest; a sign behind the camera is left out
-    s0 = scene([("car", 40.0, 0.0), ("car", 10.0, 0.0)], [("sign", 1.0)], ego=0.0)
+    # two cars ahead: the nearer (10 m) is the widest; a sign behind the camera and a tree far to the side
+    # (0.8 * 20 / 12 > 0.47) are out of view and left out
+    s0 = scene([("car", 40.0, 0.0, 0.0), ("car", 10.0, 1.0, 0.0)], [("sign", 1.0, 3.0), ("tree", 12.0, 20.0)])
     assert grounding.object_sizes(s0, 100) == {"car": pytest.approx(FOCAL_FRAC * 100 * SIZES_M["car"][0] / 10)}
     # an agent driving away at 10 m/s under an ego at 4 m/s: depth 20 + 5 - 2 at t = 0.5
-    s1 = scene([("truck", 20.0, 10.0)], ego=4.0)
+    s1 = scene([("truck", 20.0, 0.0, 10.0)], ego=4.0)
     assert grounding.object_sizes(s1, 100)["truck"] == pytest.approx(FOCAL_FRAC * 100 * SIZES_M["truck"][0] / 23)
     # bins by width at input 100: car at 10 m = 14.4 px, truck at 23 m = 8.7 px, pedestrian at 40 m = 1 px
-    s2 = scene([("pedestrian", 40.0, 0.0)])
+    s2 = scene([("pedestrian", 40.0, 2.0, 0.0)])
     t = grounding.recall_by_size([s0, s1, s2], [["a car"], ["a car and a pedestrian"], ["nothing"]],
                                  [["a car"], ["a truck"], ["a pedestrian"]], 100, bins=(0, 2, 10, 20))
     assert list(t["objects"]) == [1, 1, 1]

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from helpers.world.scene import COLOURS, FOCAL_FRAC, MIN_DEPTH_M, SIZES_M
+from helpers.world.scene import COLOURS, FOCAL_FRAC, SIZES_M, agent_position, in_view, scene_from_dict
 
 CATEGORIES = ("objects", "colours", "motion", "scene")
 OBJECT_PATTERNS = {
@@ -211,16 +211,16 @@ SIZE_BINS_PX = (0.0, 2.0, 4.0, 8.0, 16.0, float("inf"))
 
 def object_sizes(scene: dict, input_px: int, t_s: float = 0.5) -> dict[str, float]:
     """{object kind: the widest on-screen width, in pixels of a model input `input_px` wide, of the
-    scene's objects of that kind} at time t_s (mid-clip). Objects behind the camera are left out,
-    and so is a city background's skyline, which has no place (scene_facts counts it a building)."""
-    s_cam = scene["ego_speed_mps"] * t_s
-    places = [(a["kind"], a["s_m"] + a["speed_mps"] * t_s) for a in scene["agents"]]
-    places += [(r["kind"], r["s_m"]) for r in scene["roadside"]]
+    scene's objects of that kind} at time t_s (mid-clip). Objects out of the camera's view then
+    (behind it, or to the side: `scene.in_view`) are left out, and so is a city background's
+    skyline, which has no place (scene_facts counts it a building)."""
+    sc = scene_from_dict(scene)
+    places = [(a.kind, *agent_position(a, t_s)) for a in sc.agents] + [(r.kind, r.s_m, r.lat_m) for r in sc.roadside]
+    s_cam = sc.ego_speed_mps * t_s
     out: dict[str, float] = {}
-    for kind, s_m in places:
-        depth = s_m - s_cam
-        if depth > MIN_DEPTH_M:
-            out[kind] = max(out.get(kind, 0.0), FOCAL_FRAC * input_px * SIZES_M[kind][0] / depth)
+    for kind, s_m, lat_m in places:
+        if in_view(sc, s_m, lat_m, t_s):
+            out[kind] = max(out.get(kind, 0.0), FOCAL_FRAC * input_px * SIZES_M[kind][0] / (s_m - s_cam))
     return out
 
 
