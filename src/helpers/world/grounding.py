@@ -160,6 +160,11 @@ def recall_frame(tables: dict[str, dict]) -> pd.DataFrame:
                          for kind, t in tables.items() for src in ("model", "reference", "chance")}).T
 
 
+def named_facts(texts: Sequence[str], category: str) -> set[str]:
+    """The facts of one category that any of the texts (a clip's answers) names."""
+    return set().union(*(answer_facts(t)[category] for t in texts))
+
+
 def rank_auc(truth: Sequence[bool], score: Sequence[float]) -> float:
     """ROC AUC: the chance that a random positive scores above a random negative (ties count half);
     0.5 is a coin, NaN when either class is empty."""
@@ -189,11 +194,8 @@ def colour_evidence(frames: Sequence[np.ndarray], scenes: Sequence[dict], answer
     model's answers names the colour; with `references` (the reference captions per clip), whether
     any of those names it too. Colours that every clip or none has are left out."""
     truth = [scene_facts(s)["colours"] for s in scenes]
-
-    def named(texts_per_clip):
-        return [set().union(*(answer_facts(a)["colours"] for a in texts)) for texts in texts_per_clip]
-    said = named(answers)
-    ref = named(references) if references is not None else None
+    said = [named_facts(texts, "colours") for texts in answers]
+    ref = [named_facts(texts, "colours") for texts in references] if references is not None else None
     shares = [palette_shares(f) for f in frames]
     rows = []
     for c in COLOURS:
@@ -233,10 +235,7 @@ def recall_by_size(scenes: Sequence[dict], answers: Sequence[Sequence[str]], ref
     of the reference captions and of chance (the answers about the next clip, cyclically)."""
     if len(scenes) < 2:
         raise ValueError("recall by size needs at least two clips (chance pairs each clip with the next)")
-
-    def kinds(texts):
-        return set().union(*(answer_facts(t)["objects"] for t in texts))
-    said, ref = [kinds(a) for a in answers], [kinds(r) for r in references]
+    said, ref = [named_facts(a, "objects") for a in answers], [named_facts(r, "objects") for r in references]
     chance = said[1:] + said[:1]
     rows = []
     for lo, hi in zip(bins[:-1], bins[1:]):
