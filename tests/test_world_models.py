@@ -226,6 +226,29 @@ def test_recorded_pairs_deterministic_and_round_trip(shipped_models, world, tmp_
     assert tok.decode(list(a[0].target_ids), skip_special_tokens=True).strip() == a[0].target_text
 
 
+@pytest.mark.slow
+def test_recording_in_cpu_processes_matches_one_process(world, tmp_path):
+    """cpu_workers: two CPU processes split the chunks between them and record the same answers,
+    token for token, as the notebook's own process; a worker that fails is reported with the
+    shards kept, and a rerun records only what is missing."""
+    work = record.work_from_manifest(world, n_questions=3)          # 3 clips x questions 0 and 2
+    one = record.launch(work, tmp_path / "one", "synthetic", str(SHIPPED_DIR), 1, 8, gpus=0, progress=False,
+                        log=lambda m: None)
+    two = record.launch(work, tmp_path / "two", "synthetic", str(SHIPPED_DIR), 1, 8, gpus=0, progress=False,
+                        log=lambda m: None, cpu_workers=2)
+    assert one["written"] == two["written"] == 6 and two["cpu_workers"] == 2
+    ranks = [json.loads((tmp_path / "two" / f"rank_{r}.json").read_text())["written"] for r in (0, 1)]
+    assert ranks == [3, 3]                                   # chunks 0, 2, 4 and 1, 3, 5
+    strip = lambda ps: [(p.key, p.draft_ids, p.target_ids) for p in ps]
+    assert strip(record.merge(tmp_path / "one", work, 1)[0]) == strip(record.merge(tmp_path / "two", work, 1)[0])
+    again = record.launch(work, tmp_path / "two", "synthetic", str(SHIPPED_DIR), 1, 8, gpus=0, progress=False,
+                          log=lambda m: None, cpu_workers=2)
+    assert again["written"] == 0 and again["skipped"] == 6
+    with pytest.raises(RuntimeError, match=r"workers \[0, 1\] of 2 failed"):
+        record.launch(work, tmp_path / "bad", "synthetic", str(tmp_path / "no_models"), 1, 8, gpus=0,
+                      progress=False, log=lambda m: None, cpu_workers=2)
+
+
 # --------------------------------------------------------------------------- chapters 01-03
 def test_world_chapters_smoke_run(tmp_path):
     """Stages 01-03 with the smoke keys, through the runner, into a tmp run folder."""
@@ -256,6 +279,15 @@ def test_world_chapters_smoke_run(tmp_path):
     assert inf["timings_ms"]["target_prefill"]["median"] > inf["timings_ms"]["draft_prefill"]["median"]
     for stem in STAGES:
         assert (run / stem / f"{stem}.ipynb").exists()
+    # the world made again with another seed in the same run folder: its clips are recorded anew
+    # (the recording's shards are keyed by the world's manifest, not only by the models and sizes)
+    rep = run_suite("wsmoke", out=run, book=False, params_dir=params_dir, progress=False, log=lambda *a: None,
+                    only=["01_world", "03_inference"], overrides={"seed": 1})
+    assert not rep.failures, [(s.stem, s.cell, s.message) for s in rep.failures]
+    again = pairs.load_pairs(run / "03_inference" / "pairs.parquet")
+    assert json.loads((run / "03_inference" / "results.json").read_text())["launch"]["written"] == inf["n_pairs"]
+    assert [p.target_ids for p in again] != [p.target_ids for p in recorded]
+    assert len(list((run / "shards").iterdir())) == 2
 
 
 def test_retrain_models_path_trains_saves_and_reports(tmp_path):

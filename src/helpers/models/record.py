@@ -11,6 +11,10 @@ work-list order as `RecordedPair`s; per-pair timings carry each model's batch co
 prefill, decode, decode_per_token, batch), prefixed draft_ / target_.
 
     torchrun --nproc_per_node 2 -m helpers.models.record --work work.json --out shards/ ...
+
+With no GPU, `launch(..., cpu_workers=n)` starts n such processes on the CPU (the same rank
+split, RANK / WORLD_SIZE set by hand): on the 2-core machine the default run records its 200
+pairs in about half the time, with the same answers token for token.
 """
 from __future__ import annotations
 
@@ -318,10 +322,14 @@ def main(argv=None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=50)
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--cpu", action="store_true", help="record on the CPU even where CUDA is visible")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     a = ap.parse_args(argv)
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local = int(os.environ.get("LOCAL_RANK", 0))
-    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() and not a.cpu else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     work = [WorkItem(**w) for w in json.loads(Path(a.work).read_text())]
@@ -337,10 +345,36 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
+def _cpu_workers(n: int, out: Path, kind: str, models, batch: int, max_new_tokens: int, threads: int,
+                 progress: bool, log: Callable) -> dict:
+    """Record on the CPU in n processes at once (rank r takes chunks r, r + n, ...; each process has
+    `threads` torch threads): greedy answers at batch 1 are the same token for token as one process
+    records them; the timings are taken while the workers share the machine."""
+    import subprocess
+    cmd = [sys.executable, "-m", "helpers.models.record", "--work", str(out / "work.json"), "--out", str(out),
+           "--kind", kind, "--models", json.dumps(asdict(models)) if isinstance(models, Checkpoints) else str(models),
+           "--batch", str(batch), "--max-new-tokens", str(max_new_tokens), "--cpu", "--threads", str(threads)]
+    cmd += [] if progress else ["--quiet"]
+    log(f"recording in {n} CPU processes: {' '.join(cmd[2:])}")
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(cmd, env={**os.environ, "RANK": str(r), "WORLD_SIZE": str(n), "LOCAL_RANK": str(r),
+                                        "OMP_NUM_THREADS": str(threads)}) for r in range(n)]
+    failed = [r for r, p in enumerate(procs) if p.wait() != 0]
+    if failed:      # the shards the other workers wrote stay: the same call again records only what is missing
+        raise RuntimeError(f"recording workers {failed} of {n} failed (their messages are above); "
+                           f"finished shards are kept in {out} and a rerun resumes there")
+    ranks = [json.loads((out / f"rank_{r}.json").read_text()) for r in range(n)]
+    return {"gpus": 0, "cpu_workers": n, "seconds": time.perf_counter() - t0,     # including each process's start
+            "recording_seconds": max(r["seconds"] for r in ranks),
+            "written": sum(r["written"] for r in ranks), "skipped": sum(r["skipped"] for r in ranks)}
+
+
 def launch(work: Sequence[WorkItem], out_dir: str | Path, kind: str, models, batch: int, max_new_tokens: int = 50,
-           gpus: int = 1, compile: bool = False, progress: bool = True, log: Callable = print) -> dict:
-    """Record `work` into out_dir's shards: in this process on one device (or the CPU), or over
-    `gpus` GPUs with torchrun (one process and one replica of each model per GPU). Resumes.
+           gpus: int = 1, compile: bool = False, progress: bool = True, log: Callable = print,
+           cpu_workers: int = 1, cpu_threads: int = 1) -> dict:
+    """Record `work` into out_dir's shards: in this process on one device (or the CPU), over `gpus`
+    GPUs with torchrun (one process and one replica of each model per GPU), or, with no GPU and
+    cpu_workers > 1, in that many CPU processes of cpu_threads threads each. Resumes.
     models: as backends_for takes it (a folder, or Checkpoints for kind 'real')."""
     import subprocess
 
@@ -364,6 +398,8 @@ def launch(work: Sequence[WorkItem], out_dir: str | Path, kind: str, models, bat
                 "recording_seconds": max(r["seconds"] for r in ranks),         # the slowest rank's generation
                 "written": sum(r["written"] for r in ranks), "skipped": sum(r["skipped"] for r in ranks)}
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cpu" and cpu_workers > 1:
+        return _cpu_workers(cpu_workers, out, kind, models, batch, max_new_tokens, cpu_threads, progress, log)
     draft, target = backends_for(kind, models, batch, max_new_tokens, device, compile, longest(work))
     res = record(draft, target, work, out, batch, max_new_tokens, progress=progress, log=log)
     del draft, target
