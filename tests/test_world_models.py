@@ -56,6 +56,28 @@ def test_grounding_scores_hand_computed():
     assert s["scene"]["recall"] == pytest.approx(1 / 4)
 
 
+def test_reference_chance_and_chance_multiples_hand_computed():
+    def scene(kinds, colour="red"):
+        return {"agents": [{"kind": k, "colour": colour, "state": "parked"} for k in kinds], "roadside": [],
+                "background": "sea", "time_of_day": "day", "road": {"layout": "straight"}, "ego_motion": "slow"}
+
+    scenes = [scene(["car"]), scene(["car", "bus"]), scene(["truck"], "blue")]
+    answers = ["a car", "a car", "a car"]                  # names a car whatever it sees
+    refs = ["a red car", "a red car and a red bus", "a blue truck"]
+    t = grounding.grounding_table(answers, refs, scenes, ["a", "b", "c"])
+    # the next clip's scenes: b, c, a -> answers hit car (b), -, car (a) of 2 + 1 + 1 objects
+    assert t["chance"]["objects"]["recall"] == pytest.approx(2 / 4)
+    # references against b, c, a: car (of car, bus), nothing (truck vs car), nothing (car vs truck)
+    assert t["reference_chance"]["objects"]["recall"] == pytest.approx(1 / 4)
+    m = grounding.chance_multiples({"target": t}).set_index("facts")
+    assert m.loc["objects", "model recall"] == pytest.approx(2 / 4)        # car, car of car / car+bus / truck
+    assert m.loc["objects", "model x chance"] == pytest.approx(1.0)        # a fluent constant answer: chance
+    assert m.loc["objects", "reference x chance"] == pytest.approx(1.0 / (1 / 4))
+    assert "scene" not in m.index                          # no reference names a scene-level fact here
+    # a table without the reference's chance (an older manifest's) gives no rows, not an error
+    assert grounding.chance_multiples({"target": {k: v for k, v in t.items() if k != "reference_chance"}}).empty
+
+
 def test_rank_auc_counts_ordered_pairs_and_half_ties():
     import itertools
     import numpy as np

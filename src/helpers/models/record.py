@@ -357,8 +357,9 @@ def _cpu_workers(n: int, out: Path, kind: str, models, batch: int, max_new_token
     cmd += [] if progress else ["--quiet"]
     log(f"recording in {n} CPU processes: {' '.join(cmd[2:])}")
     t0 = time.perf_counter()
-    procs = [subprocess.Popen(cmd, env={**os.environ, "RANK": str(r), "WORLD_SIZE": str(n), "LOCAL_RANK": str(r),
-                                        "OMP_NUM_THREADS": str(threads)}) for r in range(n)]
+    quiet = {} if progress else {"HF_HUB_DISABLE_PROGRESS_BARS": "1"}     # transformers' weight-loading bars too
+    procs = [subprocess.Popen(cmd, env={**os.environ, **quiet, "RANK": str(r), "WORLD_SIZE": str(n),
+                                        "LOCAL_RANK": str(r), "OMP_NUM_THREADS": str(threads)}) for r in range(n)]
     failed = [r for r, p in enumerate(procs) if p.wait() != 0]
     if failed:      # the shards the other workers wrote stay: the same call again records only what is missing
         raise RuntimeError(f"recording workers {failed} of {n} failed (their messages are above); "

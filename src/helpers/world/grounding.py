@@ -139,12 +139,33 @@ def shifted(items: Sequence, clip_ids: Sequence[str]) -> list:
 
 def grounding_table(answers: Sequence[str], references: Sequence[str], scenes: Sequence[dict],
                     clip_ids: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
-    """{'model', 'reference', 'chance'}: scores of the model's answers, of the reference
-    captions (same register) and of the model's answers against the next clip's scene."""
+    """{'model', 'reference', 'chance', 'reference_chance'}: scores of the model's answers, of the
+    reference captions (same register), of the model's answers against the next clip's scene, and of
+    the reference captions against the next clip's scene (the ceiling's own chance)."""
     nan = {c: {"recall": float("nan"), "precision": float("nan"), "n_true": 0, "n_named": 0} for c in CATEGORIES}
+    other = shifted(scenes, clip_ids) if len(set(clip_ids)) > 1 else None
     return {"model": grounding_scores(answers, scenes),
             "reference": grounding_scores(references, scenes),
-            "chance": grounding_scores(answers, shifted(scenes, clip_ids)) if len(set(clip_ids)) > 1 else nan}
+            "chance": grounding_scores(answers, other) if other else nan,
+            "reference_chance": grounding_scores(references, other) if other else nan}
+
+
+def chance_multiples(tables: dict[str, dict]) -> pd.DataFrame:
+    """Per (model kind, category) the register names: recall as a multiple of chance for the model's
+    answers and for the reference captions (each scored against the next clip's scene too). The
+    reference's multiple is what a model that says exactly what the reference says would reach: the
+    highest multiple of chance a target such as "twice chance" can ask of that category."""
+    rows = []
+    for kind, t in tables.items():
+        for c in CATEGORIES:
+            ref = t["reference"].get(c, {}).get("recall", np.nan)
+            if "reference_chance" not in t or not ref > 0:          # older tables; facts the register never names
+                continue
+            m, ch, rch = t["model"][c]["recall"], t["chance"][c]["recall"], t["reference_chance"][c]["recall"]
+            rows.append({"model": kind, "facts": c, "model recall": m, "chance": ch,
+                         "model x chance": m / ch if ch > 0 else np.nan, "reference recall": ref,
+                         "reference chance": rch, "reference x chance": ref / rch if rch > 0 else np.nan})
+    return pd.DataFrame(rows)
 
 
 def flat_scores(table: dict, prefix: str = "") -> dict[str, float]:
