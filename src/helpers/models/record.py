@@ -360,7 +360,12 @@ def _cpu_workers(n: int, out: Path, kind: str, models, batch: int, max_new_token
     quiet = {} if progress else {"HF_HUB_DISABLE_PROGRESS_BARS": "1"}     # transformers' weight-loading bars too
     procs = [subprocess.Popen(cmd, env={**os.environ, **quiet, "RANK": str(r), "WORLD_SIZE": str(n),
                                         "LOCAL_RANK": str(r), "OMP_NUM_THREADS": str(threads)}) for r in range(n)]
-    failed = [r for r, p in enumerate(procs) if p.wait() != 0]
+    try:
+        failed = [r for r, p in enumerate(procs) if p.wait() != 0]
+    finally:                        # interrupted (or failed) here: stop the workers too, not leave them running
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
     if failed:      # the shards the other workers wrote stay: the same call again records only what is missing
         raise RuntimeError(f"recording workers {failed} of {n} failed (their messages are above); "
                            f"finished shards are kept in {out} and a rerun resumes there")

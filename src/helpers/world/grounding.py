@@ -154,7 +154,7 @@ def chance_multiples(tables: dict[str, dict]) -> pd.DataFrame:
     """Per (model kind, category) the register names: recall as a multiple of chance for the model's
     answers and for the reference captions (each scored against the next clip's scene too). The
     reference's multiple is what a model that says exactly what the reference says would reach: the
-    highest multiple of chance a target such as "twice chance" can ask of that category."""
+    yardstick for a target such as "twice chance" in that category."""
     rows = []
     for kind, t in tables.items():
         for c in CATEGORIES:
