@@ -194,7 +194,14 @@ def test_seed_adapter_trains_and_round_trips(tmp_path):
     assert hist.best_value > 0.9  # the position-wise mapping draft[i] -> target[i+1] is learnable here
     pairs = toy_pairs(6, 5)
     check_shortcut(d, pairs, gamma=3)
+    # streamed views are the full pass cut at the visible tokens (causal_over_draft), no pass of their
+    # own, and still exact against the online propose loop, which runs a pass on what is visible
+    calls = []
+    predict = d.predict_topk
+    d.predict_topk = lambda ps, k, visible=None: calls.append(visible) or predict(ps, k, visible)
     check_shortcut(d, pairs, gamma=3, visibility=STREAMED)
+    assert calls == [None]
+    del d.predict_topk
     check_prefix_dependence(d, pairs[:3], blind=True)                  # it never reads the target's prefix
     # causal over the draft: with draft tokens 0..v-1 visible it proposes target tokens 1..v and nothing after
     top1 = d.predict_topk(pairs[:1], 1, visible=[3])[0][:, 0]

@@ -176,8 +176,15 @@ class _Views:
         self.cache = [{len(p.draft_ids): t} for p, t in zip(pairs, full_top1)]
 
     def top1(self, j: int, v: int) -> np.ndarray:
+        n_draft = len(self.pairs[j].draft_ids)
         if not getattr(self.drafter, "reads_draft", True):             # a prior: what is visible changes nothing
-            return self.cache[j][len(self.pairs[j].draft_ids)]
+            return self.cache[j][n_draft]
+        if v < n_draft and v not in self.cache[j] and getattr(self.drafter, "causal_over_draft", False):
+            # output i reads draft tokens 0..i only and has no output where token i does not exist yet:
+            # the view of v tokens is the whole draft's outputs cut at v, with no pass of its own
+            cut = self.cache[j][n_draft].copy()
+            cut[v:] = -1
+            self.cache[j][v] = cut
         if v not in self.cache[j]:
             self.cache[j][v] = self.drafter.predict_topk([self.pairs[j]], 1, [v])[0][:, 0]
         return self.cache[j][v]

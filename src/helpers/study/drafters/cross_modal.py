@@ -144,6 +144,7 @@ class CrossModalDrafter(ModelDevice):
         self.ranks = True
         self.reads_draft = cfg.use_draft       # the ablation sees only UNK where the draft would be
         self.prior, self.prior_weight = None, 1.0   # weight of the network when a prior is mixed in
+        self._rows = (None, None)                   # (key, the prior's rows) of the last prefix (_prior_rows)
 
     def set_prior(self, prior, weight: float) -> None:
         if not 0 <= weight <= 1:
@@ -186,7 +187,25 @@ class CrossModalDrafter(ModelDevice):
         memory = self.model.encode(pad_batch([self._src(draft_ids)], PAD).to(self.device))
         lg = self.model.decode(*memory, pad_batch([self._enc(prefix)], PAD).to(self.device))[0].cpu()
         lg[:, :2] = -torch.inf                                       # PAD/UNK are never drafts
-        return torch.stack([self._mix(row, prefix[: r + 1]) for r, row in enumerate(lg)]) if len(lg) else lg.softmax(-1)
+        rows = self._prior_rows(prefix, len(lg), lg.shape[1], lg.dtype)
+        return lg.softmax(-1) if rows is None else lg.softmax(-1) * self.prior_weight + rows
+
+    def _prior_rows(self, prefix: Sequence[int], n: int, vocab: int, dtype) -> torch.Tensor | None:
+        """(n, vocab): row r is (1 - network weight) x the prior's distribution after prefix[: r + 1],
+        in compact ids (what `_mix` adds to one row), or None with no prior mixed in. The last
+        prefix's rows are kept: the streamed views of one pair all decode the same target prefix, so
+        the prior's Python runs once per pair, not once per view."""
+        if self.prior is None or self.prior_weight == 1.0:
+            return None
+        key = (id(self.prior), self.prior_weight, tuple(prefix[:n]), vocab, dtype)
+        if self._rows[0] != key:
+            rows = torch.zeros(n, vocab, dtype=dtype)
+            for r in range(n):
+                for tok, q in self.prior.distribution(prefix[: r + 1]).items():
+                    if tok in self.stoi:                              # the prior knows only training ids too
+                        rows[r, self.stoi[tok]] = (1 - self.prior_weight) * q
+            self._rows = (key, rows)
+        return self._rows[1]
 
     def _mix(self, logits: torch.Tensor, prefix: Sequence[int]) -> torch.Tensor:
         """Next-token probabilities (V,) from the network's logits after `prefix` (PAD and UNK

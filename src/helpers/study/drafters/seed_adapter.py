@@ -81,6 +81,7 @@ class SeedAdapterDrafter(ModelDevice):
     needs = "draft tokens 0..i to propose target token i+1 (causal over the draft, blind to the target's prefix)"
     ranks = True
     cuda_graphs = True      # on a CUDA device, its pass replays a CUDA graph at max_len positions
+    causal_over_draft = True  # output i reads draft tokens 0..i: a streamed view is the full pass cut short
 
     def __init__(self, cfg: AdapterConfig, device: str = "cpu"):
         self.cfg, self.device = cfg, device
