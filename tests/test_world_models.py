@@ -251,8 +251,8 @@ def test_recorded_pairs_deterministic_and_round_trip(shipped_models, world, tmp_
 @pytest.mark.slow
 def test_recording_in_cpu_processes_matches_one_process(world, tmp_path):
     """cpu_workers: two CPU processes split the chunks between them and record the same answers,
-    token for token, as the notebook's own process; a worker that fails is reported with the
-    shards kept, and a rerun records only what is missing."""
+    token for token, as the notebook's own process; a rerun records only what is missing, and
+    workers that fail raise an error that names them."""
     work = record.work_from_manifest(world, n_questions=3)          # 3 clips x questions 0 and 2
     one = record.launch(work, tmp_path / "one", "synthetic", str(SHIPPED_DIR), 1, 8, gpus=0, progress=False,
                         log=lambda m: None)

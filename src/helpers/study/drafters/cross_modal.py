@@ -150,6 +150,7 @@ class CrossModalDrafter(ModelDevice):
         if not 0 <= weight <= 1:
             raise ValueError(f"network weight must be in [0, 1], got {weight}")
         self.prior, self.prior_weight = prior, float(weight)
+        self._rows = (None, None)                   # a prior changed in place is set again: nothing stale kept
 
     # --- vocabulary ---------------------------------------------------------------
     def _build_vocab(self, train: Sequence[RecordedPair]) -> None:
@@ -194,7 +195,8 @@ class CrossModalDrafter(ModelDevice):
         """(n, vocab): row r is (1 - network weight) x the prior's distribution after prefix[: r + 1],
         in compact ids (what `_mix` adds to one row), or None with no prior mixed in. The last
         prefix's rows are kept: the streamed views of one pair all decode the same target prefix, so
-        the prior's Python runs once per pair, not once per view."""
+        the prior's Python runs once per pair, not once per view. A prior updated in place must be
+        given again with `set_prior`, which forgets the kept rows."""
         if self.prior is None or self.prior_weight == 1.0:
             return None
         key = (id(self.prior), self.prior_weight, tuple(prefix[:n]), vocab, dtype)
