@@ -257,13 +257,14 @@ def recall_by_size(scenes: Sequence[dict], answers: Sequence[Sequence[str]], ref
     if len(scenes) < 2:
         raise ValueError("recall by size needs at least two clips (chance pairs each clip with the next)")
     said, ref = [named_facts(a, "objects") for a in answers], [named_facts(r, "objects") for r in references]
-    chance = said[1:] + said[:1]
+    chance = shifted(said, list(range(len(said))))                 # each clip judged by the next clip's answers
+    widths = [object_sizes(scene, input_px) for scene in scenes]   # once per clip, not once per bin
     rows = []
     for lo, hi in zip(bins[:-1], bins[1:]):
         hits = {"model": 0, "reference": 0, "chance": 0}
         n = 0
-        for scene, m, r, c in zip(scenes, said, ref, chance, strict=True):
-            for kind, px in object_sizes(scene, input_px).items():
+        for w, m, r, c in zip(widths, said, ref, chance, strict=True):
+            for kind, px in w.items():
                 if lo <= px < hi:
                     n += 1
                     hits["model"] += kind in m
