@@ -201,13 +201,20 @@ class CrossModalDrafter(ModelDevice):
             return None
         key = (id(self.prior), self.prior_weight, tuple(prefix[:n]), vocab, dtype)
         if self._rows[0] != key:
-            rows = torch.zeros(n, vocab, dtype=dtype)
-            for r in range(n):
-                for tok, q in self.prior.distribution(prefix[: r + 1]).items():
-                    if tok in self.stoi:                              # the prior knows only training ids too
-                        rows[r, self.stoi[tok]] = (1 - self.prior_weight) * q
-            self._rows = (key, rows)
+            self._rows = (key, torch.stack([self._prior_row(prefix[: r + 1], vocab, dtype) for r in range(n)])
+                          if n else torch.zeros(0, vocab, dtype=dtype))
         return self._rows[1]
+
+    def _prior_row(self, prefix: Sequence[int], vocab: int, dtype) -> torch.Tensor:
+        """(vocab,): (1 - network weight) x the prior's distribution after `prefix`, in compact ids,
+        zero elsewhere (the prior knows only training ids too)."""
+        mix = [(self.stoi[tok], (1 - self.prior_weight) * q) for tok, q in self.prior.distribution(prefix).items()
+               if tok in self.stoi]
+        row = torch.zeros(vocab, dtype=dtype)
+        if mix:                             # one vectorised write (element-by-element writes cost most of the time)
+            cols, vals = zip(*mix)
+            row[torch.tensor(cols)] = torch.tensor(vals, dtype=dtype)
+        return row
 
     def _mix(self, logits: torch.Tensor, prefix: Sequence[int]) -> torch.Tensor:
         """Next-token probabilities (V,) from the network's logits after `prefix` (PAD and UNK
@@ -215,13 +222,7 @@ class CrossModalDrafter(ModelDevice):
         probs = logits.softmax(-1)
         if self.prior is None or self.prior_weight == 1.0:
             return probs
-        mix = [(self.stoi[tok], (1 - self.prior_weight) * q) for tok, q in self.prior.distribution(prefix).items()
-               if tok in self.stoi]                                   # the prior knows only training ids too
-        probs = probs * self.prior_weight
-        if mix:                                                       # one vectorised add (a Python loop of tensor
-            cols, vals = zip(*mix)                                    # element updates cost most of the time)
-            probs.index_add_(0, torch.tensor(cols).to(probs.device), torch.tensor(vals, dtype=probs.dtype).to(probs.device))
-        return probs
+        return probs * self.prior_weight + self._prior_row(prefix, len(probs), probs.dtype).to(probs.device)
 
     def predict_topk(self, pairs, k, visible=None):
         itos = torch.tensor(self.itos)
