@@ -348,16 +348,29 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
+def _worker_args(out: Path, kind: str, models, batch: int, max_new_tokens: int, progress: bool) -> list[str]:
+    """`python -m helpers.models.record` and its arguments, for the processes launch starts."""
+    return (["-m", "helpers.models.record", "--work", str(out / "work.json"), "--out", str(out), "--kind", kind,
+             "--models", json.dumps(asdict(models)) if isinstance(models, Checkpoints) else str(models),
+             "--batch", str(batch), "--max-new-tokens", str(max_new_tokens)] + ([] if progress else ["--quiet"]))
+
+
+def _ranks_summary(out: Path, n: int, t0: float) -> dict:
+    """What the n worker processes wrote (their rank_<r>.json), summed; seconds include their start."""
+    ranks = [json.loads((out / f"rank_{r}.json").read_text()) for r in range(n)]
+    return {"seconds": time.perf_counter() - t0,
+            "recording_seconds": max(r["seconds"] for r in ranks),         # the slowest rank's generation
+            "written": sum(r["written"] for r in ranks), "skipped": sum(r["skipped"] for r in ranks)}
+
+
 def _cpu_workers(n: int, out: Path, kind: str, models, batch: int, max_new_tokens: int, threads: int,
                  progress: bool, log: Callable) -> dict:
     """Record on the CPU in n processes at once (rank r takes chunks r, r + n, ...; each process has
     `threads` torch threads): greedy answers at batch 1 are the same token for token as one process
     records them; the timings are taken while the workers share the machine."""
     import subprocess
-    cmd = [sys.executable, "-m", "helpers.models.record", "--work", str(out / "work.json"), "--out", str(out),
-           "--kind", kind, "--models", json.dumps(asdict(models)) if isinstance(models, Checkpoints) else str(models),
-           "--batch", str(batch), "--max-new-tokens", str(max_new_tokens), "--cpu", "--threads", str(threads)]
-    cmd += [] if progress else ["--quiet"]
+    cmd = [sys.executable] + _worker_args(out, kind, models, batch, max_new_tokens, progress) + [
+        "--cpu", "--threads", str(threads)]
     log(f"recording in {n} CPU processes: {' '.join(cmd[2:])}")
     t0 = time.perf_counter()
     quiet = {} if progress else {"HF_HUB_DISABLE_PROGRESS_BARS": "1"}     # transformers' weight-loading bars too
@@ -372,10 +385,7 @@ def _cpu_workers(n: int, out: Path, kind: str, models, batch: int, max_new_token
     if failed:      # the shards the other workers wrote stay: the same call again records only what is missing
         raise RuntimeError(f"recording workers {failed} of {n} failed (their messages are above); "
                            f"finished shards are kept in {out} and a rerun resumes there")
-    ranks = [json.loads((out / f"rank_{r}.json").read_text()) for r in range(n)]
-    return {"gpus": 0, "cpu_workers": n, "seconds": time.perf_counter() - t0,     # including each process's start
-            "recording_seconds": max(r["seconds"] for r in ranks),
-            "written": sum(r["written"] for r in ranks), "skipped": sum(r["skipped"] for r in ranks)}
+    return {"gpus": 0, "cpu_workers": n, **_ranks_summary(out, n, t0)}
 
 
 def launch(work: Sequence[WorkItem], out_dir: str | Path, kind: str, models, batch: int, max_new_tokens: int = 50,
@@ -395,17 +405,11 @@ def launch(work: Sequence[WorkItem], out_dir: str | Path, kind: str, models, bat
     (out / "work.json").write_text(json.dumps([asdict(w) for w in work]))
     t0 = time.perf_counter()
     if gpus > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
-               "-m", "helpers.models.record", "--work", str(out / "work.json"), "--out", str(out), "--kind", kind,
-               "--models", json.dumps(asdict(models)) if isinstance(models, Checkpoints) else str(models),
-               "--batch", str(batch), "--max-new-tokens", str(max_new_tokens)]
-        cmd += (["--compile"] if compile else []) + ([] if progress else ["--quiet"])
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}"]
+        cmd += _worker_args(out, kind, models, batch, max_new_tokens, progress) + (["--compile"] if compile else [])
         log(f"launching: {' '.join(cmd[2:])}")
         subprocess.run(cmd, check=True)
-        ranks = [json.loads((out / f"rank_{r}.json").read_text()) for r in range(gpus)]
-        return {"gpus": gpus, "seconds": time.perf_counter() - t0,              # including each process's start
-                "recording_seconds": max(r["seconds"] for r in ranks),         # the slowest rank's generation
-                "written": sum(r["written"] for r in ranks), "skipped": sum(r["skipped"] for r in ranks)}
+        return {"gpus": gpus, **_ranks_summary(out, gpus, t0)}
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     if device.type == "cpu" and cpu_workers > 1:
         return _cpu_workers(cpu_workers, out, kind, models, batch, max_new_tokens, cpu_threads, progress, log)
