@@ -280,10 +280,13 @@ from helpers.study.drafters import lookup  # noqa: E402
 def lookup_drafters(train):
     return [lookup.KneserNeyPrior(order=3).fit(train), lookup.SuffixPrior(max_ctx=6, weight=0.5, order=3).fit(train),
             lookup.DraftRetrieval(neighbours=5, temperature=0.1, weight=0.6, order=3).fit(train),
-            lookup.DraftCopy(boost=3.0, max_doc_share=0.5, order=3).fit(train)]
+            lookup.DraftCopy(boost=3.0, max_doc_share=0.5, order=3).fit(train),
+            lookup.SuffixPrior(max_ctx=6, weight=0.5, order=3, coverage=1.0, name="suffix_coverage").fit(train),
+            lookup.DraftRetrieval(neighbours=5, temperature=0.1, weight=0.6, order=3, coverage=2.0,
+                                  name="retrieval_coverage").fit(train)]
 
 
-@pytest.mark.parametrize("i", range(4))
+@pytest.mark.parametrize("i", range(6))
 def test_lookup_drafters_shortcut_is_exact_full_and_streamed(i):
     d = lookup_drafters(toy_pairs(30, 1))[i]
     pairs = toy_pairs(6, 5)
@@ -296,7 +299,7 @@ def test_priors_cannot_see_the_content_and_readers_can():
     """The content word after (10, 11, 12) is one of three and is named in the draft: the priors
     guess, retrieval keyed by the draft and the pointer into the draft get it right."""
     train, test = toy_pairs(60, 1), toy_pairs(30, 6)
-    kn, suffix, retrieval, copy = lookup_drafters(train)
+    kn, suffix, retrieval, copy, _, _ = lookup_drafters(train)
     prior_tm = evaluate(kn, test, 3).token_match
     assert prior_tm < 0.95 and evaluate(suffix, test, 3).token_match < 0.95
     assert not kn.reads_draft and retrieval.reads_draft and copy.reads_draft
@@ -325,11 +328,49 @@ def test_lookup_update_equals_fitting_on_all_pairs():
             if sw is None or isinstance(sw, frozenset):                       # priors; the copy candidates
                 assert sw == sg
             else:                                                             # retrieval weights over the answers
-                assert np.allclose(sw, sg)
+                assert np.allclose(sw[0], sg[0])
             for prefix in probes:
                 a, b = whole.dist(sw, prefix).topk(6), grown.dist(sg, prefix).topk(6)
                 assert [w for w, _ in a] == [w for w, _ in b], (whole.name, prefix)
                 assert np.allclose([q for _, q in a], [q for _, q in b]), (whole.name, prefix)
+
+
+def test_coverage_boosts_what_the_answer_has_yet_to_say_hand_computed():
+    from helpers.study.drafters.counts import Dist
+    d = Dist({5: 0.5, 6: 0.3, 7: 0.2})
+    expected = {5: 1.0, 6: 0.5, 7: 0.0}.get
+    out = lookup.covered(d, lambda w: expected(w, 0.0), prefix=(9, 5), boost=2.0)
+    # 5 is said as often as expected (r = 0), 7 never expected: only 6, r = 0.5, x (1 + 2 * 0.5)
+    assert [w for w, _ in out.topk(3)] == [6, 5, 7]
+    assert [q for _, q in out.topk(3)] == pytest.approx([0.6 / 1.3, 0.5 / 1.3, 0.2 / 1.3])
+    assert lookup.covered(d, lambda w: 3.0, (5,), boost=0.0) is d                        # no boost: unchanged
+    counts = lookup.TokenCounts([(1, 1, 2), (2, 3)])
+    assert counts.expected()(1) == pytest.approx(1.0) and counts.expected()(4) == 0.0
+    assert counts.expected(np.array([0.0, 2.0]))(3) == pytest.approx(1.0)                # the second answer only
+    assert counts.expected(np.array([1.0, 3.0]))(2) == pytest.approx(1.0)
+    assert counts.expected(np.array([1.0, 3.0]))(1) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="coverage"):
+        lookup.SuffixPrior(coverage=-1.0)
+
+
+def test_coverage_stops_a_prior_repeating_what_the_answer_said():
+    """Answers list two of three things, each after the same word; the n-gram sees the same candidates
+    at both slots and repeats its favourite, coverage knows the answer holds each at most once."""
+    rng = np.random.default_rng(3)
+    def pairs(n, start):
+        out = []
+        for i in range(n):
+            a, b = rng.choice([20, 21, 22], 2, replace=False, p=[0.5, 0.3, 0.2])
+            out.append(RecordedPair(f"c{start + i}", start + i, 0, "q?", (5, 2), (10, 30, int(a), 30, int(b), 2)))
+        return out
+    train, test = pairs(200, 0), pairs(60, 500)
+    plain = lookup.SuffixPrior(max_ctx=1, weight=0.5, order=2).fit(train)
+    cover = lookup.SuffixPrior(max_ctx=1, weight=0.5, order=2, coverage=2.0).fit(train)
+    a_said = [p for p in test if p.target_ids[2] == 20]
+    second = lambda d: [d.propose(DraftContext.of(p, p.target_ids[:4]), 1)[0] for p in a_said]
+    assert set(second(plain)) == {20}                           # the favourite again, never right
+    assert 20 not in set(second(cover))                         # something not said yet
+    assert evaluate(cover, test, 3).token_match > evaluate(plain, test, 3).token_match
 
 
 def test_kneser_ney_is_a_distribution_and_orders_matter():
@@ -375,6 +416,7 @@ def test_tree_sd_of_lookup_drafters_beats_their_chain():
 def test_zoo_selects_lookup_settings_on_validation(tmp_path):
     recipe = zoo.Recipe(kn_orders=[1, 3], suffix_max_ctx=[4], suffix_weights=[0.0, 1.0], retrieval_neighbours=[3],
                         retrieval_temperatures=[0.1], retrieval_weights=[0.0, 0.6], copy_boosts=[0.0, 3.0],
+                        coverage_boosts=[0.0, 1.0],
                         copy_doc_shares=[0.5], select_gamma=5, progress=False)
     train, val = toy_pairs(40, 1), toy_pairs(30, 6)
     trained = {}

@@ -5,16 +5,25 @@ Content-free controls (they read the target's accepted prefix only):
     target_prior_kn       interpolated Kneser-Ney n-gram of the target's training answers
     target_prior_suffix   a datastore of every training answer keyed by the accepted prefix's
                           suffix (REST / prompt-lookup / infini-gram): the next tokens seen after
-                          the longest suffix that occurs, mixed with Kneser-Ney
+                          the longest suffix that occurs, mixed with Kneser-Ney; optionally with
+                          coverage (below), what an average training answer contains
 
 Draft readers (the content enters through the draft model's visible answer):
 
     draft_retrieval       REST-style lookup in the target answers of the training clips whose
                           DRAFT answers resemble this one (TF-IDF over draft token 1-2-grams),
-                          mixed with Kneser-Ney
+                          mixed with Kneser-Ney; optionally with coverage, what those clips'
+                          target answers contain
     draft_copy            a pointer into the draft's tokens: Kneser-Ney with the probability of the
                           draft's content tokens (rare in target answers) that the target has not
                           said yet multiplied by (1 + boost)
+
+Coverage (`coverage` > 0): the best candidates that the answer is expected to contain more often
+than it has said them so far are made up to (1 + coverage) times as probable. An answer that lists
+what a scene holds seldom names a thing twice; an n-gram model does not know what the answer has
+already said, so it repeats it. The expected counts come from all training answers (content-free)
+or from the retrieved clips' (content through the draft). Told the answer's own counts instead, it
+is the oracle of helpers.study.event_camera.
 
 All share one engine (`CountDrafter`): a next-token distribution from (what the visible draft
 gives, the target's prefix), whose top-k, greedy chain (`propose`) and best-first token tree
@@ -26,7 +35,7 @@ import json
 import math
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -105,6 +114,48 @@ class CountDrafter:
                                           "train_drafts": self.train_drafts}))
 
 
+COVERAGE_TOP = 20   # coverage reweights this many best candidates of the distribution it adjusts
+
+
+def covered(d: Dist, expected: Callable[[int], float], prefix: Sequence[int], boost: float,
+            top: int = COVERAGE_TOP) -> Dist:
+    """`d` with each of its `top` best tokens w made (1 + boost * r) times as probable, where
+    r = min(1, expected(w) - times w occurs in the prefix) when positive: the tokens the answer is
+    expected to contain and has not said (as often) yet. Renormalised; boost 0 leaves `d` as it is."""
+    if boost <= 0:
+        return d
+    said = Counter(prefix)
+    extra = {}
+    for w, p in d.topk(top):
+        r = min(1.0, expected(w) - said[w])
+        if r > 0:
+            extra[w] = boost * p * r
+    if not extra:
+        return d
+    return d.plus(Dist(extra)).scaled(1 / (1 + sum(extra.values())))
+
+
+class TokenCounts:
+    """Every training answer's token counts as one (answers, distinct tokens) matrix, so that the
+    expected counts under any weighting of the answers are one product."""
+
+    def __init__(self, docs: Sequence[Sequence[int]]):
+        toks = sorted({t for d in docs for t in d})
+        self.col = {t: i for i, t in enumerate(toks)}
+        self.counts = np.zeros((len(docs), len(toks)), dtype=np.float32)
+        for j, d in enumerate(docs):
+            for t, c in Counter(d).items():
+                self.counts[j, self.col[t]] = c
+
+    def expected(self, weights: np.ndarray | None = None) -> Callable[[int], float]:
+        """w -> the weighted mean count of token w per answer (weights None: all answers alike)."""
+        if not len(self.counts):
+            return lambda w: 0.0
+        mean = self.counts.mean(axis=0) if weights is None else (weights @ self.counts) / max(float(weights.sum()), 1e-12)
+        col = self.col
+        return lambda w: float(mean[col[w]]) if w in col else 0.0
+
+
 class KneserNeyPrior(CountDrafter):
     needs = "the target's accepted prefix only"
 
@@ -126,35 +177,46 @@ class KneserNeyPrior(CountDrafter):
         return {"order": self.order}
 
 
+def _check_coverage(coverage: float) -> float:
+    if coverage < 0:
+        raise ValueError(f"coverage must be >= 0, got {coverage}")
+    return float(coverage)
+
+
 class SuffixPrior(KneserNeyPrior):
     """p = weight * (next tokens after the longest matching suffix, up to max_ctx tokens, at least
-    min_match) + (1 - weight) * Kneser-Ney; all of Kneser-Ney where no suffix matches."""
+    min_match) + (1 - weight) * Kneser-Ney; all of Kneser-Ney where no suffix matches. With
+    `coverage`, the tokens an average training answer contains more often than this one has said
+    them are made more probable (`covered`): still the target's prefix only."""
     needs = "the target's accepted prefix only"
 
     def __init__(self, max_ctx: int = 16, weight: float = 0.5, min_match: int = 2, order: int = 8,
-                 name: str = "target_prior_suffix"):
+                 coverage: float = 0.0, name: str = "target_prior_suffix"):
         super().__init__(order, name)
         if not 0 <= weight <= 1:
             raise ValueError(f"weight must be in [0, 1], got {weight}")
         self.max_ctx, self.weight, self.min_match = int(max_ctx), float(weight), int(min_match)
+        self.coverage = _check_coverage(coverage)
 
     def _fit(self) -> None:
         super()._fit()
         self.store = CountIndex(self.train_docs, self.max_ctx)
+        self.expected = TokenCounts(self.train_docs).expected()
 
     def _update(self, docs) -> None:
         super()._update(docs)
         self.store.add(docs)
+        self.expected = TokenCounts(self.train_docs).expected()
 
     def dist(self, state, prefix):
         kn = self.index.kneser_ney(prefix)
         hit, _ = self.store.longest(prefix, min_ctx=self.min_match)
-        if not hit:
-            return kn
-        return kn.scaled(1 - self.weight).plus(Dist({w: self.weight * p for w, p in hit.items()}))
+        d = kn.scaled(1 - self.weight).plus(Dist({w: self.weight * p for w, p in hit.items()})) if hit else kn
+        return covered(d, self.expected, prefix, self.coverage)
 
     def settings(self):
-        return {"order": self.order, "max_ctx": self.max_ctx, "weight": self.weight, "min_match": self.min_match}
+        return {"order": self.order, "max_ctx": self.max_ctx, "weight": self.weight, "min_match": self.min_match,
+                "coverage": self.coverage}
 
 
 # --- draft readers ----------------------------------------------------------------------------
@@ -193,44 +255,56 @@ class DraftRetrieval(KneserNeyPrior):
     most similar to the visible draft (top `neighbours`, weights exp((sim - max) / temperature))
     give a Witten-Bell n-gram model of THEIR TARGET answers (contexts up to max_ctx tokens); it is
     mixed with Kneser-Ney over all training answers: p = weight * p_ret + (1 - weight) * p_kn, the
-    mass p_ret leaves unassigned going to Kneser-Ney. No visible draft tokens: Kneser-Ney alone."""
+    mass p_ret leaves unassigned going to Kneser-Ney. With `coverage`, the tokens those clips'
+    target answers contain (their weighted mean counts) more often than this answer has said them
+    are made more probable (`covered`). No visible draft tokens: Kneser-Ney, with the coverage of
+    an average training answer."""
     needs = "every draft token that exists (retrieval key), and the target's accepted prefix"
     reads_draft = True
 
     def __init__(self, neighbours: int = 20, temperature: float = 0.1, weight: float = 0.3, max_ctx: int = 7,
-                 order: int = 8, name: str = "draft_retrieval"):
+                 order: int = 8, coverage: float = 0.0, name: str = "draft_retrieval"):
         super().__init__(order, name)
         self.neighbours, self.temperature, self.weight, self.max_ctx = int(neighbours), float(temperature), float(weight), int(max_ctx)
+        self.coverage = _check_coverage(coverage)
 
     def _fit(self) -> None:
         super()._fit()
         self.store = CountIndex(self.train_docs, self.max_ctx)
         self.tfidf = Tfidf(self.train_drafts)
+        self.counts = TokenCounts(self.train_docs)
 
     def _update(self, docs) -> None:
         super()._update(docs)
         self.store.add(docs)
         self.tfidf = Tfidf(self.train_drafts)      # document frequencies change for every answer
+        self.counts = TokenCounts(self.train_docs)
 
     def state(self, draft_ids):
+        """(weights over the training answers, expected token counts), or None without a usable draft."""
         sim = self.tfidf.similarity(draft_ids)
         if not sim.any():
             return None
         top = np.argsort(-sim, kind="stable")[: self.neighbours]
         w = np.zeros(len(sim))
         w[top] = np.exp((sim[top] - sim[top].max()) / self.temperature)
-        return w
+        return w, (self.counts.expected(w) if self.coverage > 0 else None)
 
     def dist(self, state, prefix):
         kn = self.index.kneser_ney(prefix)
-        if state is None or self.weight == 0:
-            return kn
-        ret, left = self.store.weighted(prefix, state)
-        return kn.scaled(1 - self.weight + self.weight * left).plus(Dist({w: self.weight * p for w, p in ret.items()}))
+        if state is None:
+            return covered(kn, self.counts.expected(), prefix, self.coverage) if self.coverage > 0 else kn
+        w, expected = state
+        if self.weight == 0:
+            d = kn
+        else:
+            ret, left = self.store.weighted(prefix, w)
+            d = kn.scaled(1 - self.weight + self.weight * left).plus(Dist({t: self.weight * p for t, p in ret.items()}))
+        return covered(d, expected, prefix, self.coverage) if self.coverage > 0 else d
 
     def settings(self):
         return {"order": self.order, "neighbours": self.neighbours, "temperature": self.temperature,
-                "weight": self.weight, "max_ctx": self.max_ctx}
+                "weight": self.weight, "max_ctx": self.max_ctx, "coverage": self.coverage}
 
 
 class DraftCopy(KneserNeyPrior):

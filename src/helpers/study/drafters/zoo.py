@@ -67,6 +67,7 @@ class Recipe:
     retrieval_neighbours: list[int] = field(default_factory=lambda: [5, 20, 80])
     retrieval_temperatures: list[float] = field(default_factory=lambda: [0.05, 0.2])
     retrieval_weights: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.6])
+    coverage_boosts: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0])  # suffix and retrieval, chosen last
     copy_boosts: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     copy_doc_shares: list[float] = field(default_factory=lambda: [0.2, 0.5])
     tree_branch: int = 4                       # candidates pushed per expanded node of a token tree
@@ -146,16 +147,35 @@ def fit_lookup(name: str, train: Sequence[RecordedPair], val: Sequence[RecordedP
             if max(s.values()) > best_mat:
                 best_d, best_mat = d, max(s.values())
         d = best_d
+        scores.update(_select_coverage(d, val, recipe, {f"max_ctx={d.max_ctx}, weight={d.weight}": best_mat}))
     elif name == "draft_retrieval":
         d = lookup.DraftRetrieval(order=order).fit(train)
         scores = select_settings(d, val, {"neighbours": recipe.retrieval_neighbours, "temperature":
                                           recipe.retrieval_temperatures, "weight": recipe.retrieval_weights}, g)
+        best = max(scores, key=scores.get)
+        scores.update(_select_coverage(d, val, recipe, {best: scores[best]}))
     elif name == "draft_copy":
         d = lookup.DraftCopy(order=order).fit(train)
         scores = select_settings(d, val, {"boost": recipe.copy_boosts, "max_doc_share": recipe.copy_doc_shares}, g)
     else:
         raise ValueError(f"{name!r} is not a lookup drafter")
     return d, {"val_mat_by_setting": scores, "chosen": d.settings()}
+
+
+def _select_coverage(d, val: Sequence[RecordedPair], recipe: Recipe, chosen: dict[str, float]) -> dict[str, float]:
+    """The coverage boost of a drafter whose other settings are chosen (`chosen`: their label and
+    validation MAT, which is coverage 0's): validation MAT picks it; a boost that does no better
+    than none is not taken. Returns the MAT of each boost tried, keyed like select_settings'."""
+    (label, base), = chosen.items()
+    d.coverage, scores = 0.0, {}
+    boosts = [b for b in recipe.coverage_boosts if b > 0]
+    if not boosts:
+        return scores
+    tried = select_settings(d, val, {"coverage": boosts}, recipe.select_gamma)
+    scores = {f"{label}, {k}": v for k, v in tried.items()}
+    if max(tried.values()) <= base:
+        d.coverage = 0.0
+    return scores
 
 
 def _network_summary(hist) -> dict:
