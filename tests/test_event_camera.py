@@ -164,3 +164,18 @@ def test_oracle_content_bounds_what_the_bag_of_words_can_add():
     assert bag > plain                                                    # knowing the content word helps the prior
     assert ec.oracle_content_mat(kn, val, 5, boost=1.0) == pytest.approx(plain)   # no boost: the prior itself
     assert ec.oracle_content_mat(kn, val, 5, remaining=True) >= bag - 1e-12
+
+
+def test_retrieval_oracle_is_keyed_by_the_target_answer():
+    """With drafts that say nothing (all alike), draft-keyed retrieval cannot tell the clips apart;
+    the same retrieval keyed by the target's own answer finds the clips that share its content word."""
+    import dataclasses
+    blank = lambda ps: [dataclasses.replace(p, draft_ids=(5, 2)) for p in ps]
+    train, val = blank(toy_pairs(60, 1)), blank(toy_pairs(30, 6))
+    d = lookup.DraftRetrieval(neighbours=3, temperature=0.05, weight=0.9, order=3).fit(train)
+    blind = evaluate(d, val, 5).sd.mat
+    oracle = ec.retrieval_oracle_mat(d, val, 5, weights=(0.9,))
+    assert oracle > blind
+    assert ec.retrieval_oracle_mat(d, val, 5, weights=(0.0,)) == pytest.approx(
+        evaluate(lookup.KneserNeyPrior(order=3).fit(train), val, 5).sd.mat)        # weight 0: Kneser-Ney alone
+    assert d.train_drafts[0] == (5, 2) and d.weight == 0.9                           # the drafter itself untouched

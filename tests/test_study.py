@@ -271,6 +271,9 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
     assert "trees" not in findings.event_camera(event_results(0.99, 1.01, trees=False)).text
     oracle = {**event_results(0.99, 1.01), "oracle": {"prior": "target_prior_kn", "mat": 2.0, "bag": 2.2, "remaining": 2.5}}
     assert "to 1.10x its validation MAT (1.25x when told" in findings.event_camera(oracle).text
+    assert "Retrieval keyed" not in findings.event_camera(oracle).text
+    oracle["oracle"]["retrieval"] = 2.02
+    assert "perfectly, reaches 1.01x" in findings.event_camera(oracle).text
     assert "oracle" not in none.text
     online = {**event_results(0.99, 1.01), "online": {
         "every": 8, "prior": "target_prior_suffix", "reader": "draft_retrieval",

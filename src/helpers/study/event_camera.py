@@ -16,6 +16,7 @@ question is how much the best draft reader gains over the best prior, both chose
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections import Counter
 from typing import Callable, Sequence
@@ -122,6 +123,26 @@ def oracle_content_mat(prior, pairs: Sequence[RecordedPair], gamma: int, remaini
             correct.append(best == t[i + 1])
         traces.append(metrics.simulate_sd(correct, gamma))
     return metrics.summarize_sd(traces).mat
+
+
+def retrieval_oracle_mat(retrieval, pairs: Sequence[RecordedPair], gamma: int,
+                         weights: Sequence[float] = (0.1, 0.3, 0.6)) -> float:
+    """MAT of draft-keyed retrieval (a lookup.DraftRetrieval: its training answers and settings)
+    keyed instead by the TARGET's own answer: the training clips whose target answers resemble the
+    one to come are retrieved, as if the draft named the clip perfectly; the best of the mixing
+    `weights` is kept. No drafter has this key; it bounds what retrieving training answers can add,
+    however well the draft's content identified the clip. Exact greedy SD (base.evaluate)."""
+    from helpers.study.drafters.lookup import DraftRetrieval
+    oracle = DraftRetrieval(**retrieval.settings(), name="retrieval_oracle")
+    oracle.train_docs = list(retrieval.train_docs)
+    oracle.train_drafts = list(retrieval.train_docs)           # the key: the training clips' target answers
+    oracle._fit()
+    keyed = [dataclasses.replace(p, draft_ids=p.target_ids) for p in pairs]
+    best = 0.0
+    for w in weights:
+        oracle.weight = float(w)
+        best = max(best, evaluate(oracle, keyed, gamma).sd.mat)
+    return best
 
 
 # --- cost ------------------------------------------------------------------------------------

@@ -233,6 +233,9 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
         text += (f" An oracle told which tokens the target's answer contains lifts `{o['prior']}` to "
                  f"{o['bag'] / o['mat']:.2f}x its validation MAT ({o['remaining'] / o['mat']:.2f}x when told the "
                  "tokens still to come): a bound on what the draft's words could add.")
+        if "retrieval" in o:
+            text += (f" Retrieval keyed by the target's own answer, as if the draft named the clip perfectly, reaches "
+                     f"{o['retrieval'] / o['mat']:.2f}x: a bound on what retrieving training answers could add.")
     trees = ev.get("tree", {}).get("by_size", {})
     if trees:
         k = max(trees, key=lambda n: int(n))
