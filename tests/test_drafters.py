@@ -344,7 +344,7 @@ def test_coverage_boosts_what_the_answer_has_yet_to_say_hand_computed():
     assert [w for w, _ in out.topk(3)] == [6, 5, 7]
     assert [q for _, q in out.topk(3)] == pytest.approx([0.6 / 1.3, 0.5 / 1.3, 0.2 / 1.3])
     assert lookup.covered(d, lambda w: 3.0, (5,), boost=0.0) is d                        # no boost: unchanged
-    counts = lookup.TokenCounts([(1, 1, 2), (2, 3)])
+    counts = lookup.TokenCounts([(1, 1, 2)]).add([]).add([(2, 3)])        # grown: as if built on both
     assert counts.expected()(1) == pytest.approx(1.0) and counts.expected()(4) == 0.0
     assert counts.expected(np.array([0.0, 2.0]))(3) == pytest.approx(1.0)                # the second answer only
     assert counts.expected(np.array([1.0, 3.0]))(2) == pytest.approx(1.0)

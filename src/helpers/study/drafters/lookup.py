@@ -140,12 +140,21 @@ class TokenCounts:
     expected counts under any weighting of the answers are one product."""
 
     def __init__(self, docs: Sequence[Sequence[int]]):
-        toks = sorted({t for d in docs for t in d})
-        self.col = {t: i for i, t in enumerate(toks)}
-        self.counts = np.zeros((len(docs), len(toks)), dtype=np.float32)
+        self.col: dict[int, int] = {}
+        self.counts = np.zeros((0, 0), dtype=np.float32)
+        self.add(docs)
+
+    def add(self, docs: Sequence[Sequence[int]]) -> "TokenCounts":
+        """More answers as rows (tokens not seen before as new columns): an online store grows so."""
+        for t in sorted({t for d in docs for t in d} - set(self.col)):
+            self.col[t] = len(self.col)
+        rows = np.zeros((len(docs), len(self.col)), dtype=np.float32)
         for j, d in enumerate(docs):
             for t, c in Counter(d).items():
-                self.counts[j, self.col[t]] = c
+                rows[j, self.col[t]] = c
+        grown = np.pad(self.counts, ((0, 0), (0, len(self.col) - self.counts.shape[1])))
+        self.counts = np.concatenate([grown, rows])
+        return self
 
     def expected(self, weights: np.ndarray | None = None) -> Callable[[int], float]:
         """w -> the weighted mean count of token w per answer (weights None: all answers alike)."""
@@ -201,12 +210,13 @@ class SuffixPrior(KneserNeyPrior):
     def _fit(self) -> None:
         super()._fit()
         self.store = CountIndex(self.train_docs, self.max_ctx)
-        self.expected = TokenCounts(self.train_docs).expected()
+        self.counts = TokenCounts(self.train_docs)
+        self.expected = self.counts.expected()
 
     def _update(self, docs) -> None:
         super()._update(docs)
         self.store.add(docs)
-        self.expected = TokenCounts(self.train_docs).expected()
+        self.expected = self.counts.add(docs).expected()
 
     def dist(self, state, prefix):
         kn = self.index.kneser_ney(prefix)
@@ -278,7 +288,7 @@ class DraftRetrieval(KneserNeyPrior):
         super()._update(docs)
         self.store.add(docs)
         self.tfidf = Tfidf(self.train_drafts)      # document frequencies change for every answer
-        self.counts = TokenCounts(self.train_docs)
+        self.counts.add(docs)
 
     def state(self, draft_ids):
         """(weights over the training answers, expected token counts), or None without a usable draft."""
