@@ -344,6 +344,18 @@ def test_coverage_boosts_what_the_answer_has_yet_to_say_hand_computed():
     assert [w for w, _ in out.topk(3)] == [6, 5, 7]
     assert [q for _, q in out.topk(3)] == pytest.approx([0.6 / 1.3, 0.5 / 1.3, 0.2 / 1.3])
     assert lookup.covered(d, lambda w: 3.0, (5,), boost=0.0) is d                        # no boost: unchanged
+    rng = np.random.default_rng(0)                    # the known ranking = the generic top-k of the same Dist
+    for trial in range(20):
+        base = rng.random(60) ** 4
+        base /= base.sum()
+        dense = Dist({int(w): float(rng.random() * 0.02) for w in rng.choice(80, 15)},
+                     [(0.7, base, np.argsort(-base, kind="stable"))])
+        exp = {int(w): float(rng.random() * 2) for w in rng.choice(80, 30)}
+        out = lookup.covered(dense, lambda w: exp.get(w, 0.0), tuple(rng.choice(80, 5).tolist()), boost=1.5, top=8)
+        for k in (1, 4, 8, 12):
+            fast, slow = out.topk(k), Dist._topk(out, k)
+            assert [w for w, _ in fast] == [w for w, _ in slow]
+            assert [q for _, q in fast] == pytest.approx([q for _, q in slow])
     counts = lookup.TokenCounts([(1, 1, 2)]).add([]).add([(2, 3)])        # grown: as if built on both
     assert counts.expected()(1) == pytest.approx(1.0) and counts.expected()(4) == 0.0
     assert counts.expected(np.array([0.0, 2.0]))(3) == pytest.approx(1.0)                # the second answer only

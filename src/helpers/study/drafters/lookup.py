@@ -124,15 +124,32 @@ def covered(d: Dist, expected: Callable[[int], float], prefix: Sequence[int], bo
     expected to contain and has not said (as often) yet. Renormalised; boost 0 leaves `d` as it is."""
     if boost <= 0:
         return d
-    said = Counter(prefix)
+    said, cands = Counter(prefix), d.topk(top)
     extra = {}
-    for w, p in d.topk(top):
+    for w, p in cands:
         r = min(1.0, expected(w) - said[w])
         if r > 0:
             extra[w] = boost * p * r
     if not extra:
         return d
-    return d.plus(Dist(extra)).scaled(1 / (1 + sum(extra.values())))
+    z = 1 + sum(extra.values())
+    out = _Reranked(**vars(d.plus(Dist(extra)).scaled(1 / z)))
+    out.ranked = sorted(((w, (p + extra.get(w, 0.0)) / z) for w, p in cands), key=lambda wp: (-wp[1], wp[0]))
+    out.complete = len(cands) < top            # every token of positive probability is among them
+    return out
+
+
+class _Reranked(Dist):
+    """A Dist whose best tokens are known: only candidates were made more probable, so the k <= top
+    best of the result are the k best of the reweighted candidates (a token outside them was at
+    most as probable as the last, with a larger id on a tie, and was not raised)."""
+    ranked: list[tuple[int, float]]
+    complete: bool
+
+    def _topk(self, k: int) -> list[tuple[int, float]]:
+        if k <= len(self.ranked) or self.complete:
+            return self.ranked[:k]
+        return super()._topk(k)
 
 
 class TokenCounts:
