@@ -179,3 +179,5 @@ def test_retrieval_oracle_is_keyed_by_the_target_answer():
     assert ec.retrieval_oracle_mat(d, val, 5, weights=(0.0,)) == pytest.approx(
         evaluate(lookup.KneserNeyPrior(order=3).fit(train), val, 5).sd.mat)        # weight 0: Kneser-Ney alone
     assert d.train_drafts[0] == (5, 2) and d.weight == 0.9                           # the drafter itself untouched
+    keyed = d.keyed_by_targets()
+    assert keyed.train_drafts == d.train_docs and keyed.settings() == d.settings()

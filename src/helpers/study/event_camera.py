@@ -132,11 +132,7 @@ def retrieval_oracle_mat(retrieval, pairs: Sequence[RecordedPair], gamma: int,
     one to come are retrieved, as if the draft named the clip perfectly; the best of the mixing
     `weights` is kept. No drafter has this key; it bounds what retrieving training answers can add,
     however well the draft's content identified the clip. Exact greedy SD (base.evaluate)."""
-    from helpers.study.drafters.lookup import DraftRetrieval
-    oracle = DraftRetrieval(**retrieval.settings(), name="retrieval_oracle")
-    oracle.train_docs = list(retrieval.train_docs)
-    oracle.train_drafts = list(retrieval.train_docs)           # the key: the training clips' target answers
-    oracle._fit()
+    oracle = retrieval.keyed_by_targets()
     keyed = [dataclasses.replace(p, draft_ids=p.target_ids) for p in pairs]
     best = 0.0
     for w in weights:

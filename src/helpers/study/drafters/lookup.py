@@ -333,6 +333,16 @@ class DraftRetrieval(KneserNeyPrior):
         return {"order": self.order, "neighbours": self.neighbours, "temperature": self.temperature,
                 "weight": self.weight, "max_ctx": self.max_ctx, "coverage": self.coverage}
 
+    def keyed_by_targets(self) -> "DraftRetrieval":
+        """A copy (settings and answers kept) whose key is each training clip's TARGET answer instead
+        of its draft's; asked with a target answer in place of the draft, it retrieves the clips
+        whose target answers resemble it: an oracle no drafter has (event_camera.retrieval_oracle_mat)."""
+        out = type(self)(**self.settings(), name=f"{self.name}_keyed_by_targets")
+        out.train_docs, out.train_drafts = list(self.train_docs), list(self.train_docs)
+        out.tree_branch = self.tree_branch
+        out._fit()
+        return out
+
 
 class DraftCopy(KneserNeyPrior):
     """A pointer into the draft's tokens mixed with the prior: Kneser-Ney, with every content token

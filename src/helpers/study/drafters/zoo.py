@@ -147,13 +147,13 @@ def fit_lookup(name: str, train: Sequence[RecordedPair], val: Sequence[RecordedP
             if max(s.values()) > best_mat:
                 best_d, best_mat = d, max(s.values())
         d = best_d
-        scores.update(_select_coverage(d, val, recipe, {f"max_ctx={d.max_ctx}, weight={d.weight}": best_mat}))
+        scores.update(_select_coverage(d, val, recipe, f"max_ctx={d.max_ctx}, weight={d.weight}", best_mat))
     elif name == "draft_retrieval":
         d = lookup.DraftRetrieval(order=order).fit(train)
         scores = select_settings(d, val, {"neighbours": recipe.retrieval_neighbours, "temperature":
                                           recipe.retrieval_temperatures, "weight": recipe.retrieval_weights}, g)
         best = max(scores, key=scores.get)
-        scores.update(_select_coverage(d, val, recipe, {best: scores[best]}))
+        scores.update(_select_coverage(d, val, recipe, best, scores[best]))
     elif name == "draft_copy":
         d = lookup.DraftCopy(order=order).fit(train)
         scores = select_settings(d, val, {"boost": recipe.copy_boosts, "max_doc_share": recipe.copy_doc_shares}, g)
@@ -162,11 +162,10 @@ def fit_lookup(name: str, train: Sequence[RecordedPair], val: Sequence[RecordedP
     return d, {"val_mat_by_setting": scores, "chosen": d.settings()}
 
 
-def _select_coverage(d, val: Sequence[RecordedPair], recipe: Recipe, chosen: dict[str, float]) -> dict[str, float]:
-    """The coverage boost of a drafter whose other settings are chosen (`chosen`: their label and
+def _select_coverage(d, val: Sequence[RecordedPair], recipe: Recipe, label: str, base: float) -> dict[str, float]:
+    """The coverage boost of a drafter whose other settings are chosen (`label`, with `base` their
     validation MAT, which is coverage 0's): validation MAT picks it; a boost that does no better
-    than none is not taken. Returns the MAT of each boost tried, keyed like select_settings'."""
-    (label, base), = chosen.items()
+    than none is not taken. Returns the MAT of each boost tried, keyed '<label>, coverage=b'."""
     d.coverage, scores = 0.0, {}
     boosts = [b for b in recipe.coverage_boosts if b > 0]
     if not boosts:
