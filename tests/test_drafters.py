@@ -385,6 +385,22 @@ def test_coverage_stops_a_prior_repeating_what_the_answer_said():
     assert evaluate(cover, test, 3).token_match > evaluate(plain, test, 3).token_match
 
 
+def test_count_index_grown_one_answer_at_a_time_equals_one_built_at_once():
+    """Every entry's arrays, small ones (rebuilt) and frequent ones (grown in array operations)."""
+    from helpers.study.drafters.counts import CountIndex
+    docs = [p.target_ids for p in toy_pairs(60, 1)] + [(10, 11, 99, 98, 15, 2), (77, 10, 11, 12)]
+    whole, grown = CountIndex(docs, 3), CountIndex(docs[:5], 3)
+    for d in docs[5:]:
+        grown.add([d])
+    assert max(len(e.occ_tok) for e in whole.entries.values()) > 200           # the array path ran
+    assert whole.entries.keys() == grown.entries.keys()
+    for k, a in whole.entries.items():
+        b = grown.entries[k]
+        for f in ("toks", "occ_tok", "occ_doc", "count", "cont", "occ_left"):
+            assert np.array_equal(getattr(a, f), getattr(b, f)), (k, f)
+    assert np.array_equal(whole._n12, grown._n12) and np.array_equal(whole.unigram, grown.unigram)
+
+
 def test_kneser_ney_is_a_distribution_and_orders_matter():
     from helpers.study.drafters.counts import CountIndex
     idx = CountIndex([p.target_ids for p in toy_pairs(30, 1)], max_ctx=2)

@@ -83,7 +83,20 @@ class _Entry:
                    np.array([cont[w] for w in toks.tolist()], dtype=float), np.array([left for _, _, left in occ]))
 
     def plus(self, occ: list[tuple[int, int, int]]) -> "_Entry":
-        return _Entry.of(list(zip(self.toks[self.occ_tok].tolist(), self.occ_doc.tolist(), self.occ_left.tolist())) + occ)
+        """This entry with more occurrences after its own: the same arrays as `of` on all of them. A
+        frequent context holds thousands and an online store adds a few at a time, so large entries
+        grow in array operations over the old occurrences; small ones go through `of`."""
+        if len(self.occ_tok) < 64:
+            return _Entry.of(list(zip(self.toks[self.occ_tok].tolist(), self.occ_doc.tolist(), self.occ_left.tolist())) + occ)
+        w = np.array([t for t, _, _ in occ], dtype=np.int64)
+        toks = np.union1d(self.toks, w)
+        occ_tok = np.concatenate([np.searchsorted(toks, self.toks)[self.occ_tok], np.searchsorted(toks, w)])
+        occ_left = np.concatenate([self.occ_left, np.array([left for _, _, left in occ], dtype=self.occ_left.dtype)])
+        occ_doc = np.concatenate([self.occ_doc, np.array([d for _, d, _ in occ], dtype=self.occ_doc.dtype)])
+        span = int(occ_left.max()) - BOS + 1                               # left neighbours are >= BOS
+        distinct = np.unique(occ_tok * span + (occ_left - BOS)) // span     # one per (token, left neighbour)
+        return _Entry(toks, occ_tok, occ_doc, np.bincount(occ_tok, minlength=len(toks)).astype(float),
+                      np.bincount(distinct, minlength=len(toks)).astype(float), occ_left)
 
 
 class CountIndex:
