@@ -255,9 +255,10 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
         text += (" Drafting from the draft model's hidden states instead of its words (`draft_features`, available "
                  "after its prefill, before any draft token) against the same network with the features zeroed: "
                  f"{_ratio_text(r)}; "
-                 + {"bar": "the features carry the scene.", "gain": "the features help.",
-                    "none": "the features add nothing this test split can detect.",
-                    "loss": "the features hurt."}[fv]
+                 + {"bar": "the features carry the scene", "gain": "the features help",
+                    "none": "the features add nothing this test split can detect",
+                    "loss": "the features hurt"}[fv]
+                 + " in this run (both networks train under a wall-clock budget: repeat it before relying on its sign)."
                  + f" Against `{feat['prior']}` it reaches {feat['mat']['draft_features'] / feat['prior_mat']:.2f}x "
                    "its MAT.")
     on = ev.get("online")
