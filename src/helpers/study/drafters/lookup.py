@@ -300,12 +300,13 @@ class DraftRetrieval(KneserNeyPrior):
         self.store = CountIndex(self.train_docs, self.max_ctx)
         self.tfidf = Tfidf(self.train_drafts)
         self.counts = TokenCounts(self.train_docs)
+        self.expected = self.counts.expected()     # an average training answer's (no draft visible)
 
     def _update(self, docs) -> None:
         super()._update(docs)
         self.store.add(docs)
         self.tfidf = Tfidf(self.train_drafts)      # document frequencies change for every answer
-        self.counts.add(docs)
+        self.expected = self.counts.add(docs).expected()
 
     def state(self, draft_ids):
         """(weights over the training answers, expected token counts), or None without a usable draft."""
@@ -320,14 +321,14 @@ class DraftRetrieval(KneserNeyPrior):
     def dist(self, state, prefix):
         kn = self.index.kneser_ney(prefix)
         if state is None:
-            return covered(kn, self.counts.expected(), prefix, self.coverage) if self.coverage > 0 else kn
+            return covered(kn, self.expected, prefix, self.coverage)
         w, expected = state
         if self.weight == 0:
             d = kn
         else:
             ret, left = self.store.weighted(prefix, w)
             d = kn.scaled(1 - self.weight + self.weight * left).plus(Dist({t: self.weight * p for t, p in ret.items()}))
-        return covered(d, expected, prefix, self.coverage) if self.coverage > 0 else d
+        return covered(d, expected, prefix, self.coverage)     # expected is None only when coverage is 0
 
     def settings(self):
         return {"order": self.order, "neighbours": self.neighbours, "temperature": self.temperature,
