@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from collections import Counter
 from typing import Callable, Sequence
@@ -26,6 +27,7 @@ import pandas as pd
 
 from helpers.study import alignment, metrics
 from helpers.study.drafters.base import FULL, DraftContext, DrafterEval, Visibility, evaluate, with_visibility
+from helpers.study.drafters.lookup import covered
 from helpers.study.pairs import RecordedPair
 
 PRIOR_PREFIX = "target_prior"
@@ -109,18 +111,18 @@ def oracle_content_mat(prior, pairs: Sequence[RecordedPair], gamma: int, remaini
                        boost: float = 1000.0, k: int = 50) -> float:
     """MAT of a count prior told which tokens the target's own answer contains: its k best
     candidates, those in the answer's bag of words (`remaining`: in the multiset of answer tokens
-    not yet emitted) made `boost` times as probable. No drafter can know this; it bounds what
-    content of the bag-of-words kind (which objects, colours, road types) can add to the prior.
-    Teacher-forced and deterministic per (pair, prefix), so exact greedy SD follows (metrics)."""
+    not yet emitted) made `boost` times as probable; lookup.covered with the answer's own counts.
+    No drafter can know this; it bounds what content of the bag-of-words kind (which objects,
+    colours, road types) can add to the prior. Teacher-forced and deterministic per (pair, prefix),
+    so exact greedy SD follows (metrics)."""
     traces = []
     for p in pairs:
         st, t = prior.state(p.draft_ids), p.target_ids
         bag, correct = Counter(t), []
+        expected = (lambda w: bag.get(w, 0)) if remaining else (lambda w: math.inf if w in bag else 0.0)
         for i in range(len(t) - 1):
-            left = bag - Counter(t[: i + 1]) if remaining else bag
-            cands = prior.dist(st, t[: i + 1]).topk(k)
-            best = max(cands, key=lambda wp: (wp[1] * (boost if left.get(wp[0], 0) > 0 else 1.0), -wp[0]))[0] if cands else -1
-            correct.append(best == t[i + 1])
+            top = covered(prior.dist(st, t[: i + 1]), expected, t[: i + 1], boost - 1, top=k).topk(1)
+            correct.append(bool(top) and top[0][0] == t[i + 1])
         traces.append(metrics.simulate_sd(correct, gamma))
     return metrics.summarize_sd(traces).mat
 
