@@ -10,9 +10,10 @@
 # (seconds of vision pretraining on the facts the captions name, before the caption stage; 0 = off),
 # FREEZE_VISION (1: the caption stage keeps the tower stage 1 made), AUX_WEIGHT (vision fact loss
 # during caption training, 0 = off), BATCH, LR, VLM_CONFIG (JSON of helpers.models.vlm.VLMConfig
-# fields), GIT_COMMIT. VARIANTS="name:vision_s:freeze[:pixel_fit] ..." trains several recipes on the
-# same data, variant i on GPU i mod (GPUs) (default: one variant, "main", from VISION_S and
-# FREEZE_VISION; pixel_fit, crop or squash, overrides VLM_CONFIG's). SPLIT_KINDS=1 gives the draft and
+# fields), GIT_COMMIT. VARIANTS="name:vision_s:freeze[:pixel_fit[:SIZExPATCH]] ..." trains several
+# recipes on the same data, variant i on GPU i mod (GPUs) (default: one variant, "main", from VISION_S
+# and FREEZE_VISION; pixel_fit, crop or squash, and SIZExPATCH, e.g. 128x8 for a 128-pixel input cut
+# into 8-pixel patches, override VLM_CONFIG's; max_positions grows to hold the target's 8 frames). SPLIT_KINDS=1 gives the draft and
 # the target of a variant a GPU each (one variant on two GPUs: a longer BUDGET_S fits one call).
 # Output: $OUT/synthetic_vlm[_<variant>].tar.gz (unpack into src/helpers/assets/synthetic_vlm/) and logs.
 set -euo pipefail
@@ -42,9 +43,20 @@ N_GPU=$( (nvidia-smi -L 2>/dev/null || true) | wc -l); N_GPU=$(( N_GPU > 0 ? N_G
 SPLIT_KINDS=${SPLIT_KINDS:-0}
 i=0
 for v in $VARIANTS; do
-  IFS=: read -r name vs fz fit <<< "$v"
+  IFS=: read -r name vs fz fit geom <<< "$v"
   freeze=(); [ "$fz" = 1 ] && freeze=(--freeze-vision)
-  cfg=$(python3 -c 'import json, sys; c = json.loads(sys.argv[1]); sys.argv[2] and c.update(pixel_fit=sys.argv[2]); print(json.dumps(c))' "$VLM_CONFIG" "${fit:-}")
+  cfg=$(python3 - "$VLM_CONFIG" "${fit:-}" "${geom:-}" <<'PY'
+import json, sys
+c = json.loads(sys.argv[1])
+if sys.argv[2]:
+    c["pixel_fit"] = sys.argv[2]
+if sys.argv[3]:
+    size, patch = map(int, sys.argv[3].split("x"))
+    c.update(image_size_px=size, patch_size_px=patch)
+    c["max_positions"] = max(c.get("max_positions", 1024), 8 * (size // patch) ** 2 + 256)
+print(json.dumps(c))
+PY
+)
   for k in draft target; do
     gpu=$(( i % N_GPU ))
     [ "$SPLIT_KINDS" = 1 ] && [ $k = target ] && gpu=$(( (i + 1) % N_GPU ))
