@@ -4,7 +4,7 @@ import json
 import numpy as np
 
 from helpers.world.captions import QUESTIONS, captions_for_scene
-from helpers.world.dataset import MANIFEST_NAME, generate_dataset, load_manifest
+from helpers.world.dataset import MANIFEST_NAME, generate_dataset, load_manifest, world_captions
 from helpers.world.events import load_events, simulate_events
 from helpers.world.video import read_video, sample_frames, write_video
 from helpers.world.render import render_clip
@@ -108,3 +108,12 @@ def test_generate_tiny_dataset(tmp_path):
                              n_event_chunks=2, splits=(0.5, 0.25, 0.25), progress=False, n_workers=1)
     raw2 = json.loads((tmp_path / "ds2" / MANIFEST_NAME).read_text())
     assert raw == raw2 and again.n_events == s.n_events
+    # the same clips' splits and captions, from the scene graphs alone
+    unrendered = world_captions(4, seed=1, splits=(0.5, 0.25, 0.25))
+    assert [c["clip_id"] for c in unrendered] == sorted({e["clip_id"] for e in entries})
+    for e in entries:
+        c = unrendered[int(e["clip_id"].split("_")[1])]
+        assert c["split"] == e["split"]
+        assert c["captions"]["draft"][e["question_idx"]] == e["draft_answer"]
+        assert c["captions"]["target"][e["question_idx"]] == e["target_answer"]
+    assert world_captions(4, seed=2)[0]["captions"] != unrendered[0]["captions"]

@@ -373,6 +373,43 @@ def test_caption_fact_matrix_is_what_the_captions_name():
     assert not m[1].any()
 
 
+def test_base_rate_scores_predict_the_common_facts_for_every_clip():
+    import numpy as np
+    from helpers.models.train import base_rate_scores
+    names = ["objects:car", "objects:bus", "motion:parked"]
+    train = np.array([[1, 0, 1], [1, 0, 0], [1, 1, 0], [0, 0, 1], [1, 0, 1]])   # car 4/5, bus 1/5, parked 3/5
+    val = np.array([[1, 1, 0], [0, 0, 1], [1, 0, 0]])
+    s = base_rate_scores(train, val, names)
+    # car and parked predicted for all three clips, bus for none
+    assert s["val_f1_objects"] == pytest.approx(2 * 2 / (3 + 3))        # car right twice; 3 named, 3 true objects
+    assert s["val_f1_motion"] == pytest.approx(2 * 1 / (3 + 1))
+    flipped = base_rate_scores(1 - train, val, names)                      # bus now common, car rare
+    assert flipped["val_f1_objects"] == pytest.approx(2 * 1 / (3 + 3))
+
+
+def test_add_base_rates_recomputes_what_the_shipped_manifest_records(tmp_path):
+    import shutil
+    from helpers.models.shipped import add_base_rates
+    d = tmp_path / "pair"
+    shutil.copytree(SHIPPED_DIR, d)
+    before = json.loads((SHIPPED_DIR / "manifest.json").read_text())
+    for path, key in [(d / "manifest.json", k) for k in ("draft", "target")] + [(d / k / "manifest.json", None)
+                                                                                  for k in ("draft", "target")]:
+        m = json.loads(path.read_text())
+        (m[key] if key else m)["vision_pretraining"].pop("val_base_rates")
+        path.write_text(json.dumps(m))
+    assert "val_base_rates" not in json.loads((d / "target" / "manifest.json").read_text())["vision_pretraining"]
+    got = add_base_rates(d)
+    after = json.loads((d / "manifest.json").read_text())
+    for kind in ("draft", "target"):
+        assert got[kind] == pytest.approx(before[kind]["vision_pretraining"]["val_base_rates"], nan_ok=True)
+        assert after[kind]["vision_pretraining"]["val_base_rates"] == pytest.approx(got[kind], nan_ok=True)
+        assert json.loads((d / kind / "manifest.json").read_text())["vision_pretraining"]["val_base_rates"] \
+            == pytest.approx(got[kind], nan_ok=True)
+        # the towers' own validation F1 beats what base rates alone score
+        assert before[kind]["vision_pretraining"]["val"]["val_f1_objects"] > got[kind]["val_f1_objects"]
+
+
 def test_pixel_fit_squash_keeps_the_frame_sides_and_travels_with_the_config(tmp_path):
     import numpy as np
     frame = np.zeros((120, 160, 3), np.uint8)

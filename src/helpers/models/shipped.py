@@ -146,7 +146,8 @@ def train_one(kind: str, data_dir, tokenizer, vlm_cfg: vlm.VLMConfig, train_cfg:
                                    patience=max(train_cfg.patience, 8))
         vhist, vfinal = vlm_train.pretrain_vision(model, clip_px, clip_y, val_px, val_y, vcfg, grounding.FACTS)
         vision = {"seconds": vhist.train_seconds, "epochs_run": len(vhist.epochs), "best_epoch": vhist.best_epoch,
-                  "val": vfinal, "n_train_clips": len(clip_px), "history": asdict(vhist)}
+                  "val": vfinal, "val_base_rates": vlm_train.base_rate_scores(clip_y, val_y, grounding.FACTS),
+                  "n_train_clips": len(clip_px), "history": asdict(vhist)}
     if freeze_vision:
         for m in vlm_train.vision_modules(model):
             m.requires_grad_(False)
@@ -209,6 +210,31 @@ def ship(data_dir, out_dir, extra: dict | None = None, tokenizer_dir=None) -> Pa
     return out
 
 
+def add_base_rates(models_dir=SHIPPED_DIR) -> dict[str, dict]:
+    """Record, for a pair trained before train_one kept them, what base rates alone score on the vision
+    stage's validation facts (train.base_rate_scores): the labels are the facts the captions of the
+    manifest's training world name, recomputed from its scene graphs (dataset.world_captions, no
+    rendering). Updates both manifests of each kind that had a vision stage; returns {kind: scores}."""
+    from helpers.world.dataset import world_captions
+    d = Path(models_dir)
+    top = json.loads((d / "manifest.json").read_text())
+    summary = top["dataset_summary"]
+    clips = world_captions(summary["n_clips"], summary["params"]["seed"], tuple(summary["params"]["splits"]))
+    out = {}
+    for kind in KINDS:
+        if not top[kind].get("vision_pretraining"):
+            continue
+        y = {s: grounding.caption_fact_matrix([c["captions"][kind] for c in clips if c["split"] == s])
+             for s in ("train", "val")}
+        out[kind] = vlm_train.base_rate_scores(y["train"], y["val"], grounding.FACTS)
+        for manifest, path in ((top[kind], None), (vlm_train.read_manifest(d / kind), d / kind / "manifest.json")):
+            manifest["vision_pretraining"]["val_base_rates"] = out[kind]
+            if path is not None:
+                path.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    (d / "manifest.json").write_text(json.dumps(top, indent=2, sort_keys=True, default=str))
+    return out
+
+
 def train_and_ship(data_dir, out_dir, vlm_cfg: vlm.VLMConfig, train_cfg: TrainConfig,
                    n_eval_clips: int = 40, max_new_tokens: int = 50, kinds=KINDS, tokenizer_dir=None,
                    aux_weight: float = 0.0, vision_s: float = 0.0, freeze_vision: bool = False) -> dict:
@@ -229,7 +255,8 @@ def train_and_ship(data_dir, out_dir, vlm_cfg: vlm.VLMConfig, train_cfg: TrainCo
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m helpers.models.shipped", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["data", "train", "ship", "all"])
+    ap.add_argument("step", choices=["data", "train", "ship", "all", "base-rates"],
+                    help="base-rates: add the vision stage's base-rate scores to the pair in --out (add_base_rates)")
     ap.add_argument("--data", help="dataset folder (step data/all: where to write it)")
     ap.add_argument("--out", help="shipping folder (draft/, target/, tokenizer/, manifest.json)")
     ap.add_argument("--kind", choices=KINDS)
@@ -274,6 +301,8 @@ def main(argv=None) -> None:
                        vision_s=a.vision_s, freeze_vision=a.freeze_vision)
     if a.step == "ship":
         ship(a.data, a.out)
+    if a.step == "base-rates":
+        print(json.dumps(add_base_rates(a.out or SHIPPED_DIR)), flush=True)
     print(f"{a.step} done in {time.perf_counter() - t0:.1f} s", flush=True)
 
 

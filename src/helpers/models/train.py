@@ -171,6 +171,15 @@ def fact_scores(logits: np.ndarray, labels: np.ndarray, names) -> dict[str, floa
     return out
 
 
+def base_rate_scores(labels: np.ndarray, val_labels: np.ndarray, names) -> dict[str, float]:
+    """fact_scores of a head that ignores the pixels: every validation clip gets the logit of each fact's
+    training base rate, so a fact is predicted for all clips when most training clips have it and for
+    none otherwise. What the vision stage's F1 must beat to show that the tower sees anything."""
+    rate = np.clip(np.asarray(labels, np.float64).mean(0), 1e-6, 1 - 1e-6)           # (L,)
+    logits = np.broadcast_to(np.log(rate / (1 - rate)), np.shape(val_labels))        # (C, L)
+    return fact_scores(logits, np.asarray(val_labels), names)
+
+
 def pretrain_vision(model, clip_pixels: list[torch.Tensor], labels: np.ndarray, val_pixels: list[torch.Tensor],
                     val_labels: np.ndarray, cfg: TrainConfig, fact_names=None) -> tuple[History, dict]:
     """Stage 1: the vision tower and projector learn to tell the clip's facts (multi-label BCE of a

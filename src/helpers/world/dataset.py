@@ -65,11 +65,24 @@ def _clip_seed(seed: int, i: int) -> int:
     return int(np.random.default_rng([seed, i]).integers(2**31 - 1))
 
 
+def _scene(clip_seed: int):
+    return sample_scene(np.random.default_rng(clip_seed), seed=clip_seed)
+
+
+def world_captions(n_clips: int, seed: int, splits: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> list[dict]:
+    """{clip_id, split, captions: {register: one caption per question}} of every clip that
+    `generate_dataset(n_clips=n_clips, seed=seed, splits=splits)` would write, without rendering or
+    simulating anything: the captions come from the scene graphs alone (3,500 clips in seconds)."""
+    split_of = split_clips(n_clips, splits, seed)
+    return [{"clip_id": f"clip_{i:06d}", "split": split_of[i], "captions": captions_for_scene(_scene(_clip_seed(seed, i)))}
+            for i in range(n_clips)]
+
+
 def _make_clip(args) -> dict:
     """Render, simulate and write one clip; returns its record (run in worker processes)."""
     out_dir, clip_id, clip_seed, size, fps_internal, video_fps, n_chunks, sim = args
     out = Path(out_dir)
-    scene = sample_scene(np.random.default_rng(clip_seed), seed=clip_seed)
+    scene = _scene(clip_seed)
     t0 = time.perf_counter()
     frames = render_clip(scene, fps_internal, size)                   # (T, H, W, 3)
     t1 = time.perf_counter()
