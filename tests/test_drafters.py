@@ -468,3 +468,93 @@ def test_priors_declare_that_they_never_read_the_draft():
         check_shortcut(d, pairs, gamma=3, visibility=Visibility("streamed", 0.0, 0.5))
     assert CrossModalDrafter(CrossModalConfig(use_draft=False)).reads_draft is False
     assert CrossModalDrafter(CrossModalConfig()).reads_draft is True and lookup.DraftCopy().reads_draft is True
+
+
+def two_question_pairs(n: int, seed: int = 0) -> list[RecordedPair]:
+    """Answers to question qa say 22 where answers to qb say 23, after the same two tokens; then the
+    content word the draft names (15 or 16). The question decides one token, the draft another."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        qi, w = int(rng.integers(2)), int(rng.integers(15, 17))
+        out.append(RecordedPair(f"c{seed}_{i}", i, qi, ("qa?", "qb?")[qi], (5, w, 9, 2), (20, 21, 22 + qi, w, 2)))
+    return out
+
+
+def test_question_prior_reads_the_question_and_never_the_draft(tmp_path):
+    train, test = two_question_pairs(60, 1), two_question_pairs(30, 2)
+    kn = lookup.KneserNeyPrior(order=3).fit(train)
+    qp = lookup.QuestionPrior(weight=0.6, order=3).fit(train)
+    assert qp.reads_draft is False and not qp.name.startswith("draft")
+    right = lambda d: np.mean([d.predict_topk([p], 1)[0][1, 0] == p.target_ids[2] for p in test])  # the question's word
+    assert right(qp) == 1.0 and right(kn) < 0.8
+    assert evaluate(qp, test, 3).sd.mat > evaluate(kn, test, 3).sd.mat
+    other_drafts = [dataclasses.replace(p, draft_ids=(5, 31 - p.draft_ids[1], 9, 2)) for p in test]
+    assert all((a == b).all() for a, b in zip(qp.predict_topk(test, 3), qp.predict_topk(other_drafts, 3)))
+    check_shortcut(qp, test[:6], gamma=3)
+    check_shortcut(qp, test[:6], gamma=3, visibility=STREAMED)
+    # a question never asked in training: Kneser-Ney's proposals (no coverage)
+    unseen = [dataclasses.replace(p, question="qz?") for p in test[:4]]
+    assert all((a == b).all() for a, b in zip(qp.predict_topk(unseen, 3), kn.predict_topk(unseen, 3)))
+    qp.save(tmp_path / "q.json")
+    back = lookup.load(tmp_path / "q.json")
+    assert back.settings() == qp.settings() and back.train_questions == qp.train_questions
+    assert all((a == b).all() for a, b in zip(back.predict_topk(test, 3), qp.predict_topk(test, 3)))
+    with pytest.raises(TypeError, match="question"):
+        qp.state((5, 15))
+
+
+def test_retrieval_among_the_same_question_and_its_fallback():
+    train, test = two_question_pairs(80, 1), two_question_pairs(30, 3)
+    loose = lookup.DraftRetrieval(neighbours=10, temperature=0.1, weight=0.9, order=3).fit(train)
+    same = lookup.DraftRetrieval(neighbours=10, temperature=0.1, weight=0.9, order=3, same_question=True).fit(train)
+    assert same.settings()["same_question"] is True
+    assert evaluate(same, test, 4).token_match == 1.0 > evaluate(loose, test, 4).token_match
+    check_shortcut(same, test[:6], gamma=3)
+    check_shortcut(same, test[:6], gamma=3, visibility=STREAMED)
+    # before any draft token: every training answer to the question, alike: the question prior
+    qp = lookup.QuestionPrior(weight=0.9, order=3).fit(train)
+    blind = Visibility("streamed", 0.0, 0.0)
+    assert evaluate(same, test, 3, visibility=blind).sd.mat == pytest.approx(evaluate(qp, test, 3).sd.mat)
+    # an online store: growing by update equals fitting on all the pairs
+    grown = lookup.DraftRetrieval(neighbours=10, temperature=0.1, weight=0.9, order=3, same_question=True).fit(train[:50])
+    grown.update(train[50:])
+    for p in test[:5]:
+        a, b = grown.state_for(p.key, p.question, p.draft_ids), same.state_for(p.key, p.question, p.draft_ids)
+        assert np.allclose(a[0], b[0])
+
+
+def test_feature_retrieval_is_keyed_by_features_and_pays_no_streaming_penalty():
+    train, test = two_question_pairs(80, 1), two_question_pairs(20, 4)
+    rng = np.random.default_rng(0)
+    # a (2, 4) "hidden state" per pair: the content word as a direction, plus noise; the question is not in it
+    feats = {p.key: np.stack([np.eye(4)[p.draft_ids[1] - 15] + 0.1 * rng.normal(size=4), rng.normal(size=4)])
+             for p in train + test}
+    f = lookup.FeatureRetrieval(feats, neighbours=10, temperature=0.1, weight=0.9, order=3, same_question=True).fit(train)
+    assert f.reads_draft is False
+    assert evaluate(f, test, 4).token_match == 1.0
+    full = evaluate(f, test, 3)
+    assert evaluate(f, test, 3, visibility=Visibility("streamed", 0.0, 0.0)).sd.mat == full.sd.mat
+    check_shortcut(f, test[:5], gamma=3, visibility=Visibility("streamed", 0.0, 0.0))   # propose sees no draft token
+    shuffled = dict(zip(feats, rng.permutation(list(feats.values()))))                  # features of other pairs
+    g = lookup.FeatureRetrieval(shuffled, neighbours=10, temperature=0.1, weight=0.9, order=3, same_question=True).fit(train)
+    assert evaluate(g, test, 4).token_match < 1.0
+    with pytest.raises(KeyError, match="no draft features"):
+        f.predict_topk([dataclasses.replace(test[0], clip_id="unknown")], 1)
+    grown = lookup.FeatureRetrieval(feats, neighbours=10, temperature=0.1, weight=0.9, order=3, same_question=True).fit(train[:40])
+    grown.update(train[40:])
+    assert np.allclose(grown.keys_matrix, f.keys_matrix)
+
+
+def test_zoo_keeps_same_question_retrieval_only_where_validation_says_so():
+    recipe = zoo.Recipe(kn_orders=[3], retrieval_neighbours=[10], retrieval_temperatures=[0.1], retrieval_weights=[0.9],
+                        coverage_boosts=[0.0], select_gamma=4, progress=False)
+    two, _ = zoo.train("draft_retrieval", two_question_pairs(80, 1), two_question_pairs(30, 5), recipe, {})
+    one, summary = zoo.train("draft_retrieval", toy_pairs(40, 1), toy_pairs(30, 6), recipe, {})
+    assert two.same_question is True and one.same_question is False      # one question: nothing to gain
+    assert "same_question=True" in " ".join(summary["val_mat_by_setting"])
+    no, _ = zoo.train("draft_retrieval", two_question_pairs(80, 1), two_question_pairs(30, 5),
+                      dataclasses.replace(recipe, retrieval_same_question=False), {})
+    assert no.same_question is False
+    qp, s = zoo.train("target_prior_question", two_question_pairs(80, 1), two_question_pairs(30, 5), recipe, {})
+    assert isinstance(qp, lookup.QuestionPrior) and s["chosen"]["weight"] == 0.9

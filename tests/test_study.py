@@ -253,6 +253,21 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
     assert ("the features add nothing this test split can detect in this run (both networks train under a "
             "wall-clock budget: repeat it before relying on its sign). Against `target_prior_kn` it reaches 0.80x") \
         in findings.event_camera(feat, bar=1.15).text
+    retr = {**event_results(0.99, 1.01, 1.0), "draft_features": {**feat["draft_features"], "retrieval": {
+        "ratio_vs_prior": {"ratio": 1.035, "lo": 1.009, "hi": 1.058, "mat_a": 3.88, "mat_b": 3.75}}}}
+    r = findings.event_camera(retr, bar=1.15)
+    assert ("(`draft_feature_retrieval`: they exist after its prefill, so a streaming draft costs it nothing) against "
+            "`target_prior_kn`: 1.035x (95% interval 1.009 to 1.058; MAT 3.88 vs 3.75); the hidden states help where "
+            "the words do not.") in r.text
+    assert r.recommendation.startswith("Where the draft model runs next to the target, key the datastore by its "
+                                       "hidden states (`draft_feature_retrieval`, 1.03x")
+    assert "hidden states lift MAT 1.03x" in r.headline and "its words (1.00x) do not" in r.headline
+    flat = {**retr, "draft_features": {**retr["draft_features"], "retrieval": {
+        "ratio_vs_prior": {"ratio": 1.0, "lo": 0.98, "hi": 1.02, "mat_a": 3.75, "mat_b": 3.75}}}}
+    f = findings.event_camera(flat, bar=1.15)
+    assert "no difference this test split can detect." in f.text and "content-free `target_prior_kn`" in f.recommendation
+    words_help = findings.event_camera({**retr, "ratio_chain": event_results(1.02, 1.2)["ratio_chain"]}, bar=1.15)
+    assert "; the hidden states help." in words_help.text and words_help.recommendation.startswith("Use `draft_copy`")
     loss = findings.event_camera(event_results(0.9, 0.97))
     assert "meets the bar of 1.15x" in bar.text and bar.recommendation.startswith("Use `draft_copy`")
     assert "below the bar" in gain.text and "below the 1.15x bar" in gain.headline

@@ -117,7 +117,7 @@ def oracle_content_mat(prior, pairs: Sequence[RecordedPair], gamma: int, remaini
     so exact greedy SD follows (metrics)."""
     traces = []
     for p in pairs:
-        st, t = prior.state(p.draft_ids), p.target_ids
+        st, t = prior.state_for(p.key, p.question, p.draft_ids), p.target_ids
         bag, correct = Counter(t), []
         expected = (lambda w: bag.get(w, 0)) if remaining else (lambda w: math.inf if w in bag else 0.0)
         for i in range(len(t) - 1):

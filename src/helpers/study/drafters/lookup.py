@@ -56,6 +56,7 @@ class CountDrafter:
     def fit(self, train: Sequence[RecordedPair]):
         self.train_docs = [tuple(p.target_ids) for p in train]
         self.train_drafts = [tuple(p.draft_ids) for p in train]
+        self.train_questions = [p.question for p in train]
         self._fit()
         return self
 
@@ -67,6 +68,7 @@ class CountDrafter:
         the pairs, in the time the new pairs' own contexts take (an online store grows this way)."""
         docs, drafts = [tuple(p.target_ids) for p in pairs], [tuple(p.draft_ids) for p in pairs]
         self.train_docs, self.train_drafts = self.train_docs + docs, self.train_drafts + drafts
+        self.train_questions = self.train_questions + [p.question for p in pairs]
         if docs:
             self._update(docs)
         return self
@@ -77,6 +79,11 @@ class CountDrafter:
     def state(self, draft_ids: Sequence[int]):
         return None
 
+    def state_for(self, key: str, question: str, draft_ids: Sequence[int]):
+        """The state for pair `key` (asked `question`) with `draft_ids` visible: what the draft gives,
+        by default (a drafter keyed by what exists per pair before any draft token overrides it)."""
+        return self.state(draft_ids)
+
     def dist(self, state, prefix: Sequence[int]) -> Dist:
         raise NotImplementedError
 
@@ -85,14 +92,14 @@ class CountDrafter:
         out = []
         for j, p in enumerate(pairs):
             v = len(p.draft_ids) if visible is None else visible[j]
-            st = self.state(p.draft_ids[:v])
+            st = self.state_for(p.key, p.question, p.draft_ids[:v])
             rows = [pad_topk([w for w, _ in self.dist(st, p.target_ids[: i + 1]).topk(k)], k)
                     for i in range(len(p.target_ids) - 1)]
             out.append(np.array(rows, dtype=np.int64).reshape(-1, k))
         return out
 
     def propose(self, ctx: DraftContext, n: int) -> list[int]:
-        st, seq = self.state(ctx.draft_ids), list(ctx.target_prefix)
+        st, seq = self.state_for(ctx.key, ctx.question, ctx.draft_ids), list(ctx.target_prefix)
         for _ in range(n):
             top = self.dist(st, seq).topk(1)
             if not top:
@@ -101,7 +108,7 @@ class CountDrafter:
         return seq[len(ctx.target_prefix):]
 
     def propose_tree(self, ctx: DraftContext, n_nodes: int) -> list[tuple[int, int]]:
-        st, prefix = self.state(ctx.draft_ids), tuple(ctx.target_prefix)
+        st, prefix = self.state_for(ctx.key, ctx.question, ctx.draft_ids), tuple(ctx.target_prefix)
         return best_first_tree(lambda path: self.dist(st, prefix + path).topk(self.tree_branch), n_nodes)
 
     # --- persistence: the training answers and the settings are the whole model -------------
@@ -111,7 +118,7 @@ class CountDrafter:
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps({"class": type(self).__name__, "name": self.name, "settings": self.settings(),
                                           "tree_branch": self.tree_branch, "train_docs": self.train_docs,
-                                          "train_drafts": self.train_drafts}))
+                                          "train_drafts": self.train_drafts, "train_questions": self.train_questions}))
 
 
 COVERAGE_TOP = 20   # coverage reweights this many best candidates of the distribution it adjusts
@@ -290,10 +297,11 @@ class DraftRetrieval(KneserNeyPrior):
     reads_draft = True
 
     def __init__(self, neighbours: int = 20, temperature: float = 0.1, weight: float = 0.3, max_ctx: int = 7,
-                 order: int = 8, coverage: float = 0.0, name: str = "draft_retrieval"):
+                 order: int = 8, coverage: float = 0.0, same_question: bool = False, name: str = "draft_retrieval"):
         super().__init__(order, name)
         self.neighbours, self.temperature, self.weight, self.max_ctx = int(neighbours), float(temperature), float(weight), int(max_ctx)
         self.coverage = _check_coverage(coverage)
+        self.same_question = bool(same_question)
 
     def _fit(self) -> None:
         super()._fit()
@@ -301,19 +309,52 @@ class DraftRetrieval(KneserNeyPrior):
         self.tfidf = Tfidf(self.train_drafts)
         self.counts = TokenCounts(self.train_docs)
         self.expected = self.counts.expected()     # an average training answer's (no draft visible)
+        self._by_question: dict = {}
+        self._questions = np.array(self.train_questions, dtype=object)
 
     def _update(self, docs) -> None:
         super()._update(docs)
         self.store.add(docs)
         self.tfidf = Tfidf(self.train_drafts)      # document frequencies change for every answer
         self.expected = self.counts.add(docs).expected()
+        self._by_question = {}
+        self._questions = np.array(self.train_questions, dtype=object)
 
     def state(self, draft_ids):
         """(weights over the training answers, expected token counts), or None without a usable draft."""
-        sim = self.tfidf.similarity(draft_ids)
+        return self._state_of(self.tfidf.similarity(draft_ids))
+
+    def state_for(self, key, question, draft_ids):
+        """With same_question, only training answers to the same question are retrieved; before any
+        draft token is usable, all of them alike (what target_prior_question does throughout)."""
+        if not self.same_question:
+            return self.state(draft_ids)
+        same = self.asked(question)
+        sim = self.tfidf.similarity(draft_ids) * same
+        return self._state_of(sim, same) if sim.any() else self.question_state(question)
+
+    def asked(self, question: str) -> np.ndarray:
+        """(training answers,) 1.0 where the training pair was asked `question`."""
+        return (self._questions == question).astype(np.float64)
+
+    def question_state(self, question: str):
+        """Every training answer to `question` weighted alike (None if none was asked it), cached."""
+        if question not in self._by_question:
+            w = self.asked(question)
+            self._by_question[question] = (w, self.counts.expected(w)) if w.any() else None   # whatever coverage is set later
+        return self._by_question[question]
+
+    def _state_of(self, sim: np.ndarray, allowed: np.ndarray | None = None):
+        """(weights, expected counts) from one similarity per training answer (the top `neighbours`
+        of the `allowed` answers, default all); None if all are 0."""
         if not sim.any():
             return None
-        top = np.argsort(-sim, kind="stable")[: self.neighbours]
+        order = np.argsort(-sim, kind="stable")
+        if allowed is not None:
+            order = order[allowed[order] > 0]
+        top = order[: self.neighbours]
+        if not len(top):
+            return None
         w = np.zeros(len(sim))
         w[top] = np.exp((sim[top] - sim[top].max()) / self.temperature)
         return w, (self.counts.expected(w) if self.coverage > 0 else None)
@@ -332,7 +373,8 @@ class DraftRetrieval(KneserNeyPrior):
 
     def settings(self):
         return {"order": self.order, "neighbours": self.neighbours, "temperature": self.temperature,
-                "weight": self.weight, "max_ctx": self.max_ctx, "coverage": self.coverage}
+                "weight": self.weight, "max_ctx": self.max_ctx, "coverage": self.coverage,
+                "same_question": self.same_question}
 
     def keyed_by_targets(self) -> "DraftRetrieval":
         """A copy (settings and answers kept) whose key is each training clip's TARGET answer instead
@@ -340,9 +382,88 @@ class DraftRetrieval(KneserNeyPrior):
         whose target answers resemble it: an oracle no drafter has (event_camera.retrieval_oracle_mat)."""
         out = type(self)(**self.settings(), name=f"{self.name}_keyed_by_targets")
         out.train_docs, out.train_drafts = list(self.train_docs), list(self.train_docs)
+        out.train_questions = list(self.train_questions)
         out.tree_branch = self.tree_branch
         out._fit()
         return out
+
+
+class QuestionPrior(DraftRetrieval):
+    """Content-free: the training answers to the same question, all weighted alike, as retrieval's
+    store (a Witten-Bell n-gram of those answers mixed with Kneser-Ney over all, and with coverage,
+    what an answer to this question contains on average). Reads the question, which every drafter
+    is given, and the target's accepted prefix; no draft."""
+    needs = "the question and the target's accepted prefix"
+    reads_draft = False
+
+    def __init__(self, weight: float = 0.3, max_ctx: int = 7, order: int = 8, coverage: float = 0.0,
+                 name: str = "target_prior_question"):
+        super().__init__(0, 1.0, weight, max_ctx, order, coverage, True, name)
+
+    def state(self, draft_ids):
+        raise TypeError(f"{self.name} is keyed by the question: call state_for(key, question, draft_ids)")
+
+    def state_for(self, key, question, draft_ids):
+        return self.question_state(question)
+
+    def settings(self):
+        return {"order": self.order, "weight": self.weight, "max_ctx": self.max_ctx, "coverage": self.coverage}
+
+
+class FeatureRetrieval(DraftRetrieval):
+    """draft_retrieval keyed by the draft model's hidden states after its prompt
+    (helpers.study.drafters.features.extract: the mean over the visual rows and the last prompt
+    position) instead of its answer's words: the training pairs whose features are closest (cosine
+    of per-dimension standardised vectors; with same_question, among the pairs asked the same
+    question) give the retrieved answers and their coverage. The features exist at the draft model's
+    prefill, before its first token, so a streaming draft costs this drafter nothing. Defined only
+    for pairs whose features were extracted (by pair key); not saved (stage 35 builds it)."""
+    needs = "the draft model's hidden states after its prompt (no draft token), and the target's accepted prefix"
+    reads_draft = False
+
+    def __init__(self, features: dict, neighbours: int = 20, temperature: float = 0.1, weight: float = 0.3,
+                 max_ctx: int = 7, order: int = 8, coverage: float = 0.0, same_question: bool = False,
+                 name: str = "draft_feature_retrieval"):
+        super().__init__(neighbours, temperature, weight, max_ctx, order, coverage, same_question, name)
+        self.features = features
+
+    def fit(self, train: Sequence[RecordedPair]):
+        self.train_keys = [p.key for p in train]
+        return super().fit(train)
+
+    def update(self, pairs: Sequence[RecordedPair]):
+        self.train_keys = self.train_keys + [p.key for p in pairs]
+        return super().update(pairs)
+
+    def _vectors(self, keys: Sequence[str]) -> np.ndarray:
+        missing = [k for k in keys if k not in self.features]
+        if missing:
+            raise KeyError(f"no draft features for {missing[:5]} ({len(missing)} pairs)")
+        return np.stack([np.asarray(self.features[k], np.float64).reshape(-1) for k in keys])
+
+    def _keys(self) -> None:
+        x = self._vectors(self.train_keys)                           # (train pairs, features)
+        self.mean, self.scale = x.mean(0), np.maximum(x.std(0), 1e-6)
+        self.keys_matrix = self._unit(x)
+
+    def _fit(self) -> None:
+        super()._fit()
+        self._keys()
+
+    def _update(self, docs) -> None:
+        super()._update(docs)
+        self._keys()
+
+    def _unit(self, x: np.ndarray) -> np.ndarray:
+        z = (x - self.mean) / self.scale
+        return z / np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+
+    def state(self, draft_ids):
+        raise TypeError(f"{self.name} is keyed by the pair's draft-model features: call state_for(key, question, draft_ids)")
+
+    def state_for(self, key, question, draft_ids):
+        sim = self.keys_matrix @ self._unit(self._vectors([key]))[0]
+        return self._state_of(sim, self.asked(question) if self.same_question else None)
 
 
 class DraftCopy(KneserNeyPrior):
@@ -382,7 +503,7 @@ class DraftCopy(KneserNeyPrior):
         return {"order": self.order, "boost": self.boost, "max_doc_share": self.max_doc_share}
 
 
-CLASSES = {c.__name__: c for c in (KneserNeyPrior, SuffixPrior, DraftRetrieval, DraftCopy)}
+CLASSES = {c.__name__: c for c in (KneserNeyPrior, SuffixPrior, DraftRetrieval, QuestionPrior, DraftCopy)}
 
 
 def load(path: str | Path) -> CountDrafter:
@@ -390,6 +511,7 @@ def load(path: str | Path) -> CountDrafter:
     m = CLASSES[d["class"]](**d["settings"], name=d["name"])
     m.train_docs = [tuple(t) for t in d["train_docs"]]
     m.train_drafts = [tuple(t) for t in d["train_drafts"]]
+    m.train_questions = list(d.get("train_questions") or [""] * len(m.train_docs))   # files written before questions were kept
     m.tree_branch = int(d["tree_branch"])
     m._fit()
     return m

@@ -4,6 +4,7 @@
     target_prior_ngram   content-free control: the target's own prefix, n-gram (stupid backoff)
     target_prior_kn      content-free control: interpolated Kneser-Ney n-gram
     target_prior_suffix  content-free control: suffix datastore of all training answers + Kneser-Ney
+    target_prior_question content-free control: the training answers to the same question + Kneser-Ney
     cross_modal          draft output + target prefix, encoder-decoder (+ the n-gram prior, mixed)
     target_prior_neural  the same network with the draft hidden: the ablation of cross_modal
     draft_retrieval      target answers of the clips with similar DRAFT answers + Kneser-Ney
@@ -33,8 +34,9 @@ from helpers.study.pairs import RecordedPair
 from helpers.training import TrainConfig
 
 NAMES = ("seed_token_adapter", "target_prior_ngram", "cross_modal", "target_prior_neural", "target_prior_kn",
-         "target_prior_suffix", "draft_retrieval", "draft_copy")
-LOOKUP = ("target_prior_kn", "target_prior_suffix", "draft_retrieval", "draft_copy")  # saved as JSON (lookup.py)
+         "target_prior_suffix", "target_prior_question", "draft_retrieval", "draft_copy")
+LOOKUP = ("target_prior_kn", "target_prior_suffix", "target_prior_question", "draft_retrieval",
+          "draft_copy")  # saved as JSON (lookup.py)
 UNTRAINED = ("draft_direct",)
 
 
@@ -66,7 +68,8 @@ class Recipe:
     suffix_weights: list[float] = field(default_factory=lambda: [0.3, 0.6, 1.0])
     retrieval_neighbours: list[int] = field(default_factory=lambda: [5, 20, 80])
     retrieval_temperatures: list[float] = field(default_factory=lambda: [0.05, 0.2])
-    retrieval_weights: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.6])
+    retrieval_weights: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.6])   # also target_prior_question's
+    retrieval_same_question: bool = True       # draft_retrieval: also try retrieving among the same question's answers only (chosen after the grid)
     coverage_boosts: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0])  # suffix and retrieval, chosen last
     copy_boosts: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     copy_doc_shares: list[float] = field(default_factory=lambda: [0.2, 0.5])
@@ -148,11 +151,24 @@ def fit_lookup(name: str, train: Sequence[RecordedPair], val: Sequence[RecordedP
                 best_d, best_mat = d, max(s.values())
         d = best_d
         scores.update(_select_coverage(d, val, recipe, f"max_ctx={d.max_ctx}, weight={d.weight}", best_mat))
+    elif name == "target_prior_question":
+        d = lookup.QuestionPrior(order=order).fit(train)
+        scores = select_settings(d, val, {"weight": recipe.retrieval_weights}, g)
+        best = max(scores, key=scores.get)
+        scores.update(_select_coverage(d, val, recipe, best, scores[best]))
     elif name == "draft_retrieval":
         d = lookup.DraftRetrieval(order=order).fit(train)
         scores = select_settings(d, val, {"neighbours": recipe.retrieval_neighbours, "temperature":
                                           recipe.retrieval_temperatures, "weight": recipe.retrieval_weights}, g)
         best = max(scores, key=scores.get)
+        if recipe.retrieval_same_question:          # kept only where it raises validation MAT
+            d.same_question = True
+            label = f"{best}, same_question=True"
+            scores[label] = evaluate(d, val, g).sd.mat
+            if scores[label] > scores[best]:
+                best = label
+            else:
+                d.same_question = False
         scores.update(_select_coverage(d, val, recipe, best, scores[best]))
     elif name == "draft_copy":
         d = lookup.DraftCopy(order=order).fit(train)
