@@ -39,8 +39,8 @@ case "${PHASE:?PHASE=7b or PHASE=syn}" in
     timeout ${LIMIT_S:-560} python3 -m helpers.run --preset gpu_synthetic --out runs/gpusyn --no-book \
       --set 'notebooks=[01_world,02_models,03_inference,10_data,20_train_drafters,30_alignment,35_event_camera,60_speculative]' \
       n_clips=40 n_questions=4 \
-      'drafters=[target_prior_ngram,target_prior_kn,target_prior_suffix,draft_retrieval,draft_copy,cross_modal,target_prior_neural,seed_token_adapter]' \
-      'sd_drafters=[target_prior_suffix,draft_retrieval]' sd_gamma=5 sd_samples=${SD_SAMPLES:-32} 'sd_batches=[1,8,32]' \
+      'drafters=[target_prior_ngram,target_prior_kn,target_prior_suffix,target_prior_question,draft_retrieval,draft_copy,cross_modal,target_prior_neural,seed_token_adapter]' \
+      'sd_drafters=[target_prior_suffix,target_prior_question,draft_retrieval]' sd_gamma=5 sd_samples=${SD_SAMPLES:-32} 'sd_batches=[1,8,32]' \
       sd_repeats=${SD_REPEATS:-3} compile_decoder=false replay_path=measurements/h200/speculative.json 'ec_curve_sizes=[]' \
       2>&1 | grep -v -E "Executing: |it/s\]$" | tee "$OUT/gpusyn.log"
     tar czf "$OUT/gpusyn.tgz" --exclude=runs/gpusyn/shards --exclude=runs/gpusyn/01_world/data \
