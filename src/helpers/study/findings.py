@@ -304,7 +304,8 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
     else:
         tried = feat is not None and _ratio_verdict(feat["ratio_vs_ablation"], bar) in ("none", "loss")
         rec = (f"Draft with the content-free `{prior}` (it needs no draft model and costs less); the draft model's "
-               "tokens do not predict the target's wording beyond what its accepted prefix does. To gain from the "
+               "tokens do not predict the target's wording beyond what the question and its accepted prefix do. "
+               "To gain from the "
                + ("event camera, the draft model itself must see the scene better (its hidden states did not help "
                   "either) or the drafters need more pairs." if tried else
                   "event camera, condition on richer draft signals (hidden states, the event features) or on more pairs."))
