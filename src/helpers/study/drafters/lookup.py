@@ -1,19 +1,23 @@
 """Count and lookup drafters over the target's training answers (no network, no gradient).
 
-Content-free controls (they read the target's accepted prefix only):
+Content-free controls (they read the target's accepted prefix, and the question, never the draft):
 
     target_prior_kn       interpolated Kneser-Ney n-gram of the target's training answers
     target_prior_suffix   a datastore of every training answer keyed by the accepted prefix's
                           suffix (REST / prompt-lookup / infini-gram): the next tokens seen after
                           the longest suffix that occurs, mixed with Kneser-Ney; optionally with
                           coverage (below), what an average training answer contains
+    target_prior_question retrieval's store made of the training answers to the same question,
+                          all weighted alike, mixed with Kneser-Ney; optionally with coverage
 
 Draft readers (the content enters through the draft model's visible answer):
 
     draft_retrieval       REST-style lookup in the target answers of the training clips whose
                           DRAFT answers resemble this one (TF-IDF over draft token 1-2-grams),
                           mixed with Kneser-Ney; optionally with coverage, what those clips'
-                          target answers contain
+                          target answers contain, and among the same question's answers only
+    draft_feature_retrieval  the same, keyed by the draft model's hidden states after its prompt
+                          (they exist before its first token); built where the draft model runs
     draft_copy            a pointer into the draft's tokens: Kneser-Ney with the probability of the
                           draft's content tokens (rare in target answers) that the target has not
                           said yet multiplied by (1 + boost)
