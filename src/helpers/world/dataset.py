@@ -72,7 +72,7 @@ def _scene(clip_seed: int):
 def world_captions(n_clips: int, seed: int, splits: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> list[dict]:
     """{clip_id, split, captions: {register: one caption per question}} of every clip that
     `generate_dataset(n_clips=n_clips, seed=seed, splits=splits)` would write, without rendering or
-    simulating anything: the captions come from the scene graphs alone (3,500 clips in seconds)."""
+    simulating anything: the captions come from the scene graphs alone (3,500 clips in about 20 s)."""
     split_of = split_clips(n_clips, splits, seed)
     return [{"clip_id": f"clip_{i:06d}", "split": split_of[i], "captions": captions_for_scene(_scene(_clip_seed(seed, i)))}
             for i in range(n_clips)]
