@@ -227,10 +227,10 @@ def add_base_rates(models_dir=SHIPPED_DIR) -> dict[str, dict]:
         y = {s: grounding.caption_fact_matrix([c["captions"][kind] for c in clips if c["split"] == s])
              for s in ("train", "val")}
         out[kind] = vlm_train.base_rate_scores(y["train"], y["val"], grounding.FACTS)
-        for manifest, path in ((top[kind], None), (vlm_train.read_manifest(d / kind), d / kind / "manifest.json")):
-            manifest["vision_pretraining"]["val_base_rates"] = out[kind]
-            if path is not None:
-                path.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        top[kind]["vision_pretraining"]["val_base_rates"] = out[kind]
+        own = vlm_train.read_manifest(d / kind)                        # the kind's own copy of its manifest
+        own["vision_pretraining"]["val_base_rates"] = out[kind]
+        (d / kind / "manifest.json").write_text(json.dumps(own, indent=2, sort_keys=True, default=str))
     (d / "manifest.json").write_text(json.dumps(top, indent=2, sort_keys=True, default=str))
     return out
 

@@ -310,7 +310,7 @@ class DraftRetrieval(KneserNeyPrior):
     def _fit(self) -> None:
         super()._fit()
         self.store = CountIndex(self.train_docs, self.max_ctx)
-        self.tfidf = Tfidf(self.train_drafts)
+        self._index_keys()
         self.counts = TokenCounts(self.train_docs)
         self.expected = self.counts.expected()     # an average training answer's (no draft visible)
         self._by_question: dict = {}
@@ -319,10 +319,15 @@ class DraftRetrieval(KneserNeyPrior):
     def _update(self, docs) -> None:
         super()._update(docs)
         self.store.add(docs)
-        self.tfidf = Tfidf(self.train_drafts)      # document frequencies change for every answer
+        self._index_keys()
         self.expected = self.counts.add(docs).expected()
         self._by_question = {}
         self._questions = np.array(self.train_questions, dtype=object)
+
+    def _index_keys(self) -> None:
+        """What the training answers are retrieved by: their drafts' TF-IDF, rebuilt whole when the
+        store grows (document frequencies change with every answer)."""
+        self.tfidf = Tfidf(self.train_drafts)
 
     def state(self, draft_ids):
         """(weights over the training answers, expected token counts), or None without a usable draft."""
@@ -404,6 +409,9 @@ class QuestionPrior(DraftRetrieval):
                  name: str = "target_prior_question"):
         super().__init__(0, 1.0, weight, max_ctx, order, coverage, True, name)
 
+    def _index_keys(self) -> None:          # retrieved by the question alone: no key to index
+        pass
+
     def state(self, draft_ids):
         raise TypeError(f"{self.name} is keyed by the question: call state_for(key, question, draft_ids)")
 
@@ -445,18 +453,12 @@ class FeatureRetrieval(DraftRetrieval):
             raise KeyError(f"no draft features for {missing[:5]} ({len(missing)} pairs)")
         return np.stack([np.asarray(self.features[k], np.float64).reshape(-1) for k in keys])
 
-    def _keys(self) -> None:
+    def _index_keys(self) -> None:
+        """The training pairs' features, standardised per dimension (mean and scale of all of them,
+        recomputed when the store grows) and scaled to unit length."""
         x = self._vectors(self.train_keys)                           # (train pairs, features)
         self.mean, self.scale = x.mean(0), np.maximum(x.std(0), 1e-6)
         self.keys_matrix = self._unit(x)
-
-    def _fit(self) -> None:
-        super()._fit()
-        self._keys()
-
-    def _update(self, docs) -> None:
-        super()._update(docs)
-        self._keys()
 
     def _unit(self, x: np.ndarray) -> np.ndarray:
         z = (x - self.mean) / self.scale

@@ -161,15 +161,11 @@ def fit_lookup(name: str, train: Sequence[RecordedPair], val: Sequence[RecordedP
         scores = select_settings(d, val, {"neighbours": recipe.retrieval_neighbours, "temperature":
                                           recipe.retrieval_temperatures, "weight": recipe.retrieval_weights}, g)
         best = max(scores, key=scores.get)
+        base = scores[best]
         if recipe.retrieval_same_question:          # kept only where it raises validation MAT
-            d.same_question = True
-            label = f"{best}, same_question=True"
-            scores[label] = evaluate(d, val, g).sd.mat
-            if scores[label] > scores[best]:
-                best = label
-            else:
-                d.same_question = False
-        scores.update(_select_coverage(d, val, recipe, best, scores[best]))
+            tried, best, base = select_if_better(d, val, "same_question", [True], best, base, g)
+            scores.update(tried)
+        scores.update(_select_coverage(d, val, recipe, best, base))
     elif name == "draft_copy":
         d = lookup.DraftCopy(order=order).fit(train)
         scores = select_settings(d, val, {"boost": recipe.copy_boosts, "max_doc_share": recipe.copy_doc_shares}, g)
@@ -178,19 +174,31 @@ def fit_lookup(name: str, train: Sequence[RecordedPair], val: Sequence[RecordedP
     return d, {"val_mat_by_setting": scores, "chosen": d.settings()}
 
 
+def select_if_better(d, val: Sequence[RecordedPair], attr: str, values: Sequence, label: str, base: float,
+                     gamma: int) -> tuple[dict[str, float], str, float]:
+    """One more setting of a drafter whose others are chosen (`label`, with `base` their validation
+    MAT at the attribute's current value): the best of `values` by validation MAT is taken only if it
+    beats `base`; otherwise the attribute keeps its value. Returns (the MAT of each value tried,
+    keyed '<label>, attr=v'; the label of what is kept; its MAT)."""
+    current = getattr(d, attr)
+    tried = select_settings(d, val, {attr: values}, gamma)
+    scores = {f"{label}, {k}": v for k, v in tried.items()}
+    best = max(tried, key=tried.get)
+    if tried[best] <= base:
+        setattr(d, attr, current)
+        return scores, label, base
+    return scores, f"{label}, {best}", tried[best]
+
+
 def _select_coverage(d, val: Sequence[RecordedPair], recipe: Recipe, label: str, base: float) -> dict[str, float]:
     """The coverage boost of a drafter whose other settings are chosen (`label`, with `base` their
     validation MAT, which is coverage 0's): validation MAT picks it; a boost that does no better
     than none is not taken. Returns the MAT of each boost tried, keyed '<label>, coverage=b'."""
-    d.coverage, scores = 0.0, {}
+    d.coverage = 0.0
     boosts = [b for b in recipe.coverage_boosts if b > 0]
     if not boosts:
-        return scores
-    tried = select_settings(d, val, {"coverage": boosts}, recipe.select_gamma)
-    scores = {f"{label}, {k}": v for k, v in tried.items()}
-    if max(tried.values()) <= base:
-        d.coverage = 0.0
-    return scores
+        return {}
+    return select_if_better(d, val, "coverage", boosts, label, base, recipe.select_gamma)[0]
 
 
 def _network_summary(hist) -> dict:
