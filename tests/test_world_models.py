@@ -5,6 +5,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -219,6 +220,19 @@ def test_shipped_models_answer_unseen_clips(shipped_models, world):
     assert not any(grounding.answer_facts(a)["colours"] for a in answers["draft"])
     t = grounding.grounding_scores(answers["target"], [scenes[e["clip_id"]] for e in world])
     assert t["scene"]["recall"] > 0  # names at least one true scene-level fact
+
+
+def test_load_examples_threads_read_each_clip_once_in_order(world):
+    from helpers.models.train import load_examples
+    for kind in ("draft", "target"):
+        one, many = load_examples(world, kind, workers=1), load_examples(world, kind, workers=4)
+        assert [(q, a) for _, q, a in one] == [(e["query"], e[f"{kind}_answer"]) for e in world]
+        assert all(np.array_equal(x, y) for (x, _, _), (y, _, _) in zip(one, many, strict=True))
+        by_clip = {}
+        for e, (px, _, _) in zip(world, many):             # a clip's questions share one array
+            assert by_clip.setdefault(e["clip_id"], px) is px
+    with pytest.raises(KeyError, match="draft' or 'target"):
+        load_examples(world, "video")
 
 
 # --------------------------------------------------------------------------- recorded pairs
