@@ -235,6 +235,43 @@ def test_load_examples_threads_read_each_clip_once_in_order(world):
         load_examples(world, "video")
 
 
+def test_recipe_entry_reads_what_the_recipe_search_records():
+    """The shipped pair's own row in the recipe search was written from its manifest: recipe_entry
+    rebuilds it field by field from the kinds' manifests."""
+    from helpers.models.shipped import recipe_entry
+    m = json.loads((SHIPPED_DIR / "manifest.json").read_text())
+    (row,) = [r for name, r in m["recipe_search"].items() if name.endswith("(shipped)")]
+    for kind in ("draft", "target"):
+        e = recipe_entry(m[kind])
+        for k in ("best_val_loss", "test_loss", "epochs_run", "pixel_fit", "vision_pretraining_s", "grounding_recall"):
+            assert e[k] == row[kind][k], (kind, k)
+        assert e["n_clips"] == m["dataset_summary"]["n_clips"]
+
+
+def test_record_recipe_compares_pairs_on_the_same_clips(tmp_path):
+    """A candidate pair is recorded with both pairs' grounding on the same unseen clips; a candidate
+    with the shipped weights answers exactly as the shipped pair does, and the shipped weights stay."""
+    import shutil
+    from helpers.models.shipped import record_recipe, weights_id
+    shipped, cand = tmp_path / "shipped", tmp_path / "cand"
+    shutil.copytree(SHIPPED_DIR, shipped)
+    shutil.copytree(SHIPPED_DIR, cand)
+    entry = record_recipe(cand, "same weights", "cp -r", compare_clips=2, compare_seed=7, models_dir=shipped, workers=1,
+                          progress=False)
+    m = json.loads((shipped / "manifest.json").read_text())
+    assert m["recipe_search"]["same weights"] == json.loads(json.dumps(entry))
+    assert entry["command"] == "cp -r" and entry["same_clips"]["shipped_weights"] == weights_id(SHIPPED_DIR)
+    tables = entry["same_clips"]["grounding"]
+    assert set(tables) == {"shipped", "same weights"}
+    for kind in ("draft", "target"):
+        same = [json.dumps(tables[p][kind], sort_keys=True) for p in ("shipped", "same weights")]  # NaN-safe
+        assert same[0] == same[1], kind
+        assert tables["shipped"][kind]["reference"]["objects"]["n_true"] > 0   # scored against the clips' scenes
+    assert weights_id(shipped) == weights_id(SHIPPED_DIR)
+    with pytest.raises(FileNotFoundError):
+        record_recipe(tmp_path / "nowhere", "x", "", models_dir=shipped)
+
+
 # --------------------------------------------------------------------------- recorded pairs
 def test_recorded_pairs_deterministic_and_round_trip(shipped_models, world, tmp_path):
     """The recorder on the shipped models: two runs give the same pairs, in work-list order, with

@@ -235,6 +235,61 @@ def add_base_rates(models_dir=SHIPPED_DIR) -> dict[str, dict]:
     return out
 
 
+def recipe_entry(manifest: dict) -> dict:
+    """One kind's manifest (train_one's info) -> its row in the shipped manifest's `recipe_search`:
+    losses, epochs, seconds, input geometry, the vision stage's validation object F1 and held-out
+    recall of model, chance and reference per category."""
+    cfg, vision = manifest["vlm_config"], manifest.get("vision_pretraining") or {}
+    return {"best_val_loss": manifest["best_val_loss"], "test_loss": manifest["test_loss"],
+            "epochs_run": manifest["epochs_run"], "train_s": manifest["train_s"],
+            "n_clips": manifest["data"]["n_clips"], "image_size_px": cfg["image_size_px"],
+            "patch_size_px": cfg["patch_size_px"], "pixel_fit": cfg["pixel_fit"],
+            "vision_pretraining_s": vision.get("seconds", 0.0),
+            "vision_stage_val_f1_objects": vision.get("val", {}).get("val_f1_objects", float("nan")),
+            "grounding_recall": {c: {src: manifest["grounding"][src][c]["recall"] for src in ("model", "chance", "reference")}
+                                 for c in grounding.CATEGORIES}}
+
+
+def same_clip_grounding(pairs: dict[str, str | Path], entries, max_new_tokens: int = 50,
+                        progress: bool = True) -> dict[str, dict]:
+    """{pair name: {kind: grounding_table}} of several shipped-layout model pairs (folders with draft/,
+    target/, tokenizer/) answering the same manifest entries: recipes trained on different worlds
+    have their held-out grounding measured on different clips, which this puts on the same ones."""
+    out = {}
+    for name, folder in pairs.items():
+        tokenizer, out[name] = load_tokenizer(Path(folder) / "tokenizer"), {}
+        for kind in KINDS:
+            model, _ = vlm.load_pretrained(Path(folder) / kind, kind)
+            answers = [a["text"] for a in answer_entries(model, tokenizer, entries, max_new_tokens, progress)]
+            out[name][kind] = grounding_of(kind, entries, answers)
+    return out
+
+
+def record_recipe(pair_dir, name: str, command: str, compare_clips: int = 0, compare_seed: int = 4242,
+                  models_dir=SHIPPED_DIR, workers: int | None = None, progress: bool = True) -> dict:
+    """Add a trained but not shipped pair (a train_world_gpu.sh tarball, unpacked) to the shipped
+    manifest's `recipe_search` under `name`, with the command that made it; compare_clips > 0 also
+    answers that many clips of an unseen world (seed `compare_seed`) with the shipped pair and this
+    one and keeps both grounding tables (`same_clip_grounding`) under the entry's "same_clips"."""
+    d, pair = Path(models_dir), Path(pair_dir)
+    top = json.loads((d / "manifest.json").read_text())
+    cand = json.loads((pair / "manifest.json").read_text())
+    entry = {kind: recipe_entry(cand[kind]) for kind in KINDS}
+    entry["command"] = command
+    if compare_clips > 0:
+        import tempfile
+
+        from helpers.world.dataset import generate_dataset, load_manifest
+        with tempfile.TemporaryDirectory() as tmp:
+            generate_dataset(tmp, n_clips=compare_clips, seed=compare_seed, progress=False, n_workers=workers)
+            tables = same_clip_grounding({"shipped": d, name: pair}, load_manifest(tmp), progress=progress)
+        entry["same_clips"] = {"n_clips": compare_clips, "seed": compare_seed,
+                               "shipped_weights": weights_id(d), "grounding": tables}
+    top.setdefault("recipe_search", {})[name] = entry
+    (d / "manifest.json").write_text(json.dumps(top, indent=2, sort_keys=True, default=str))
+    return entry
+
+
 def train_and_ship(data_dir, out_dir, vlm_cfg: vlm.VLMConfig, train_cfg: TrainConfig,
                    n_eval_clips: int = 40, max_new_tokens: int = 50, kinds=KINDS, tokenizer_dir=None,
                    aux_weight: float = 0.0, vision_s: float = 0.0, freeze_vision: bool = False) -> dict:
@@ -255,8 +310,9 @@ def train_and_ship(data_dir, out_dir, vlm_cfg: vlm.VLMConfig, train_cfg: TrainCo
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m helpers.models.shipped", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["data", "train", "ship", "all", "base-rates"],
-                    help="base-rates: add the vision stage's base-rate scores to the pair in --out (add_base_rates)")
+    ap.add_argument("step", choices=["data", "train", "ship", "all", "base-rates", "record"],
+                    help="base-rates: add the vision stage's base-rate scores to the pair in --out (add_base_rates); "
+                         "record: add the pair in --pair to the shipped manifest's recipe search (record_recipe)")
     ap.add_argument("--data", help="dataset folder (step data/all: where to write it)")
     ap.add_argument("--out", help="shipping folder (draft/, target/, tokenizer/, manifest.json)")
     ap.add_argument("--kind", choices=KINDS)
@@ -276,6 +332,11 @@ def main(argv=None) -> None:
                     help="seconds of vision pretraining on the facts the captions name, before the caption stage")
     ap.add_argument("--freeze-vision", action="store_true", help="the caption stage leaves the vision tower as stage 1 left it")
     ap.add_argument("--vlm-config", default="{}", help="JSON of helpers.models.vlm.VLMConfig fields")
+    ap.add_argument("--pair", help="record: a trained pair's folder (draft/, target/, tokenizer/, manifest.json)")
+    ap.add_argument("--name", help="record: the recipe's name in the manifest")
+    ap.add_argument("--command", default="", help="record: the command that trained the pair")
+    ap.add_argument("--compare-clips", type=int, default=0,
+                    help="record: answer this many unseen clips with the shipped pair and this one (same_clip_grounding)")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -301,6 +362,14 @@ def main(argv=None) -> None:
                        vision_s=a.vision_s, freeze_vision=a.freeze_vision)
     if a.step == "ship":
         ship(a.data, a.out)
+    if a.step == "record":
+        if not (a.pair and a.name):
+            ap.error("record needs --pair and --name")
+        entry = record_recipe(a.pair, a.name, a.command, a.compare_clips, workers=a.workers, progress=not a.quiet)
+        for pair, kinds in entry.get("same_clips", {}).get("grounding", {}).items():
+            for kind, t in kinds.items():
+                print(pair, kind, {c: f"{t['model'][c]['recall']:.3f} vs chance {t['chance'][c]['recall']:.3f}"
+                                   for c in ("objects", "motion")}, flush=True)
     if a.step == "base-rates":
         print(json.dumps(add_base_rates(a.out or SHIPPED_DIR)), flush=True)
     print(f"{a.step} done in {time.perf_counter() - t0:.1f} s", flush=True)
