@@ -139,6 +139,8 @@ def test_learning_curve_refits_at_each_size_and_reports_the_ratio():
                          "MAT test": [1.0, 1.1, 1.2]})
     assert ec.slope_per_doubling(line) == pytest.approx(0.1)
     assert np.isnan(ec.slope_per_doubling(line.head(1)))
+    assert ec.ratio_line_at(line, 800) == pytest.approx(1.3) and ec.ratio_line_at(line, 100) == pytest.approx(1.0)
+    assert ec.ratio_line_at(line, 50) == pytest.approx(0.9) and np.isnan(ec.ratio_line_at(line.head(1), 800))
 
 
 def test_ratio_uses_clips():

@@ -284,6 +284,11 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
     assert "stays flat" in none.text and "extrapolation" in none.text
     assert "grows (+0.050 per doubling" in findings.event_camera(event_results(0.99, 1.01, slope=0.05)).text
     assert "shrinks" in findings.event_camera(event_results(0.99, 1.01, slope=-0.05)).text
+    line = {**event_results(0.99, 1.01, slope=0.05), "learning_curve_line_at": {"5200": 1.04, "52000": 1.21, "9": float("nan")}}
+    text = findings.event_camera(line).text
+    assert "1.04 at 5,200 pairs (extrapolated to 11 times the largest size measured) and 1.21 at 52,000 pairs (extrapolated to 108 times" in text and " at 9 pairs" not in text
+    inside = {**line, "learning_curve": [{"train pairs": 100}, {"train pairs": 5600}]}
+    assert "1.04 at 5,200 pairs (inside the measured sizes)" in findings.event_camera(inside).text
     assert "trees" not in findings.event_camera(event_results(0.99, 1.01, trees=False)).text
     oracle = {**event_results(0.99, 1.01), "oracle": {"prior": "target_prior_kn", "mat": 2.0, "bag": 2.2, "remaining": 2.5}}
     assert "to 1.10x its validation MAT (1.25x when told" in findings.event_camera(oracle).text

@@ -324,10 +324,25 @@ def refittable(drafter) -> bool:
     return hasattr(drafter, "settings") and hasattr(drafter, "fit") and not is_network(drafter)
 
 
+def _ratio_line(curve: pd.DataFrame, column: str) -> tuple[float, float] | None:
+    """(slope, intercept) of the least-squares line of the reader/prior ratio against log2(training
+    pairs); None with fewer than two sizes."""
+    r = curve[curve["drafter"] == "ratio best reader / best prior"]
+    if len(r) < 2:
+        return None
+    slope, intercept = np.polyfit(np.log2(r["train pairs"].astype(float)), r[column].astype(float), 1)
+    return float(slope), float(intercept)
+
+
 def slope_per_doubling(curve: pd.DataFrame, column: str = "MAT test") -> float:
     """Least-squares slope of the reader/prior ratio against log2(training pairs): the change of
     the ratio per doubling of the data (an extrapolation beyond the measured sizes is a guess)."""
-    r = curve[curve["drafter"] == "ratio best reader / best prior"]
-    if len(r) < 2:
-        return float("nan")
-    return float(np.polyfit(np.log2(r["train pairs"].astype(float)), r[column].astype(float), 1)[0])
+    line = _ratio_line(curve, column)
+    return line[0] if line else float("nan")
+
+
+def ratio_line_at(curve: pd.DataFrame, n_pairs: float, column: str = "MAT test") -> float:
+    """The least-squares line of `slope_per_doubling` read at n_pairs training pairs (the original
+    study's 5,200 and 52,000): a measurement's summary inside the measured sizes, a guess beyond them."""
+    line = _ratio_line(curve, column)
+    return line[0] * float(np.log2(n_pairs)) + line[1] if line else float("nan")

@@ -246,8 +246,14 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
     sizes = sorted({r["train pairs"] for r in ev.get("learning_curve", [])})
     if slope is not None and slope == slope and len(sizes) > 1:
         trend = ("grows" if slope > 0.01 else "shrinks" if slope < -0.01 else "stays flat")
-        text += (f" From {sizes[0]} to {sizes[-1]} training pairs the ratio {trend} ({slope:+.3f} per doubling of the "
-                 f"data); continuing that line beyond {sizes[-1]} pairs is an extrapolation, not a measurement.")
+        text += (f" From {sizes[0]:,} to {sizes[-1]:,} training pairs the ratio {trend} ({slope:+.3f} per doubling of "
+                 f"the data)")
+        at = {int(n): v for n, v in ev.get("learning_curve_line_at", {}).items() if v == v}
+        if at:
+            text += "; the line reads " + " and ".join(
+                f"{v:.2f} at {n:,} pairs ({'inside the measured sizes' if n <= sizes[-1] else f'extrapolated to {n / sizes[-1]:.0f} times the largest size measured'})"
+                for n, v in sorted(at.items()))
+        text += f"; continuing it beyond {sizes[-1]:,} pairs is an extrapolation, not a measurement."
     feat = ev.get("draft_features")
     fret = (feat or {}).get("retrieval")
     fv_ret = _ratio_verdict(fret["ratio_vs_prior"], bar) if fret else None
