@@ -10,6 +10,10 @@ there in one command), in three steps:
     python -m helpers.models.shipped ship  --data /tmp/w --out /tmp/ship
 
 (`all` runs the three in one process: notebook 02 uses it when `retrain_models` is true.)
+A pair trained but not shipped is kept as a row of the manifest's recipe search, graded next to the
+shipped pair on the same unseen clips:
+
+    python -m helpers.models.shipped record --pair /tmp/ship_NAME --name "r6 ..." --command "..." --compare-clips 60
 `train --vision-s S` first spends S seconds on the vision stage (helpers.models.train.pretrain_vision);
 the shipped pair had 140 s, with `pixel_fit: squash` in its VLM config (manifest.json says how).
 The training world's seed differs from the book's default world, so every clip of the book is
