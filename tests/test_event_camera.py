@@ -183,3 +183,20 @@ def test_retrieval_oracle_is_keyed_by_the_target_answer():
     assert d.train_drafts[0] == (5, 2) and d.weight == 0.9                           # the drafter itself untouched
     keyed = d.keyed_by_targets()
     assert keyed.train_drafts == d.train_docs and keyed.settings() == d.settings()
+
+
+def test_learning_curve_plot_draws_the_line_to_the_study_sizes():
+    import matplotlib
+    matplotlib.use("Agg")
+    from helpers.study import plots
+    curve = pd.DataFrame({"drafter": ["a"] * 3 + ["ratio best reader / best prior"] * 3, "train pairs": [100, 200, 400] * 2,
+                          "MAT test": [2.0, 2.1, 2.2, 1.0, 1.1, 1.2], "MAT validation": [2.0, 2.1, 2.2, 1.0, 1.1, 1.2]})
+    at = {n: ec.ratio_line_at(curve, n) for n in (300, 3200)}
+    right = plots.learning_curves(curve, at).axes[1]
+    dashed = [ln for ln in right.get_lines() if ln.get_linestyle() == "--"]
+    assert len(dashed) == 1 and dashed[0].get_xdata()[-1] == 3200 and dashed[0].get_ydata()[-1] == pytest.approx(1.5)
+    (marks,) = [ln for ln in right.get_lines() if ln.get_marker() == "D"]
+    assert list(marks.get_xdata()) == [300, 3200] and list(marks.get_ydata()) == pytest.approx([at[300], 1.5])
+    plain = plots.learning_curves(curve).axes[1]
+    assert len(plain.get_lines()) == 3                 # test, validation, the 1.0 line
+    matplotlib.pyplot.close("all")

@@ -145,9 +145,11 @@ def position_gain(gain: pd.DataFrame, reader: str, prior: str, smooth: int = 3):
     return fig
 
 
-def learning_curves(curve: pd.DataFrame):
+def learning_curves(curve: pd.DataFrame, line_at: dict[int, float] | None = None):
     """Test MAT of each drafter against training pairs (left) and the ratio best reader / best prior
-    (right), both chosen on validation at each size."""
+    (right), both chosen on validation at each size. line_at ({training pairs: the least-squares
+    line's ratio there}, event_camera.ratio_line_at): the line is drawn through the measured sizes
+    and on to those sizes (dashed where it extrapolates), each marked."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
     ratio_name = "ratio best reader / best prior"
     for i, (name, g) in enumerate(curve[curve["drafter"] != ratio_name].groupby("drafter", sort=False)):
@@ -157,12 +159,27 @@ def learning_curves(curve: pd.DataFrame):
     b.plot(r["train pairs"], r["MAT test"], marker="o", color="k", label="test")
     b.plot(r["train pairs"], r["MAT validation"], marker="s", color="grey", ls=":", label="validation")
     b.axhline(1.0, color="grey", lw=0.8)
+    marks = {n: v for n, v in (line_at or {}).items() if v == v}
+    if marks and len(r) > 1:
+        lo, hi = float(r["train pairs"].min()), float(r["train pairs"].max())
+        slope, icpt = np.polyfit(np.log2(r["train pairs"].astype(float)), r["MAT test"].astype(float), 1)
+        xs = np.array([lo, hi])
+        b.plot(xs, slope * np.log2(xs) + icpt, color="C3", lw=1, label="least-squares line (test)")
+        far = max(max(marks), hi)
+        if far > hi:
+            xs = np.array([hi, far])
+            b.plot(xs, slope * np.log2(xs) + icpt, color="C3", lw=1, ls="--", label="the line, extrapolated")
+        ns = sorted(marks)
+        b.plot(ns, [marks[n] for n in ns], marker="D", color="C3", ls="none", label="the line at the original study's sizes")
+        for n in ns:
+            b.annotate(f"{n:,}", (n, marks[n]), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+        b.margins(y=0.15)
     for ax in (a, b):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("training pairs (log scale)")
     a.set(ylabel="MAT (tokens per verify step)", title="MAT vs training pairs (dashed: priors)")
     b.set(ylabel="MAT ratio", title="Best draft reader / best prior")
     a.legend(fontsize=7)
-    b.legend(fontsize=8)
+    b.legend(fontsize=7)
     fig.tight_layout()
     return fig
