@@ -43,8 +43,9 @@ def load_examples(entries, kind: str, n_frames: int = 8, workers: int = 0) -> li
     draft: event image(s) as (H, W, 3) (one chunk) or (T, H, W, 3), answer = draft_answer;
     target: n_frames sampled frames (F, H, W, 3) from the clip's mp4, answer = target_answer.
     Pixels are read once per clip and shared by its questions, by `workers` threads (0: one per
-    core, at most 16; PNG and H.264 decoding release the GIL: decoding 3,500 clips' video took
-    67 s in one thread on the GPU machine).
+    core, at most 16; PNG and H.264 decoding release the GIL). On the GPU machine (32 cores) the
+    target's training and validation clips loaded in 21 ms per clip in one thread (3,150 clips,
+    67 s) and in 7 ms with threads (4,950 clips, 36 s).
     """
     from concurrent.futures import ThreadPoolExecutor
     import os
@@ -62,7 +63,9 @@ def load_examples(entries, kind: str, n_frames: int = 8, workers: int = 0) -> li
         imgs = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in e["event_image_paths"]])
         return imgs[0] if len(imgs) == 1 else imgs
 
-    first = {e["clip_id"]: e for e in reversed(list(entries))}            # one entry per clip
+    first: dict = {}                                                      # one entry per clip
+    for e in entries:
+        first.setdefault(e["clip_id"], e)
     workers = workers or min(16, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         cache = dict(zip(first, pool.map(read, first.values())))
