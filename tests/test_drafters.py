@@ -481,6 +481,46 @@ def two_question_pairs(n: int, seed: int = 0) -> list[RecordedPair]:
     return out
 
 
+def rare_question_pairs(n: int, seed: int = 0, p_rare: float = 0.15) -> list[RecordedPair]:
+    """two_question_pairs with question qa asked in a share p_rare only: Kneser-Ney, blind to the
+    question, then guesses qb's word (23) for qa's answers too."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        qi, w = int(rng.random() >= p_rare), int(rng.integers(15, 17))
+        out.append(RecordedPair(f"r{seed}_{i}", i, qi, ("qa?", "qb?")[qi], (5, w, 9, 2), (20, 21, 22 + qi, w, 2)))
+    return out
+
+
+def test_question_backoff_lets_the_question_decide_where_retrieval_is_weak(tmp_path):
+    """Same-question retrieval with a small weight: what the neighbours leave goes to Kneser-Ney, which
+    names the common question's word for the rare question too; backing off to the question's
+    answers first puts it right, and the draft's content word stays right either way."""
+    train, test = rare_question_pairs(200, 1), [p for p in rare_question_pairs(200, 2) if p.question == "qa?"][:20]
+    kw = dict(neighbours=5, temperature=0.1, weight=0.3, order=3, same_question=True)
+    plain = lookup.DraftRetrieval(**kw).fit(train)
+    backed = lookup.DraftRetrieval(**kw, question_backoff=0.6).fit(train)
+    at = lambda d, i: np.mean([d.predict_topk([p], 1)[0][i, 0] == p.target_ids[i + 1] for p in test])  # noqa: E731
+    assert at(plain, 1) < 0.5 and at(backed, 1) == 1.0          # the question's word (22 for qa)
+    assert at(plain, 2) == 1.0 and at(backed, 2) == 1.0         # the draft's word
+    assert evaluate(backed, test, 3).sd.mat > evaluate(plain, test, 3).sd.mat
+    check_shortcut(backed, test[:6], gamma=3)
+    backed.save(tmp_path / "b.json")
+    again = lookup.load(tmp_path / "b.json")
+    assert again.settings() == backed.settings() and again.question_backoff == 0.6
+    assert all((a == b).all() for a, b in zip(again.predict_topk(test, 3), backed.predict_topk(test, 3)))
+    with pytest.raises(ValueError, match="question_backoff"):
+        lookup.DraftRetrieval(question_backoff=1.5)
+    recipe = zoo.Recipe(kn_orders=[3], retrieval_neighbours=[5], retrieval_temperatures=[0.1], retrieval_weights=[0.3],
+                        coverage_boosts=[0.0], select_gamma=3, progress=False)
+    chosen, summary = zoo.train("draft_retrieval", train, rare_question_pairs(100, 3), recipe, {})
+    assert chosen.same_question and chosen.question_backoff > 0
+    assert any("question_backoff=" in k for k in summary["val_mat_by_setting"])
+    off, _ = zoo.train("draft_retrieval", train, rare_question_pairs(100, 3),
+                       dataclasses.replace(recipe, question_backoffs=[]), {})
+    assert off.question_backoff == 0.0
+
+
 def test_question_prior_reads_the_question_and_never_the_draft(tmp_path):
     train, test = two_question_pairs(60, 1), two_question_pairs(30, 2)
     kn = lookup.KneserNeyPrior(order=3).fit(train)

@@ -296,16 +296,23 @@ class DraftRetrieval(KneserNeyPrior):
     mass p_ret leaves unassigned going to Kneser-Ney. With `coverage`, the tokens those clips'
     target answers contain (their weighted mean counts) more often than this answer has said them
     are made more probable (`covered`). No visible draft tokens: Kneser-Ney, with the coverage of
-    an average training answer."""
+    an average training answer. With same_question and `question_backoff` q > 0, what the retrieved
+    answers leave is not given to Kneser-Ney alone but to the question prior's mixture (all training
+    answers to the same question: q * p_question + (1 - q) * p_kn, the mass p_question leaves going
+    to Kneser-Ney), so that where the draft's neighbours disagree, the question decides."""
     needs = "every draft token that exists (retrieval key), and the target's accepted prefix"
     reads_draft = True
 
     def __init__(self, neighbours: int = 20, temperature: float = 0.1, weight: float = 0.3, max_ctx: int = 7,
-                 order: int = 8, coverage: float = 0.0, same_question: bool = False, name: str = "draft_retrieval"):
+                 order: int = 8, coverage: float = 0.0, same_question: bool = False, question_backoff: float = 0.0,
+                 name: str = "draft_retrieval"):
         super().__init__(order, name)
         self.neighbours, self.temperature, self.weight, self.max_ctx = int(neighbours), float(temperature), float(weight), int(max_ctx)
         self.coverage = _check_coverage(coverage)
         self.same_question = bool(same_question)
+        if not 0.0 <= float(question_backoff) <= 1.0:
+            raise ValueError(f"question_backoff must lie in [0, 1], got {question_backoff}")
+        self.question_backoff = float(question_backoff)
 
     def _fit(self) -> None:
         super()._fit()
@@ -340,7 +347,11 @@ class DraftRetrieval(KneserNeyPrior):
             return self.state(draft_ids)
         same = self.asked(question)
         sim = self.tfidf.similarity(draft_ids) * same
-        return self._state_of(sim, same) if sim.any() else self.question_state(question)
+        return self._backed_off(self._state_of(sim, same) if sim.any() else self.question_state(question), same)
+
+    def _backed_off(self, state, same: np.ndarray):
+        """state + the question's answers as a third element when question_backoff is on (see dist)."""
+        return (*state[:2], same) if state is not None and self.question_backoff > 0 and same.any() else state
 
     def asked(self, question: str) -> np.ndarray:
         """(training answers,) 1.0 where the training pair was asked `question`."""
@@ -368,22 +379,25 @@ class DraftRetrieval(KneserNeyPrior):
         w[top] = np.exp((sim[top] - sim[top].max()) / self.temperature)
         return w, (self.counts.expected(w) if self.coverage > 0 else None)
 
+    def _mixed(self, base: Dist, prefix, w: np.ndarray, weight: float) -> Dist:
+        """weight * (the answers weighted by w, continuing prefix) + what they leave, given to base."""
+        if weight == 0:
+            return base
+        ret, left = self.store.weighted(prefix, w)
+        return base.scaled(1 - weight + weight * left).plus(Dist({t: weight * p for t, p in ret.items()}))
+
     def dist(self, state, prefix):
         kn = self.index.kneser_ney(prefix)
         if state is None:
             return covered(kn, self.expected, prefix, self.coverage)
-        w, expected = state
-        if self.weight == 0:
-            d = kn
-        else:
-            ret, left = self.store.weighted(prefix, w)
-            d = kn.scaled(1 - self.weight + self.weight * left).plus(Dist({t: self.weight * p for t, p in ret.items()}))
-        return covered(d, expected, prefix, self.coverage)     # expected is None only when coverage is 0
+        w, expected, *question = state
+        base = self._mixed(kn, prefix, question[0], self.question_backoff) if question else kn
+        return covered(self._mixed(base, prefix, w, self.weight), expected, prefix, self.coverage)  # expected None: coverage 0
 
     def settings(self):
         return {"order": self.order, "neighbours": self.neighbours, "temperature": self.temperature,
                 "weight": self.weight, "max_ctx": self.max_ctx, "coverage": self.coverage,
-                "same_question": self.same_question}
+                "same_question": self.same_question, "question_backoff": self.question_backoff}
 
     def keyed_by_targets(self) -> "DraftRetrieval":
         """A copy (settings and answers kept) whose key is each training clip's TARGET answer instead
@@ -407,7 +421,8 @@ class QuestionPrior(DraftRetrieval):
 
     def __init__(self, weight: float = 0.3, max_ctx: int = 7, order: int = 8, coverage: float = 0.0,
                  name: str = "target_prior_question"):
-        super().__init__(0, 1.0, weight, max_ctx, order, coverage, True, name)
+        super().__init__(neighbours=0, temperature=1.0, weight=weight, max_ctx=max_ctx, order=order, coverage=coverage,
+                         same_question=True, name=name)
 
     def _index_keys(self) -> None:          # retrieved by the question alone: no key to index
         pass
@@ -435,8 +450,8 @@ class FeatureRetrieval(DraftRetrieval):
 
     def __init__(self, features: dict, neighbours: int = 20, temperature: float = 0.1, weight: float = 0.3,
                  max_ctx: int = 7, order: int = 8, coverage: float = 0.0, same_question: bool = False,
-                 name: str = "draft_feature_retrieval"):
-        super().__init__(neighbours, temperature, weight, max_ctx, order, coverage, same_question, name)
+                 question_backoff: float = 0.0, name: str = "draft_feature_retrieval"):
+        super().__init__(neighbours, temperature, weight, max_ctx, order, coverage, same_question, question_backoff, name)
         self.features = features
 
     def fit(self, train: Sequence[RecordedPair]):
@@ -469,7 +484,10 @@ class FeatureRetrieval(DraftRetrieval):
 
     def state_for(self, key, question, draft_ids):
         sim = self.keys_matrix @ self._unit(self._vectors([key]))[0]
-        return self._state_of(sim, self.asked(question) if self.same_question else None)
+        if not self.same_question:
+            return self._state_of(sim)
+        same = self.asked(question)
+        return self._backed_off(self._state_of(sim, same), same)
 
 
 class DraftCopy(KneserNeyPrior):

@@ -70,6 +70,7 @@ class Recipe:
     retrieval_temperatures: list[float] = field(default_factory=lambda: [0.05, 0.2])
     retrieval_weights: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.6])   # also target_prior_question's
     retrieval_same_question: bool = True       # draft_retrieval: also try retrieving among the same question's answers only (chosen after the grid)
+    question_backoffs: list[float] = field(default_factory=lambda: [0.3, 0.6])  # draft_retrieval with same_question: weight of the question's answers in what retrieval leaves (tried after same_question)
     coverage_boosts: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0])  # suffix and retrieval, chosen last
     copy_boosts: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     copy_doc_shares: list[float] = field(default_factory=lambda: [0.2, 0.5])
@@ -164,6 +165,9 @@ def fit_lookup(name: str, train: Sequence[RecordedPair], val: Sequence[RecordedP
         base = scores[best]
         if recipe.retrieval_same_question:          # kept only where it raises validation MAT
             tried, best, base = select_if_better(d, val, "same_question", [True], best, base, g)
+            scores.update(tried)
+        if d.same_question and recipe.question_backoffs:     # the question, not Kneser-Ney alone, as back-off
+            tried, best, base = select_if_better(d, val, "question_backoff", recipe.question_backoffs, best, base, g)
             scores.update(tried)
         scores.update(_select_coverage(d, val, recipe, best, base))
     elif name == "draft_copy":
