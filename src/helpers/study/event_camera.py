@@ -324,7 +324,7 @@ def refittable(drafter) -> bool:
     return hasattr(drafter, "settings") and hasattr(drafter, "fit") and not is_network(drafter)
 
 
-def _ratio_line(curve: pd.DataFrame, column: str) -> tuple[float, float] | None:
+def ratio_line(curve: pd.DataFrame, column: str = "MAT test") -> tuple[float, float] | None:
     """(slope, intercept) of the least-squares line of the reader/prior ratio against log2(training
     pairs); None with fewer than two sizes."""
     r = curve[curve["drafter"] == "ratio best reader / best prior"]
@@ -337,12 +337,12 @@ def _ratio_line(curve: pd.DataFrame, column: str) -> tuple[float, float] | None:
 def slope_per_doubling(curve: pd.DataFrame, column: str = "MAT test") -> float:
     """Least-squares slope of the reader/prior ratio against log2(training pairs): the change of
     the ratio per doubling of the data (an extrapolation beyond the measured sizes is a guess)."""
-    line = _ratio_line(curve, column)
+    line = ratio_line(curve, column)
     return line[0] if line else float("nan")
 
 
 def ratio_line_at(curve: pd.DataFrame, n_pairs: float, column: str = "MAT test") -> float:
     """The least-squares line of `slope_per_doubling` read at n_pairs training pairs (the original
     study's 5,200 and 52,000): a measurement's summary inside the measured sizes, a guess beyond them."""
-    line = _ratio_line(curve, column)
+    line = ratio_line(curve, column)
     return line[0] * float(np.log2(n_pairs)) + line[1] if line else float("nan")

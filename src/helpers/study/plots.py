@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.study import metrics
+from helpers.study.event_camera import ratio_line
 
 
 def training_curves(histories: dict[str, dict]):
@@ -148,7 +149,7 @@ def position_gain(gain: pd.DataFrame, reader: str, prior: str, smooth: int = 3):
 def learning_curves(curve: pd.DataFrame, line_at: dict[int, float] | None = None):
     """Test MAT of each drafter against training pairs (left) and the ratio best reader / best prior
     (right), both chosen on validation at each size. line_at ({training pairs: the least-squares
-    line's ratio there}, event_camera.ratio_line_at): the line is drawn through the measured sizes
+    line's ratio there}, event_camera.ratio_line_at): that line (event_camera.ratio_line) is drawn through the measured sizes
     and on to those sizes (dashed where it extrapolates), each marked."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
     ratio_name = "ratio best reader / best prior"
@@ -160,9 +161,10 @@ def learning_curves(curve: pd.DataFrame, line_at: dict[int, float] | None = None
     b.plot(r["train pairs"], r["MAT validation"], marker="s", color="grey", ls=":", label="validation")
     b.axhline(1.0, color="grey", lw=0.8)
     marks = {n: v for n, v in (line_at or {}).items() if v == v}
-    if marks and len(r) > 1:
+    line = ratio_line(curve) if marks else None
+    if line:
+        slope, icpt = line
         lo, hi = float(r["train pairs"].min()), float(r["train pairs"].max())
-        slope, icpt = np.polyfit(np.log2(r["train pairs"].astype(float)), r["MAT test"].astype(float), 1)
         xs = np.array([lo, hi])
         b.plot(xs, slope * np.log2(xs) + icpt, color="C3", lw=1, label="least-squares line (test)")
         far = max(max(marks), hi)
