@@ -6,7 +6,7 @@
 #
 #   run(command="GIT_COMMIT=$(git rev-parse HEAD) bash scripts/train_world_gpu.sh", carry=[".whl-av"])
 #
-# Knobs (environment): N_CLIPS, SEED, BUDGET_S (caption training seconds per model), VISION_S
+# Knobs (environment): N_CLIPS, SEED, WORLD_PROFILE (scene distribution, helpers.world.sample.PROFILES), BUDGET_S (caption training seconds per model), VISION_S
 # (seconds of vision pretraining on the facts the captions name, before the caption stage; 0 = off),
 # FREEZE_VISION (1: the caption stage keeps the tower stage 1 made), AUX_WEIGHT (vision fact loss
 # during caption training, 0 = off), BATCH, LR, VLM_CONFIG (JSON of helpers.models.vlm.VLMConfig
@@ -19,6 +19,7 @@
 set -euo pipefail
 N_CLIPS=${N_CLIPS:-3000}
 SEED=${SEED:-1000}
+WORLD_PROFILE=${WORLD_PROFILE:-driving}
 BUDGET_S=${BUDGET_S:-255}
 VISION_S=${VISION_S:-0}
 FREEZE_VISION=${FREEZE_VISION:-0}
@@ -37,7 +38,7 @@ export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4 
 export HELPERS_GIT_COMMIT=${GIT_COMMIT:-unknown}
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt" || true
 t0=$(date +%s)
-python3 -m helpers.models.shipped data --data /tmp/w --n-clips "$N_CLIPS" --seed "$SEED" --workers "$(nproc --all)" --quiet \
+python3 -m helpers.models.shipped data --data /tmp/w --n-clips "$N_CLIPS" --seed "$SEED" --world-profile "$WORLD_PROFILE" --workers "$(nproc --all)" --quiet \
   2>&1 | tee "$OUT/data.log"
 N_GPU=$( (nvidia-smi -L 2>/dev/null || true) | wc -l); N_GPU=$(( N_GPU > 0 ? N_GPU : 1 ))
 SPLIT_KINDS=${SPLIT_KINDS:-0}

@@ -187,11 +187,12 @@ def train_one(kind: str, data_dir, tokenizer, vlm_cfg: vlm.VLMConfig, train_cfg:
 
 
 def make_data(out_dir, n_clips: int, seed: int, vocab_size: int = 1024, n_workers: int | None = None,
-              progress: bool = True):
+              progress: bool = True, world_profile: str = "driving"):
     """The training world (helpers.world.dataset layout) and its tokenizer in out_dir/tokenizer."""
     from helpers.world.dataset import generate_dataset, load_manifest
     out = Path(out_dir)
-    summary = generate_dataset(out, n_clips=n_clips, seed=seed, n_workers=n_workers, progress=progress)
+    summary = generate_dataset(out, n_clips=n_clips, seed=seed, n_workers=n_workers, progress=progress,
+                               world_profile=world_profile)
     train = split_entries(load_manifest(out))["train"]
     world_tokenizer(train, vocab_size).save_pretrained(out / "tokenizer")
     return summary
@@ -323,6 +324,7 @@ def main(argv=None) -> None:
     ap.add_argument("--n-clips", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--vocab-size", type=int, default=1024)
+    ap.add_argument("--world-profile", default="driving", help="scene distribution (helpers.world.sample.PROFILES)")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -348,7 +350,8 @@ def main(argv=None) -> None:
                                            max_minutes=a.time_budget_s / 60, patience=a.patience, progress=not a.quiet)
     vlm_cfg = vlm.VLMConfig.from_dict(json.loads(a.vlm_config))
     if a.step in ("data", "all"):
-        s = make_data(a.data, a.n_clips, a.seed, a.vocab_size, a.workers, progress=not a.quiet)
+        s = make_data(a.data, a.n_clips, a.seed, a.vocab_size, a.workers, progress=not a.quiet,
+                      world_profile=a.world_profile)
         print(f"data: {s.n_clips} clips in {s.wall_s:.1f} s ({s.clips_per_s:.1f} clips/s), "
               f"{s.n_distinct_scenes} distinct scenes, captions {s.n_distinct_captions}", flush=True)
     if a.step == "train":

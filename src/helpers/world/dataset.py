@@ -37,7 +37,7 @@ from helpers.world.captions import QUESTIONS, REGISTERS, captions_for_scene
 from helpers.world.events import EventSimConfig, event_image, save_events, simulate_events
 from helpers.world.video import write_video
 from helpers.world.render import render_clip
-from helpers.world.sample import sample_scene
+from helpers.world.sample import PROFILES, SceneDistribution, profile, sample_scene
 from helpers.world.scene import scene_to_dict
 
 MANIFEST_NAME = "EventGPT_Instruction_Subset.json"
@@ -65,24 +65,26 @@ def _clip_seed(seed: int, i: int) -> int:
     return int(np.random.default_rng([seed, i]).integers(2**31 - 1))
 
 
-def _scene(clip_seed: int):
-    return sample_scene(np.random.default_rng(clip_seed), seed=clip_seed)
+def _scene(clip_seed: int, dist: SceneDistribution = PROFILES["driving"]):
+    return sample_scene(np.random.default_rng(clip_seed), seed=clip_seed, dist=dist)
 
 
-def world_captions(n_clips: int, seed: int, splits: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> list[dict]:
+def world_captions(n_clips: int, seed: int, splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                   world_profile: str = "driving") -> list[dict]:
     """{clip_id, split, captions: {register: one caption per question}} of every clip that
-    `generate_dataset(n_clips=n_clips, seed=seed, splits=splits)` would write, without rendering or
-    simulating anything: the captions come from the scene graphs alone (3,500 clips in about 20 s)."""
-    split_of = split_clips(n_clips, splits, seed)
-    return [{"clip_id": f"clip_{i:06d}", "split": split_of[i], "captions": captions_for_scene(_scene(_clip_seed(seed, i)))}
-            for i in range(n_clips)]
+    `generate_dataset(n_clips=n_clips, seed=seed, splits=splits, world_profile=world_profile)` would
+    write, without rendering or simulating anything: the captions come from the scene graphs alone
+    (3,500 clips in about 20 s)."""
+    split_of, dist = split_clips(n_clips, splits, seed), profile(world_profile)
+    return [{"clip_id": f"clip_{i:06d}", "split": split_of[i],
+             "captions": captions_for_scene(_scene(_clip_seed(seed, i), dist))} for i in range(n_clips)]
 
 
 def _make_clip(args) -> dict:
     """Render, simulate and write one clip; returns its record (run in worker processes)."""
-    out_dir, clip_id, clip_seed, size, fps_internal, video_fps, n_chunks, sim = args
+    out_dir, clip_id, clip_seed, size, fps_internal, video_fps, n_chunks, sim, world_profile = args
     out = Path(out_dir)
-    scene = _scene(clip_seed)
+    scene = _scene(clip_seed, profile(world_profile))
     t0 = time.perf_counter()
     frames = render_clip(scene, fps_internal, size)                   # (T, H, W, 3)
     t1 = time.perf_counter()
@@ -117,16 +119,19 @@ def split_clips(n_clips: int, fractions: tuple[float, float, float], seed: int) 
 def generate_dataset(out_dir: str | Path, n_clips: int = 300, seed: int = 0, size: tuple[int, int] = (160, 120),
                      fps_internal: float = 100.0, video_fps: float = 10.0, n_event_chunks: int = 1,
                      splits: tuple[float, float, float] = (0.8, 0.1, 0.1), progress: bool = True,
-                     n_workers: int | None = None, sim: EventSimConfig | None = None) -> DatasetSummary:
-    """Write n_clips clips x 10 questions to out_dir (layout: module docstring). size = (W, H)."""
+                     n_workers: int | None = None, sim: EventSimConfig | None = None,
+                     world_profile: str = "driving") -> DatasetSummary:
+    """Write n_clips clips x 10 questions to out_dir (layout: module docstring). size = (W, H);
+    world_profile names the scene distribution (helpers.world.sample.PROFILES)."""
+    dist = profile(world_profile)           # an unknown name fails here, before any folder is made
     out = Path(out_dir)
     for sub in ("event_npy", "mp4", "event_image", "scenes"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     sim = sim or EventSimConfig()
     split_of = split_clips(n_clips, splits, seed)
     ids = [f"clip_{i:06d}" for i in range(n_clips)]
-    jobs = [(str(out), ids[i], _clip_seed(seed, i), tuple(size), fps_internal, video_fps, n_event_chunks, asdict(sim))
-            for i in range(n_clips)]
+    jobs = [(str(out), ids[i], _clip_seed(seed, i), tuple(size), fps_internal, video_fps, n_event_chunks, asdict(sim),
+             world_profile) for i in range(n_clips)]
     n_workers = n_workers or min(os.cpu_count() or 1, 8)
     t0 = time.perf_counter()
     bar = tqdm(total=n_clips, desc="clips", disable=not progress)
@@ -169,7 +174,8 @@ def generate_dataset(out_dir: str | Path, n_clips: int = 300, seed: int = 0, siz
         render_s=render_s, simulate_s=sim_s, clips_per_s=n_clips / wall,
         render_clips_per_s=n_clips / max(render_s, 1e-9), events_per_s=n_events / max(sim_s, 1e-9),
         params={"seed": seed, "size": list(size), "fps_internal": fps_internal, "video_fps": video_fps,
-                "n_event_chunks": n_event_chunks, "splits": list(splits), "sim": asdict(sim), "n_workers": n_workers})
+                "n_event_chunks": n_event_chunks, "splits": list(splits), "sim": asdict(sim), "n_workers": n_workers,
+                "world_profile": world_profile, "scene_distribution": dist.to_dict()})
     (out / "dataset_summary.json").write_text(json.dumps(asdict(summary), indent=1))
     return summary
 
