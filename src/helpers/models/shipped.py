@@ -286,7 +286,9 @@ def record_recipe(pair_dir, name: str, command: str, compare_clips: int = 0, com
 
         from helpers.world.dataset import generate_dataset, load_manifest
         with tempfile.TemporaryDirectory() as tmp:
-            generate_dataset(tmp, n_clips=compare_clips, seed=compare_seed, progress=False, n_workers=workers)
+            profile = top["dataset_summary"]["params"].get("world_profile", "driving")   # the shipped pair's world
+            generate_dataset(tmp, n_clips=compare_clips, seed=compare_seed, progress=False, n_workers=workers,
+                             world_profile=profile)
             tables = same_clip_grounding({"shipped": d, name: pair}, load_manifest(tmp), progress=progress)
         entry["same_clips"] = {"n_clips": compare_clips, "seed": compare_seed,
                                "shipped_weights": weights_id(d), "grounding": tables}

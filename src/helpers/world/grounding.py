@@ -168,6 +168,24 @@ def chance_multiples(tables: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def caption_multiples(captions: dict[str, Sequence[str]], scenes: Sequence[dict], clip_ids: Sequence[str]) -> pd.DataFrame:
+    """How much the reference captions themselves say about their clip: per register (captions:
+    {register: one caption per entry}) and category the register names, their recall against their
+    own clip's scene graph and against the next clip's (chance), and the ratio. A world whose
+    captions name facts hardly more often than captions of another clip would (ratio near 1) leaves a
+    model's answers little content to carry, however well it sees."""
+    other = shifted(scenes, clip_ids)
+    rows = []
+    for register, texts in captions.items():
+        own, chance = grounding_scores(texts, scenes), grounding_scores(texts, other)
+        for c in CATEGORIES:
+            if own[c]["recall"] > 0:
+                rows.append({"register": register, "facts": c, "recall": own[c]["recall"],
+                             "chance": chance[c]["recall"],
+                             "x chance": own[c]["recall"] / chance[c]["recall"] if chance[c]["recall"] > 0 else np.nan})
+    return pd.DataFrame(rows)
+
+
 def flat_scores(table: dict, prefix: str = "") -> dict[str, float]:
     """{'<prefix><source>_<category>_<recall|precision>': value}: for results.json and glue."""
     return {f"{prefix}{src}_{c}_{m}": v[c][m] for src, v in table.items() for c in CATEGORIES if c in v
