@@ -9,6 +9,7 @@ from helpers.study import event_camera as ec
 from helpers.study import metrics
 from helpers.study.data import make_split
 from helpers.study.drafters import Visibility, evaluate, lookup
+from helpers.study.pairs import RecordedPair
 
 from test_drafters import toy_pairs
 
@@ -200,3 +201,35 @@ def test_learning_curve_plot_draws_the_line_to_the_study_sizes():
     plain = plots.learning_curves(curve).axes[1]
     assert len(plain.get_lines()) == 3                 # test, validation, the 1.0 line
     matplotlib.pyplot.close("all")
+
+
+def _pair(i, clip, question, draft, target):
+    return RecordedPair(clip, i, 0, question, (1,), (1, 2), draft_text=draft, target_text=target)
+
+
+def test_fact_agreement_counts_shared_facts_against_another_clips_draft():
+    """Four clips, one question: clips 0 and 1 hold a bus, 2 and 3 a tree. Each draft names its own
+    clip's object, each target the same: agreement 1; the draft half the recording away (clip 0 <-> 2,
+    1 <-> 3) names the other object: chance 0. The motion facts agree at chance by construction."""
+    q = "What is in the scene?"
+    pairs = [_pair(0, "a", q, "a bus parked", "a bus parked"), _pair(1, "b", q, "a bus parked", "a bus parked"),
+             _pair(2, "c", q, "a tree, a car parked", "a tree, a car parked"),
+             _pair(3, "d", q, "a tree, a car parked", "a tree, a car parked")]
+    t = ec.fact_agreement(pairs).set_index("facts")
+    assert list(t.index) == ["objects", "motion"]            # no scene-level fact named: left out
+    assert t.loc["objects", "named by the draft"] == 6
+    assert t.loc["objects", "agreement"] == 1.0
+    # half-way partners: a<->c, b<->d; a bus draft against a (tree, car) target and back: no object shared
+    assert t.loc["objects", "chance"] == 0.0 and np.isnan(t.loc["objects", "lift"])
+    assert t.loc["motion", "agreement"] == 1.0 and t.loc["motion", "chance"] == 1.0 and t.loc["motion", "lift"] == 1.0
+
+
+def test_fact_agreement_pairs_only_answers_to_the_same_question():
+    pairs = [_pair(0, "a", "q1", "a bus", "a bus"), _pair(0, "a", "q2", "a tree", "a tree"),
+             _pair(1, "b", "q1", "a tree", "a bus"), _pair(1, "b", "q2", "a bus", "a tree")]
+    t = ec.fact_agreement(pairs).set_index("facts")
+    # agreement: a/q1 bus-bus, a/q2 tree-tree, b/q1 tree-bus (no), b/q2 bus-tree (no): 2 of 4
+    assert t.loc["objects", "agreement"] == 0.5
+    # chance, same question only: a/q1 target bus vs b/q1 draft tree (no); b/q1 target bus vs a/q1 draft bus (yes);
+    # a/q2 target tree vs b/q2 draft bus (no); b/q2 target tree vs a/q2 draft tree (yes): 2 of 4
+    assert t.loc["objects", "chance"] == 0.5 and t.loc["objects", "lift"] == 1.0

@@ -296,6 +296,12 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
     oracle["oracle"]["retrieval"] = 2.02
     assert "perfectly, reaches 1.01x" in findings.event_camera(oracle).text
     assert "oracle" not in none.text
+    agree = {**event_results(0.99, 1.01), "fact_agreement": [
+        {"facts": "objects", "named by the draft": 10, "agreement": 0.37, "chance": 0.365, "lift": 1.0137},
+        {"facts": "scene", "named by the draft": 3, "agreement": 0.0, "chance": 0.0, "lift": float("nan")}]}
+    t = findings.event_camera(agree).text
+    assert "the target's answer names 37% of the objects (lift 1.01 over a draft of another clip) on the training" in t
+    assert "scene-level" not in t and "Of the facts the draft names" not in none.text
     online = {**event_results(0.99, 1.01), "online": {
         "every": 8, "prior": "target_prior_suffix", "reader": "draft_retrieval",
         "offline_mat": {"target_prior_suffix": 2.0, "draft_retrieval": 2.0},

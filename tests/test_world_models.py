@@ -79,6 +79,23 @@ def test_reference_chance_and_chance_multiples_hand_computed():
     assert grounding.chance_multiples({"target": {k: v for k, v in t.items() if k != "reference_chance"}}).empty
 
 
+def test_caption_multiples_hand_computed():
+    def scene(kinds):
+        return {"agents": [{"kind": k, "colour": "red", "state": "parked"} for k in kinds], "roadside": [],
+                "background": "sea", "time_of_day": "day", "road": {"layout": "straight"}, "ego_motion": "slow"}
+
+    scenes = [scene(["car"]), scene(["truck"]), scene(["car"])]
+    caps = {"target": ["a red car", "a red truck", "a red car"], "draft": ["a car", "a truck", "a car"]}
+    t = grounding.caption_multiples(caps, scenes, ["a", "b", "c"]).set_index(["register", "facts"])
+    # own scenes: every object named; the next clip's (b, c, a): only c's car against a's car
+    assert t.loc[("target", "objects"), "recall"] == 1.0
+    assert t.loc[("target", "objects"), "chance"] == pytest.approx(1 / 3)
+    assert t.loc[("target", "objects"), "x chance"] == pytest.approx(3.0)
+    assert t.loc[("target", "colours"), "x chance"] == pytest.approx(1.0)   # every agent is red
+    assert ("draft", "colours") not in t.index                              # a register that names none
+    assert ("target", "scene") not in t.index
+
+
 def test_rank_auc_counts_ordered_pairs_and_half_ties():
     import itertools
     import numpy as np

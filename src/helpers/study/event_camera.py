@@ -145,6 +145,38 @@ def retrieval_oracle_mat(retrieval, pairs: Sequence[RecordedPair], gamma: int,
 
 # --- cost ------------------------------------------------------------------------------------
 
+def fact_agreement(pairs: Sequence[RecordedPair], categories: Sequence[str] = ("objects", "motion", "scene")) -> pd.DataFrame:
+    """How much the draft's answer says about the target's, fact by fact: the facts each answer names
+    (`helpers.world.grounding.answer_facts`: objects, agent motions, scene-level facts, by the synthetic
+    world's word patterns, which the recorded DSEC answers share), and per category the share of the
+    facts the draft names that the target's answer to the same question names too, against the same
+    share for the draft of another clip asked that question, half the recording away (chance: a draft
+    that reads nothing of this clip; far away, because neighbouring clips of one recording show much
+    the same road). lift = agreement / chance. Categories the drafts never name are left out."""
+    from helpers.world.grounding import answer_facts
+    draft = [answer_facts(p.draft_text) for p in pairs]
+    target = [answer_facts(p.target_text) for p in pairs]
+    by_question: dict[str, list[int]] = {}
+    for i in sorted(range(len(pairs)), key=lambda i: (pairs[i].clip_index, pairs[i].question_index)):
+        by_question.setdefault(pairs[i].question, []).append(i)
+    other = {}
+    for idx in by_question.values():                       # each pair -> the pair half the recording away
+        if len({pairs[i].clip_id for i in idx}) > 1:
+            other.update({i: idx[(k + max(1, len(idx) // 2)) % len(idx)] for k, i in enumerate(idx)})
+    rows = []
+    for c in categories:
+        named = sum(len(d[c]) for d in draft)
+        if not named:
+            continue
+        hits = sum(len(draft[i][c] & target[i][c]) for i in range(len(pairs)))
+        ch_named = sum(len(draft[other[i]][c]) for i in other)
+        ch_hits = sum(len(draft[other[i]][c] & target[i][c]) for i in other)
+        agree, chance = hits / named, (ch_hits / ch_named if ch_named else float("nan"))
+        rows.append({"facts": c, "named by the draft": named, "agreement": agree, "chance": chance,
+                     "lift": agree / chance if chance > 0 else float("nan")})
+    return pd.DataFrame(rows, columns=["facts", "named by the draft", "agreement", "chance", "lift"])
+
+
 def call_cost_ms(call: Callable[[DraftContext], object], pairs: Sequence[RecordedPair], traces: Sequence[metrics.SDTrace],
                  visibility: Visibility = FULL, max_calls: int = 200, seed: int = 0, warmup: int = 3) -> float:
     """Median wall-clock ms of `call(ctx)` over (up to max_calls, sampled) verify steps of the given

@@ -236,6 +236,12 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
         if "retrieval" in o:
             text += (f" Retrieval keyed by the target's own answer, as if the draft named the clip perfectly, reaches "
                      f"{o['retrieval'] / o['mat']:.2f}x: a bound on what retrieving training answers could add.")
+    agree = {r["facts"]: r for r in ev.get("fact_agreement") or []}
+    if agree:
+        label = {"objects": "objects", "motion": "agent motions", "scene": "scene-level facts"}
+        text += (" Of the facts the draft names, the target's answer names " + "; ".join(
+            f"{r['agreement']:.0%} of the {label.get(f, f)} (lift {r['lift']:.2f} over a draft of another clip)"
+            for f, r in agree.items() if r["lift"] == r["lift"]) + " on the training pairs.")
     trees = ev.get("tree", {}).get("by_size", {})
     if trees:
         k = max(trees, key=lambda n: int(n))
