@@ -6,10 +6,9 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 
 from helpers.models.shipped import SHIPPED_DIR
-from helpers.suite.params import available_presets
+from helpers.suite.params import available_presets, plan_run
 from helpers.suite.paths import REPO_ROOT
 from helpers.world import grounding
 from helpers.world.captions import captions_for_scene
@@ -106,11 +105,16 @@ def test_legible_pair_is_shipped_with_its_world_and_selection():
 
 @pytest.mark.parametrize("preset", available_presets(REPO_ROOT / "params"))
 def test_every_preset_reads_models_trained_on_its_world(preset):
-    p = yaml.safe_load((REPO_ROOT / "params" / f"{preset}.yml").read_text()) or {}
-    if "models_dir" not in p:
-        pytest.skip("no synthetic models in this preset")
-    manifest = json.loads((REPO_ROOT / p["models_dir"] / "manifest.json").read_text())
-    trained_on = manifest["dataset_summary"]["params"].get("world_profile", "driving")
-    assert p.get("world_profile", "driving") == trained_on
-    if "tokenizer_path" in p:
-        assert (REPO_ROOT / p["tokenizer_path"]).resolve() == (REPO_ROOT / p["models_dir"] / "tokenizer").resolve()
+    """The world chapter 1 draws (the preset's world_profile, or the notebook's default) is the one the
+    models chapter 2 loads were trained on, and the tokenizer chapter 10 reads is theirs."""
+    plan = plan_run(preset, REPO_ROOT / "notebooks", REPO_ROOT / "params")
+    given = {spec.stem: {n: p.default for n, p in spec.params.items()} | plan.per_notebook.get(spec.stem, {})
+             for spec in plan.notebooks}                           # the notebook's defaults, then the preset's values
+    if "01_world" not in given or "02_models" not in given:
+        pytest.skip("no synthetic world in this preset")
+    models_dir = REPO_ROOT / given["02_models"]["models_dir"]
+    trained_on = json.loads((models_dir / "manifest.json").read_text())["dataset_summary"]["params"].get(
+        "world_profile", "driving")
+    assert given["01_world"]["world_profile"] == trained_on
+    if given.get("10_data", {}).get("tokenizer_path"):
+        assert (REPO_ROOT / given["10_data"]["tokenizer_path"]).resolve() == (models_dir / "tokenizer").resolve()

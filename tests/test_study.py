@@ -302,6 +302,9 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
     t = findings.event_camera(agree).text
     assert "the target's answer names 37% of the objects (lift 1.01 over a draft of another clip) on the training" in t
     assert "scene-level" not in t and "Of the facts the draft names" not in none.text
+    assert "the content is there" not in findings.event_camera(agree).recommendation      # lift 1.01: not there
+    agree["fact_agreement"][0]["lift"] = 3.1
+    assert "3.1 times as often as a draft of another clip's: the content is there" in findings.event_camera(agree).recommendation
     online = {**event_results(0.99, 1.01), "online": {
         "every": 8, "prior": "target_prior_suffix", "reader": "draft_retrieval",
         "offline_mat": {"target_prior_suffix": 2.0, "draft_retrieval": 2.0},

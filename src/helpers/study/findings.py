@@ -315,9 +315,12 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
                 f"drafter, `{prior}`; its words ({full['ratio']:.2f}x) do not.")
     else:
         tried = feat is not None and _ratio_verdict(feat["ratio_vs_ablation"], bar) in ("none", "loss")
+        named = agree.get("objects", {}).get("lift", float("nan"))
         rec = (f"Draft with the content-free `{prior}` (it needs no draft model and costs less); the draft model's "
-               "tokens do not predict the target's wording beyond what the question and its accepted prefix do. "
-               "To gain from the "
+               "tokens do not predict the target's wording beyond what the question and its accepted prefix do"
+               + (f", although the objects the draft names are in the target's answer {named:.1f} times as often as "
+                  "a draft of another clip's: the content is there, the drafters do not turn it into accepted tokens"
+                  if named >= 1.2 else "") + ". To gain from the "
                + ("event camera, the draft model itself must see the scene better (its hidden states did not help "
                   "either) or the drafters need more pairs." if tried else
                   "event camera, condition on richer draft signals (hidden states, the event features) or on more pairs."))
