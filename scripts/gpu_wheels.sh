@@ -10,10 +10,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 pkgs=(papermill entrypoints tenacity nbclient nbformat fastjsonschema jsonschema jsonschema-specifications
-      referencing rpds-py jupyter_client jupyter_core platformdirs traitlets pyzmq tornado ipykernel comm debugpy
-      ipython ipython_pygments_lexers jedi parso prompt_toolkit wcwidth pexpect ptyprocess stack-data
+      referencing rpds-py jupyter_client jupyter_core platformdirs traitlets pyzmq tornado ipykernel comm
+      ipython ipython_pygments_lexers prompt_toolkit wcwidth pexpect ptyprocess stack-data
       asttokens executing pure_eval matplotlib-inline nest-asyncio2 myst-nb docutils importlib_metadata
       pytest pluggy iniconfig)     # pytest: tests/test_graphs.py's CUDA tests run there (gpu_run.sh PHASE=synmeasure)
+# Left out: jedi, parso and debugpy (9 MB). IPython looks for jedi only to complete code and ipykernel
+# for debugpy only when a debugger attaches; papermill's kernel runs without them (checked here with
+# the three made unimportable), and without them the working tree, .whl and .whl-av stay under the
+# device tool's 64 MiB for a call (the two shipped model pairs take 17 MB of the tree).
 pins=()
 for p in "${pkgs[@]}"; do
   v=$("$PY" -m pip show "$p" 2>/dev/null | sed -n 's/^Version: //p')
