@@ -118,3 +118,10 @@ def test_every_preset_reads_models_trained_on_its_world(preset):
     assert given["01_world"]["world_profile"] == trained_on
     if given.get("10_data", {}).get("tokenizer_path"):
         assert (REPO_ROOT / given["10_data"]["tokenizer_path"]).resolve() == (models_dir / "tokenizer").resolve()
+
+
+def test_shipped_pairs_name_both_worlds_pairs_by_fingerprint():
+    from helpers.models.shipped import shipped_pairs, weights_id
+    pairs = shipped_pairs()
+    assert pairs[weights_id(SHIPPED_DIR)] == SHIPPED_DIR and pairs[weights_id(LEGIBLE_DIR)] == LEGIBLE_DIR
+    assert len(pairs) == 2

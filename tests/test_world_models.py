@@ -400,8 +400,11 @@ def test_retrain_models_path_trains_saves_and_reports(tmp_path):
     assert all(r["vision stage s"] > 0 and r["pixels"] == "squash" for r in res["training"])   # the shipped recipe
     for kind in ("draft", "target"):
         assert (models / kind / "model.safetensors").exists()
-    # the shipped tokenizer is reused, so 10_data's tokenizer_path stays valid
-    assert (models / "tokenizer" / "tokenizer.json").read_text() == (SHIPPED_DIR / "tokenizer" / "tokenizer.json").read_text()
+    # the tokenizer of the pair shipped for the world (02_models' default models_dir) is reused, so 10_data's
+    # tokenizer_path stays valid
+    from helpers.suite.params import notebook_spec
+    shipped_for_world = REPO_ROOT / notebook_spec(REPO_ROOT / "notebooks" / "02_models.ipynb").params["models_dir"].default
+    assert (models / "tokenizer" / "tokenizer.json").read_text() == (shipped_for_world / "tokenizer" / "tokenizer.json").read_text()
 
 
 def test_fact_matrix_and_aux_loss_trains_the_vision_tower():

@@ -62,6 +62,12 @@ def weights_id(models_dir: str | Path = SHIPPED_DIR) -> str | None:
     return h.hexdigest()[:12]
 
 
+def shipped_pairs() -> dict[str, Path]:
+    """{weights_id: folder} of every model pair this repository ships (the driving world's and the
+    legible world's), so that a measurement carrying a fingerprint can name the pair it was made with."""
+    return {wid: d for d in sorted(SHIPPED_DIR.parent.iterdir()) if d.is_dir() and (wid := weights_id(d))}
+
+
 def world_tokenizer(entries, vocab_size: int = 1024):
     """Byte-level BPE on the questions and both registers' answers of `entries`."""
     texts = list(QUESTIONS) + [e["draft_answer"] for e in entries] + [e["target_answer"] for e in entries]
