@@ -143,8 +143,6 @@ def retrieval_oracle_mat(retrieval, pairs: Sequence[RecordedPair], gamma: int,
     return best
 
 
-# --- cost ------------------------------------------------------------------------------------
-
 def fact_agreement(pairs: Sequence[RecordedPair], categories: Sequence[str] = ("objects", "motion", "scene")) -> pd.DataFrame:
     """How much the draft's answer says about the target's, fact by fact: the facts each answer names
     (`helpers.world.grounding.answer_facts`: objects, agent motions, scene-level facts, by the synthetic
@@ -176,6 +174,8 @@ def fact_agreement(pairs: Sequence[RecordedPair], categories: Sequence[str] = ("
                      "lift": agree / chance if chance > 0 else float("nan")})
     return pd.DataFrame(rows, columns=["facts", "named by the draft", "agreement", "chance", "lift"])
 
+
+# --- cost ------------------------------------------------------------------------------------
 
 def call_cost_ms(call: Callable[[DraftContext], object], pairs: Sequence[RecordedPair], traces: Sequence[metrics.SDTrace],
                  visibility: Visibility = FULL, max_calls: int = 200, seed: int = 0, warmup: int = 3) -> float:

@@ -4,14 +4,15 @@ Deterministic given the generator's state; the distributions below set the world
 (layouts, traffic, roadside objects, lighting, ego motion). Where the objects stand and how often
 each kind occurs are a `SceneDistribution` (`PROFILES`):
 
-- "driving" (the default, the world the shipped models were trained on): up to four agents 9-45 m
+- "driving" (`sample_scene`'s default; the world of the pair in assets/synthetic_vlm, which
+  synthetic_study and synthetic_scale run on): up to four agents 9-45 m
   ahead, most of them cars, and roadside objects up to 60 m ahead, trees or buildings in nearly
   every scene. Most objects span a few pixels of a 96-pixel model input, and the kinds are so
   predictable from their base rates that the reference captions themselves name objects only about
   twice as often as fluent text about another clip would (`helpers.world.grounding.chance_multiples`).
 - "legible": fewer, nearer objects (agents 7-24 m, roadside 8-28 m) whose kinds are drawn evenly, so
   that what a clip holds is both visible and not guessable: a world in which a caption's content
-  can carry information about the scene.
+  can carry information about the scene. The default run's world (pair in assets/synthetic_vlm_legible).
 """
 from __future__ import annotations
 
