@@ -143,6 +143,9 @@ def retrieval_oracle_mat(retrieval, pairs: Sequence[RecordedPair], gamma: int,
     return best
 
 
+FACT_LABELS = {"objects": "objects", "motion": "agent motions", "scene": "scene-level facts"}   # for the book's prose
+
+
 def fact_agreement(pairs: Sequence[RecordedPair], categories: Sequence[str] = ("objects", "motion", "scene")) -> pd.DataFrame:
     """How much the draft's answer says about the target's, fact by fact: the facts each answer names
     (`helpers.world.grounding.answer_facts`: objects, agent motions, scene-level facts, by the synthetic

@@ -238,9 +238,9 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
                      f"{o['retrieval'] / o['mat']:.2f}x: a bound on what retrieving training answers could add.")
     agree = {r["facts"]: r for r in ev.get("fact_agreement") or []}
     if agree:
-        label = {"objects": "objects", "motion": "agent motions", "scene": "scene-level facts"}
+        from helpers.study.event_camera import FACT_LABELS
         text += (" Of the facts the draft names, the target's answer names " + "; ".join(
-            f"{r['agreement']:.0%} of the {label.get(f, f)} (lift {r['lift']:.2f} over a draft of another clip)"
+            f"{r['agreement']:.0%} of the {FACT_LABELS.get(f, f)} (lift {r['lift']:.2f} over a draft of another clip)"
             for f, r in agree.items() if r["lift"] == r["lift"]) + " on the training pairs.")
     trees = ev.get("tree", {}).get("by_size", {})
     if trees:
