@@ -598,3 +598,44 @@ def test_zoo_keeps_same_question_retrieval_only_where_validation_says_so():
     assert no.same_question is False
     qp, s = zoo.train("target_prior_question", two_question_pairs(80, 1), two_question_pairs(30, 5), recipe, {})
     assert isinstance(qp, lookup.QuestionPrior) and s["chosen"]["weight"] == 0.9
+
+
+def question_pairs(n: int, seed: int = 0) -> list[RecordedPair]:
+    """The same drafts under two questions whose answers differ only by the question asked."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        q = int(rng.integers(2))
+        tail = [10, 11, 12, 13] if q == 0 else [20, 21, 22, 23]
+        out.append(RecordedPair(f"s{seed}c{i}", i, q, ("what is ahead?", "how does it move?")[q], [5, 6], [1, *tail, 2],
+                                "", ""))
+    return out
+
+
+def test_a_count_prior_mixed_into_a_network_is_bound_to_each_pairs_question(tmp_path):
+    from helpers.study.drafters.cross_modal import choose_prior_weight, prior_distribution
+    from helpers.study.drafters.lookup import DraftRetrieval, QuestionPrior
+    train, val, test = question_pairs(24, 0), question_pairs(8, 1), question_pairs(8, 2)
+    assert {p.question_index for p in test} == {0, 1}
+    prior = QuestionPrior().fit(train)
+    q0, q1 = (next(p for p in test if p.question_index == k) for k in (0, 1))
+    # the prior's own distribution, once bound to a question, continues that question's answers
+    assert max(prior_distribution(prior, q0.question, [1]).items(), key=lambda kv: kv[1])[0] == 10
+    assert max(prior_distribution(prior, q1.question, [1]).items(), key=lambda kv: kv[1])[0] == 20
+    d = CrossModalDrafter(CrossModalConfig(d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ffn=32))
+    d.fit(train, val, TrainConfig(epochs=1, batch_size=8, progress=False))    # barely trained: the prior must carry it
+    scores = choose_prior_weight(d, prior, val, [0.0, 1.0], gamma=3, by="mat")
+    assert scores[0.0] == pytest.approx(evaluate(prior, val, 3).sd.mat) and d.prior_weight == 0.0
+    mixed, alone = evaluate(d, test, 3), evaluate(prior, test, 3)
+    assert [t.accepted for t in mixed.traces] == [t.accepted for t in alone.traces]
+    assert mixed.sd.mat == pytest.approx(alone.sd.mat) and alone.token_match == 1.0    # both questions followed
+    d.set_prior(prior, 0.5)
+    check_shortcut(d, test, gamma=3)                   # online (propose with the context's question) == offline
+    d.save(tmp_path / "qmix.pt")
+    back = CrossModalDrafter.load(tmp_path / "qmix.pt")
+    assert type(back.prior) is QuestionPrior and back.prior_weight == 0.5
+    assert all((a == b).all() for a, b in zip(d.predict_topk(test, 2), back.predict_topk(test, 2)))
+    with pytest.raises(ValueError, match="reads the draft"):
+        d.set_prior(DraftRetrieval().fit(train), 0.5)
+    with pytest.raises(ValueError, match="by must be"):
+        choose_prior_weight(d, prior, val, [0.5], by="loss")

@@ -203,6 +203,19 @@ def test_learning_curve_plot_draws_the_line_to_the_study_sizes():
     matplotlib.pyplot.close("all")
 
 
+def test_mixture_weight_plot_rings_each_networks_chosen_weight():
+    import matplotlib
+    matplotlib.use("Agg")
+    from helpers.study import plots
+    scores = {"with": {0.0: 3.70, 0.5: 3.79, 1.0: 3.57}, "zeroed": {0.0: 3.70, 0.35: 3.77, 1.0: 3.43}}
+    ax = plots.mixture_weights(scores, 3.70, "target_prior_question", "t").axes[0]
+    rings = [(ln.get_xdata()[0], ln.get_ydata()[0]) for ln in ax.get_lines() if ln.get_markersize() == 12]
+    assert rings == [(0.5, 3.79), (0.35, 3.77)]
+    assert [ln.get_ydata()[0] for ln in ax.get_lines() if ln.get_linestyle() == ":"] == [3.70]   # the prior alone
+    assert len(plots.mixture_weights(scores, float("nan"), "p", "t").axes[0].get_lines()) == 4   # no NaN line
+    matplotlib.pyplot.close("all")
+
+
 def _pair(i, clip, question, draft, target):
     return RecordedPair(clip, i, 0, question, (1,), (1, 2), draft_text=draft, target_text=target)
 

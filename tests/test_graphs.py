@@ -45,11 +45,11 @@ def same_or_tied(drafter, ctxs, got, want, tol=1e-4):
                 x = torch.tensor([list(ctx.draft_ids)[: drafter.cfg.max_len]])
                 row = drafter.model(x)[0, len(ctx.target_prefix) - 1 + i]
                 score = {t: float(row[drafter._to_out[t]]) for t in (a[i], b[i])}
-            elif isinstance(drafter, df.FeatureDrafter):            # logits from the pair's features
-                row = drafter.model(drafter._feats_of([ctx.key]), torch.tensor([drafter._enc(prefix)]))[0, -1]
+            elif isinstance(drafter, df.FeatureDrafter):            # from the pair's features (and prior, if mixed)
+                row = drafter._probs_of(drafter._feats_of([ctx.key]), prefix, ctx.question)[-1]
                 score = {t: float(row[drafter.stoi[t]]) for t in (a[i], b[i])}
             else:
-                row = drafter._probs(ctx.draft_ids, prefix)[-1]
+                row = drafter._probs(ctx.draft_ids, prefix, ctx.question)[-1]
                 score = {t: float(row[drafter.stoi[t]]) for t in (a[i], b[i])}
         assert abs(score[a[i]] - score[b[i]]) < tol, (ctx.target_prefix, a, b, score)
 
@@ -135,6 +135,45 @@ def test_feature_drafter_static_path(monkeypatch):
     monkeypatch.setattr(graphs, "wanted", lambda device, enabled=True: bool(enabled))
     with pytest.warns(RuntimeWarning):
         same_or_tied(d, contexts(pairs), [d.propose(c, 3) for c in contexts(pairs)], eager)
+
+
+@pytest.fixture(scope="module")
+def feature_mix():
+    """A feature network mixed with a question-bound count prior (chapter 35's draft_features_mix)."""
+    from helpers.study.drafters.lookup import QuestionPrior
+    from test_drafters import question_pairs
+    train, test = question_pairs(24, 0), question_pairs(6, 2)
+    rng = np.random.default_rng(1)
+    feats = {p.key: rng.normal(size=(2, 8)).astype(np.float32) for p in train + test}
+    d = df.FeatureDrafter(CrossModalConfig(d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ffn=32, max_len=16), feats)
+    d.fit(train, test, TrainConfig(epochs=2, batch_size=8, device="cpu", progress=False))
+    d.set_prior(QuestionPrior().fit(train), 0.4)
+    return d, test
+
+
+def test_a_feature_network_mixed_with_a_question_prior_drafts_the_same_on_its_static_path(feature_mix, monkeypatch):
+    d, pairs = feature_mix
+    eager = [d.propose(c, 3) for c in contexts(pairs)]
+    assert {tuple(e) for e in eager} >= {(10, 11, 12), (20, 21, 22)}     # each question's own answer after token 0
+    check_shortcut(d, pairs, gamma=3)
+    monkeypatch.setattr(graphs, "wanted", lambda device, enabled=True: bool(enabled))
+    with pytest.warns(RuntimeWarning):
+        same_or_tied(d, contexts(pairs), [d.propose(c, 3) for c in contexts(pairs)], eager)
+
+
+@CUDA
+def test_cuda_graphs_of_a_feature_network_mixed_with_a_question_prior(feature_mix):
+    d, pairs = feature_mix
+    cpu = [d.propose(c, 3) for c in contexts(pairs)]
+    d.model.to("cuda")
+    d.device = torch.device("cuda")
+    try:
+        graphed = [d.propose(c, 3) for c in contexts(pairs)]
+    finally:
+        d.model.to("cpu")
+        d.device = torch.device("cpu")
+    same_or_tied(d, contexts(pairs), graphed, cpu)
+    assert d._captured[1].graphed
 
 
 @CUDA

@@ -262,6 +262,12 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
         text += f"; continuing it beyond {sizes[-1]:,} pairs is an extrapolation, not a measurement."
     feat = ev.get("draft_features")
     fret = (feat or {}).get("retrieval")
+    fmix = (feat or {}).get("mix")
+    # the feature drafter the recommendation may name: chapter 35 picks it by validation MAT, never by test
+    chosen = (feat or {}).get("chosen") or ("draft_feature_retrieval" if fret else None)
+    chosen_ratio = (fmix["ratio_vs_prior"] if fmix and chosen == fmix["name"] and fmix["weight"] > 0 else
+                    fret["ratio_vs_prior"] if fret and chosen == "draft_feature_retrieval" else None)
+    fv_chosen = _ratio_verdict(chosen_ratio, bar) if chosen_ratio else None
     fv_ret = _ratio_verdict(fret["ratio_vs_prior"], bar) if fret else None
     if fret:
         text += (" Retrieval keyed by the draft model's hidden states instead of its words (`draft_feature_retrieval`: "
@@ -282,6 +288,16 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
                  + " in this run (both networks train under a wall-clock budget: repeat it before relying on its sign)."
                  + f" Against `{feat['prior']}` it reaches {feat['mat']['draft_features'] / feat['prior_mat']:.2f}x "
                    "its MAT.")
+    if fmix and fmix["weight"] == 0:
+        text += (f" Mixed with `{fmix['prior']}`, validation gives the hidden-state network no weight: the prior alone "
+                 "scores best there.")
+    elif fmix:
+        fv_mix = _ratio_verdict(fmix["ratio_vs_prior"], bar)
+        text += (f" Mixed with `{fmix['prior']}` (the network weighted {fmix['weight']:g}, chosen on validation), the "
+                 f"hidden-state network against `{prior}`: {_ratio_text(fmix['ratio_vs_prior'])}; "
+                 + {"bar": "the hidden states carry the scene", "gain": "the hidden states add to the prior",
+                    "none": "no difference this test split can detect", "loss": "behind the prior"}[fv_mix]
+                 + f". Against the same mixture with the features zeroed: {_ratio_text(fmix['ratio_vs_ablation'])}.")
     on = ev.get("online")
     lift = on["online_mat"][on["prior"]] / on["offline_mat"][on["prior"]] if on else None   # the store alone
     if on:
@@ -290,9 +306,9 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
                  f"with it the best reader `{on['reader']}` against that prior: {_ratio_text(on['ratio'])}.")
     cost = ev.get("cost_ms", {})
     step = ev.get("target_step_ms")
+    def share(c):
+        return f"{c / step:.0%} of" if c < step else f"{c / step:.1f} times"
     if reader in cost and step:
-        def share(c):
-            return f"{c / step:.0%} of" if c < step else f"{c / step:.1f} times"
         c, g = cost[reader]["chain (CPU)"], cost[reader].get("chain (GPU)")
         text += (f" `{reader}` costs {c:.2f} ms per chain of {ev['gamma']} drafts on the CPU, "
                  f"{share(c)} a {step:.1f} ms compiled 7B target decode step"
@@ -306,11 +322,20 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
                f"but by less than {bar - 1:.0%} of MAT.")
         head = (f"Reading the event-camera draft, `{reader}` lifts MAT {full['ratio']:.2f}x over `{prior}`, "
                 f"below the {bar:.2f}x bar.")
-    elif fv_ret in ("bar", "gain"):
-        fr = fret["ratio_vs_prior"]
-        rec = (f"Where the draft model runs next to the target, key the datastore by its hidden states "
-               f"(`draft_feature_retrieval`, {fr['ratio']:.2f}x the MAT of `{prior}`, interval {fr['lo']:.2f} to "
-               f"{fr['hi']:.2f}, with no streaming penalty); with the draft's words alone, draft with `{prior}`.")
+    elif fv_chosen in ("bar", "gain"):
+        fr = chosen_ratio
+        how = ("mix a network that reads its hidden states with the prior (`{}`, the network weighted {:g})".format(
+            chosen, fmix["weight"]) if fmix and chosen == fmix["name"] else
+            "key the datastore by its hidden states (`draft_feature_retrieval`)")
+        c = cost.get(chosen, {})
+        spend = (f"; it costs {c['chain (CPU)']:.2f} ms per chain of {ev['gamma']} on the CPU"
+                 + (f" ({share(c['chain (CPU)'])} a {step:.1f} ms compiled 7B target decode step)" if step else "")
+                 + (f", {c['chain (GPU)']:.2f} ms on the GPU" + (f" ({share(c['chain (GPU)'])} it)" if step else "")
+                    if c.get("chain (GPU)") is not None else "")
+                 if c.get("chain (CPU)") is not None else "")
+        rec = (f"Where the draft model runs next to the target, {how}: {fr['ratio']:.2f}x the MAT of `{prior}`, "
+               f"interval {fr['lo']:.2f} to {fr['hi']:.2f}, with no streaming penalty{spend}. With the draft's words "
+               f"alone, draft with `{prior}`.")
         head = (f"The event-camera draft model's hidden states lift MAT {fr['ratio']:.2f}x over the best content-free "
                 f"drafter, `{prior}`; its words ({full['ratio']:.2f}x) do not.")
     else:

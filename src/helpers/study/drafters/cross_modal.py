@@ -7,13 +7,17 @@ compact vocabulary built from the training split (ids never seen in training map
 can never be predicted). With `use_draft=False` the encoder sees only UNK: the same network
 becomes a neural content-free prior, the ablation that isolates what the draft adds.
 
-`set_prior(ngram, weight)` mixes the network's next-token distribution with an n-gram prior of
-the target's phrasing: p = weight * p_net + (1 - weight) * p_ngram, weight chosen on validation
+`set_prior(prior, weight)` mixes the network's next-token distribution with a content-free prior
+of the target's phrasing: p = weight * p_net + (1 - weight) * p_prior, weight chosen on validation
 (`choose_prior_weight`). With little data the count model knows the target's formulaic wording
 better than a network can learn it, while the network brings the scene content from the draft.
+The prior is an n-gram (`NgramPrior`) or any content-free count drafter of
+helpers.study.drafters.lookup (`target_prior_question` included: it is bound to each pair's
+question and shown no draft, `prior_distribution`).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -29,6 +33,24 @@ from helpers.study.pairs import RecordedPair
 from helpers.training import IGNORE, MISS, ModelDevice, TrainConfig, chunks, fit_token_model, pad_batch
 
 PAD, UNK = 0, 1  # compact ids
+PRIOR_TOP = 50   # a mixed-in prior contributes its best this many candidates, renormalised
+
+
+def prior_distribution(prior, question: str, prefix: Sequence[int], k: int = PRIOR_TOP) -> dict[int, float]:
+    """A content-free prior's next-token distribution after `prefix` for a pair asked `question`:
+    an n-gram's own (`NgramPrior.distribution`), or a count drafter's (helpers.study.drafters.lookup)
+    given the question and no draft token; its k best candidates, renormalised."""
+    if hasattr(prior, "distribution"):
+        return prior.distribution(prefix, k)
+    top = prior.dist(prior.state_for("", question, ()), prefix).topk(k)
+    z = sum(q for _, q in top) or 1.0
+    return {t: q / z for t, q in top}
+
+
+def load_prior(path: Path):
+    """The prior saved next to a network: an n-gram or a count drafter, by what the file holds."""
+    from helpers.study.drafters import lookup
+    return lookup.load(path) if "class" in json.loads(path.read_text()) else NgramPrior.load(path)
 
 
 @dataclass
@@ -147,8 +169,12 @@ class CrossModalDrafter(ModelDevice):
         self._rows = (None, None)                   # (key, the prior's rows) of the last prefix (_prior_rows)
 
     def set_prior(self, prior, weight: float) -> None:
+        """Mix `prior` (None: none) into the network's distribution with the network weighted `weight`."""
         if not 0 <= weight <= 1:
             raise ValueError(f"network weight must be in [0, 1], got {weight}")
+        if getattr(prior, "reads_draft", False):
+            raise ValueError(f"{prior.name} reads the draft: only a content-free prior can be mixed in, "
+                             "or the mixture's gain over the network would not be the network's alone")
         self.prior, self.prior_weight = prior, float(weight)
         self._rows = (None, None)                   # a prior changed in place is set again: nothing stale kept
 
@@ -181,17 +207,21 @@ class CrossModalDrafter(ModelDevice):
         return fit_token_model(self.model, self._batches, train, val, tcfg, desc=self.name)
 
     # --- inference ----------------------------------------------------------------
-    @torch.no_grad()
-    def _probs(self, draft_ids: Sequence[int], prefix: Sequence[int]) -> torch.Tensor:
+    def _probs(self, draft_ids: Sequence[int], prefix: Sequence[int], question: str = "") -> torch.Tensor:
         """Next-token probabilities after each prefix position, (len(prefix), V), the prior mixed in if set."""
+        return self._probs_of(pad_batch([self._src(draft_ids)], PAD), prefix, question)
+
+    @torch.no_grad()
+    def _probs_of(self, src: torch.Tensor, prefix: Sequence[int], question: str) -> torch.Tensor:
+        """_probs from the encoder's input (the draft's ids, or features), for a pair asked `question`."""
         self.model.eval()
-        memory = self.model.encode(pad_batch([self._src(draft_ids)], PAD).to(self.device))
+        memory = self.model.encode(src.to(self.device))
         lg = self.model.decode(*memory, pad_batch([self._enc(prefix)], PAD).to(self.device))[0].cpu()
         lg[:, :2] = -torch.inf                                       # PAD/UNK are never drafts
-        rows = self._prior_rows(prefix, len(lg), lg.shape[1], lg.dtype)
+        rows = self._prior_rows(prefix, len(lg), lg.shape[1], lg.dtype, question)
         return lg.softmax(-1) if rows is None else lg.softmax(-1) * self.prior_weight + rows
 
-    def _prior_rows(self, prefix: Sequence[int], n: int, vocab: int, dtype) -> torch.Tensor | None:
+    def _prior_rows(self, prefix: Sequence[int], n: int, vocab: int, dtype, question: str = "") -> torch.Tensor | None:
         """(n, vocab): row r is (1 - network weight) x the prior's distribution after prefix[: r + 1],
         in compact ids (what `_mix` adds to one row), or None with no prior mixed in. The last
         prefix's rows are kept: the streamed views of one pair all decode the same target prefix, so
@@ -199,49 +229,50 @@ class CrossModalDrafter(ModelDevice):
         given again with `set_prior`, which forgets the kept rows."""
         if self.prior is None or self.prior_weight == 1.0:
             return None
-        key = (id(self.prior), self.prior_weight, tuple(prefix[:n]), vocab, dtype)
+        key = (id(self.prior), self.prior_weight, question, tuple(prefix[:n]), vocab, dtype)
         if self._rows[0] != key:
-            self._rows = (key, torch.stack([self._prior_row(prefix[: r + 1], vocab, dtype) for r in range(n)])
+            self._rows = (key, torch.stack([self._prior_row(prefix[: r + 1], vocab, dtype, question) for r in range(n)])
                           if n else torch.zeros(0, vocab, dtype=dtype))
         return self._rows[1]
 
-    def _prior_row(self, prefix: Sequence[int], vocab: int, dtype) -> torch.Tensor:
+    def _prior_row(self, prefix: Sequence[int], vocab: int, dtype, question: str = "") -> torch.Tensor:
         """(vocab,): (1 - network weight) x the prior's distribution after `prefix`, in compact ids,
         zero elsewhere (the prior knows only training ids too)."""
-        mix = [(self.stoi[tok], (1 - self.prior_weight) * q) for tok, q in self.prior.distribution(prefix).items()
-               if tok in self.stoi]
+        mix = [(self.stoi[tok], (1 - self.prior_weight) * q)
+               for tok, q in prior_distribution(self.prior, question, prefix).items() if tok in self.stoi]
         row = torch.zeros(vocab, dtype=dtype)
         if mix:                             # one vectorised write (element-by-element writes cost most of the time)
             cols, vals = zip(*mix)
             row[torch.tensor(cols)] = torch.tensor(vals, dtype=dtype)
         return row
 
-    def _mix(self, logits: torch.Tensor, prefix: Sequence[int]) -> torch.Tensor:
+    def _mix(self, logits: torch.Tensor, prefix: Sequence[int], question: str = "") -> torch.Tensor:
         """Next-token probabilities (V,) from the network's logits after `prefix` (PAD and UNK
         masked already), on the logits' device, with the prior mixed in if set."""
         probs = logits.softmax(-1)
         if self.prior is None or self.prior_weight == 1.0:
             return probs
-        return probs * self.prior_weight + self._prior_row(prefix, len(probs), probs.dtype).to(probs.device)
+        return probs * self.prior_weight + self._prior_row(prefix, len(probs), probs.dtype, question).to(probs.device)
 
     def predict_topk(self, pairs, k, visible=None):
         itos = torch.tensor(self.itos)
         out = []
         for j, p in enumerate(pairs):
             v = len(p.draft_ids) if visible is None else visible[j]
-            lg = self._probs(p.draft_ids[:v], p.target_ids[:-1])     # (L-1, V): position i predicts i+1
+            lg = self._probs(p.draft_ids[:v], p.target_ids[:-1], p.question)   # (L-1, V): position i predicts i+1
             top = itos[lg.topk(k, dim=-1).indices].numpy()
             need = len(p.target_ids) - 1 - top.shape[0]              # beyond max_len
             out.append(np.vstack([top, -np.ones((need, k), dtype=top.dtype)]) if need > 0 else top)
         return out
 
     def propose(self, ctx: DraftContext, n: int) -> list[int]:
-        return self._chain(pad_batch([self._src(ctx.draft_ids)], PAD), ctx.target_prefix, n)
+        return self._chain(pad_batch([self._src(ctx.draft_ids)], PAD), ctx.target_prefix, n, ctx.question)
 
     @torch.no_grad()
-    def _chain(self, src: torch.Tensor, prefix: Sequence[int], n: int) -> list[int]:
+    def _chain(self, src: torch.Tensor, prefix: Sequence[int], n: int, question: str = "") -> list[int]:
         """Greedy chain of n drafts after `prefix`, the encoder run once on `src` (the draft's ids,
-        or features): eagerly on the CPU, as replayed CUDA graphs on a CUDA device."""
+        or features), a mixed-in prior bound to `question`: eagerly on the CPU, as replayed CUDA
+        graphs on a CUDA device."""
         self.model.eval()
         n = max(0, min(n, self.cfg.max_len + 1 - len(prefix)))         # beyond its positions: nothing to propose
         if graphs.wanted(self.device, self.cuda_graphs):
@@ -262,7 +293,7 @@ class CrossModalDrafter(ModelDevice):
                 return logits
         seq = list(prefix)
         for _ in range(n):
-            seq.append(self.itos[int(self._mix(step(seq), seq).argmax())])
+            seq.append(self.itos[int(self._mix(step(seq), seq, question).argmax())])
         return seq[len(prefix):]
 
     # --- persistence --------------------------------------------------------------
@@ -283,18 +314,22 @@ class CrossModalDrafter(ModelDevice):
         d.model.eval()
         prior = Path(path).with_suffix(".prior.json")
         if prior.exists():
-            d.set_prior(NgramPrior.load(prior), ck["prior_weight"])
+            d.set_prior(load_prior(prior), ck["prior_weight"])
         return d
 
 
 def choose_prior_weight(drafter: CrossModalDrafter, prior, val: Sequence[RecordedPair],
-                        grid: Sequence[float], gamma: int = 5) -> dict[float, float]:
-    """Set the network/prior mixture weight with the best validation token match; returns
-    the validation token match of every weight tried (0 = the prior alone, 1 = the network)."""
+                        grid: Sequence[float], gamma: int = 5, by: str = "token_match") -> dict[float, float]:
+    """Set the network/prior mixture weight with the best validation score, `by` "token_match"
+    (teacher-forced top-1) or "mat" (chains of gamma); returns the validation score of every
+    weight tried (0 = the prior alone, 1 = the network)."""
+    if by not in ("token_match", "mat"):
+        raise ValueError(f"by must be 'token_match' or 'mat', got {by!r}")
     scores = {}
     for w in grid:
         drafter.set_prior(prior, w)
-        scores[float(w)] = evaluate(drafter, val, gamma).token_match
+        e = evaluate(drafter, val, gamma)
+        scores[float(w)] = e.token_match if by == "token_match" else e.sd.mat
     best = max(scores, key=lambda w: (scores[w], w))
     drafter.set_prior(prior, best)
     return scores

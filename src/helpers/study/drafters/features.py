@@ -97,20 +97,11 @@ class FeatureDrafter(CrossModalDrafter):
         self.model = FeatureNet(self.cfg, len(self.itos), self.feat_dim).to(self.device)
         return fit_token_model(self.model, self._batches, train, val, tcfg, desc=self.name)
 
-    @torch.no_grad()
-    def _pair_probs(self, pair: RecordedPair) -> torch.Tensor:
-        self.model.eval()
-        src = self._feats([pair]).to(self.device)
-        tgt = pad_batch([self._enc(pair.target_ids[:-1])], PAD).to(self.device)
-        lg = self.model(src, tgt)[0].cpu()
-        lg[:, :2] = -torch.inf
-        return lg
-
     def predict_topk(self, pairs, k, visible=None):
         itos = torch.tensor(self.itos)
         out = []
         for p in pairs:
-            top = itos[self._pair_probs(p).topk(k, dim=-1).indices].numpy()
+            top = itos[self._probs_of(self._feats([p]), p.target_ids[:-1], p.question).topk(k, dim=-1).indices].numpy()
             need = len(p.target_ids) - 1 - top.shape[0]
             out.append(np.vstack([top, -np.ones((need, k), dtype=top.dtype)]) if need > 0 else top)
         return out
@@ -121,4 +112,4 @@ class FeatureDrafter(CrossModalDrafter):
         if ctx.key not in self.features:
             raise KeyError(f"no draft features for pair {ctx.key!r}: this drafter drafts only for pairs whose "
                            "draft-model features were extracted (the online engine's contexts carry none)")
-        return self._chain(self._feats_of([ctx.key]), ctx.target_prefix, n)
+        return self._chain(self._feats_of([ctx.key]), ctx.target_prefix, n, ctx.question)
