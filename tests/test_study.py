@@ -283,6 +283,29 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
         **mix, "ratio_vs_prior": {"ratio": 1.0, "lo": 0.99, "hi": 1.01, "mat_a": 3.75, "mat_b": 3.75}}}}
     assert "content-free `target_prior_kn`" in findings.event_camera(flat_mix, bar=1.15).recommendation
     unused = {**both, "draft_features": {**both["draft_features"], "mix": {**mix, "weight": 0.0}}}
+    # at a 7B step the chain's measured cost decides: 3.83 * 5.8 / (5.8 + 1.2) = 3.17x against 3.75 * 5.8 / 5.9 = 3.69x
+    costly = {**both, "cost_ms": {"draft_features_mix": {"runs": "network", "chain (CPU)": 3.1},
+                                  "draft_features": {"runs": "network", "chain (CPU)": 2.0},
+                                  "target_prior_kn": {"runs": "host CPU", "chain (CPU)": 0.1}},
+              "gpu_cost_ms": {"draft_features_mix": {"runs": "network", "chain (CPU)": 9.0, "chain (GPU)": 1.2},
+                              "draft_features": {"runs": "network", "chain (CPU)": 8.0, "chain (GPU)": 0.9},
+                              "target_prior_kn": {"runs": "host CPU", "chain (CPU)": 0.1}},
+              "gpu_cost_from": "measurements/h200/event_camera.json"}
+    c = findings.event_camera(costly, bar=1.15)
+    assert c.recommendation.startswith("Draft with `target_prior_kn` for now. The draft model's hidden states do carry "
+                                       "what the target will say: `draft_features_mix` (the network that reads them, "
+                                       "mixed with the prior) accepts 1.02x the tokens per verify step (interval 1.00 "
+                                       "to 1.04), but it costs 1.20 ms per chain of 5 on the GPU (measured on the GPU "
+                                       "machine: measurements/h200/event_camera.json) against 0.10 ms for "
+                                       "`target_prior_kn`, which at a 5.8 ms 7B step (a verify step taken as long) "
+                                       "implies 3.17x over greedy decoding against 3.69x.")
+    # break-even: 3.83 / 3.75 * (5.8 + 0.1) - 5.8 = 0.23 ms
+    assert c.recommendation.endswith("It pays once its chain of 5 costs under 0.23 ms (the network alone costs 0.90 ms "
+                                     "there).") and "do not yet pay at 7B" in c.headline
+    cheap = {**costly, "gpu_cost_ms": {**costly["gpu_cost_ms"], "draft_features_mix": {"runs": "network", "chain (GPU)": 0.1}}}
+    ch = findings.event_camera(cheap, bar=1.15)
+    assert "implies 3.77x over greedy decoding against 3.69x. With the draft's words alone" in ch.recommendation
+    assert ch.recommendation.startswith("Where the draft model runs next to the target, mix a network")
     u = findings.event_camera(unused, bar=1.15)
     assert "validation gives the hidden-state network no weight" in u.text and "mix a network" not in u.recommendation
     assert "hidden states lift MAT 1.03x" in r.headline and "its words (1.00x) do not" in r.headline

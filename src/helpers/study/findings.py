@@ -213,6 +213,33 @@ def _ratio_text(r: dict) -> str:
     return f"{r['ratio']:.3f}x (95% interval {r['lo']:.3f} to {r['hi']:.3f}; MAT {r['mat_a']:.2f} vs {r['mat_b']:.2f})"
 
 
+def _feature_pays(ev: dict, chosen: str, prior: str, ratio: dict) -> dict | None:
+    """Whether the feature drafter `chosen` (test MAT ratio[mat_a]) is faster at a 7B step than
+    `prior` (ratio[mat_b]) at their measured costs per chain (speedup_from_mat: a verify step as
+    long as a decode step, the chain drafted between steps): the GPU cost of a network (this run's
+    table, else the GPU run's file, "gpu_cost_ms"), the host CPU cost of the prior from the same
+    table; None where the costs are not at hand. break_even: the chain cost under which `chosen`
+    pays."""
+    step, gamma = ev["target_step_ms"], ev["gamma"]
+    for table, where in ((ev.get("cost_ms") or {}, "here"), (ev.get("gpu_cost_ms") or {}, ev.get("gpu_cost_from"))):
+        f, p = table.get(chosen, {}), table.get(prior, {})
+        c_f = f.get("chain (GPU)") if f.get("runs") == "network" else f.get("chain (CPU)")
+        c_p = p.get("chain (CPU)")
+        if c_f is not None and c_p is not None:
+            break
+    else:
+        return None
+    net = (table.get("draft_features") or {}).get("chain (GPU)") if chosen.startswith("draft_features") else None
+    sp_f, sp_p = (speedup_from_mat(m, gamma, c / gamma / step) for m, c in ((ratio["mat_a"], c_f), (ratio["mat_b"], c_p)))
+    on = "on the GPU" if f.get("runs") == "network" else "on the host CPU"
+    src = "" if where == "here" else f" (measured on the GPU machine: {where})" if where else " (measured on the GPU machine)"
+    text = (f"it costs {c_f:.2f} ms per chain of {gamma} {on}{src} against {c_p:.2f} ms for `{prior}`, which at a "
+            f"{step:.1f} ms 7B step (a verify step taken as long) implies {sp_f:.2f}x over greedy decoding against "
+            f"{sp_p:.2f}x")
+    return {"feature": sp_f, "prior": sp_p, "text": text, "net": net,
+            "break_even": ratio["mat_a"] / ratio["mat_b"] * (step + c_p) - step}
+
+
 def event_camera(ev: dict, bar: float = 1.15) -> Finding:
     """What the event camera's draft adds, from chapter 35's results: the MAT ratio of the best draft
     reader to the best content-free prior (both chosen on validation) at gamma with its clip-bootstrap
@@ -324,20 +351,33 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
                 f"below the {bar:.2f}x bar.")
     elif fv_chosen in ("bar", "gain"):
         fr = chosen_ratio
+        mixed = bool(fmix) and chosen == fmix["name"]
         how = ("mix a network that reads its hidden states with the prior (`{}`, the network weighted {:g})".format(
-            chosen, fmix["weight"]) if fmix and chosen == fmix["name"] else
-            "key the datastore by its hidden states (`draft_feature_retrieval`)")
-        c = cost.get(chosen, {})
-        spend = (f"; it costs {c['chain (CPU)']:.2f} ms per chain of {ev['gamma']} on the CPU"
-                 + (f" ({share(c['chain (CPU)'])} a {step:.1f} ms compiled 7B target decode step)" if step else "")
-                 + (f", {c['chain (GPU)']:.2f} ms on the GPU" + (f" ({share(c['chain (GPU)'])} it)" if step else "")
-                    if c.get("chain (GPU)") is not None else "")
-                 if c.get("chain (CPU)") is not None else "")
-        rec = (f"Where the draft model runs next to the target, {how}: {fr['ratio']:.2f}x the MAT of `{prior}`, "
-               f"interval {fr['lo']:.2f} to {fr['hi']:.2f}, with no streaming penalty{spend}. With the draft's words "
-               f"alone, draft with `{prior}`.")
-        head = (f"The event-camera draft model's hidden states lift MAT {fr['ratio']:.2f}x over the best content-free "
-                f"drafter, `{prior}`; its words ({full['ratio']:.2f}x) do not.")
+            chosen, fmix["weight"]) if mixed else "key the datastore by its hidden states (`draft_feature_retrieval`)")
+        what = (f"`{chosen}` (the network that reads them, mixed with the prior)" if mixed else
+                "`draft_feature_retrieval` (the datastore keyed by them)")
+        pays = _feature_pays(ev, chosen, prior, fr) if step else None
+        if pays is None or pays["feature"] > pays["prior"]:
+            c = cost.get(chosen, {})
+            spend = (f"; it costs {c['chain (CPU)']:.2f} ms per chain of {ev['gamma']} on the CPU"
+                     + (f" ({share(c['chain (CPU)'])} a {step:.1f} ms compiled 7B target decode step)" if step else "")
+                     + (f", {c['chain (GPU)']:.2f} ms on the GPU" + (f" ({share(c['chain (GPU)'])} it)" if step else "")
+                        if c.get("chain (GPU)") is not None else "")
+                     if c.get("chain (CPU)") is not None else "")
+            rec = (f"Where the draft model runs next to the target, {how}: {fr['ratio']:.2f}x the MAT of `{prior}`, "
+                   f"interval {fr['lo']:.2f} to {fr['hi']:.2f}, with no streaming penalty{spend}"
+                   + (f"; {pays['text']}" if pays else "") + f". With the draft's words alone, draft with `{prior}`.")
+            head = (f"The event-camera draft model's hidden states lift MAT {fr['ratio']:.2f}x over the best content-free "
+                    f"drafter, `{prior}`; its words ({full['ratio']:.2f}x) do not.")
+        else:
+            rec = (f"Draft with `{prior}` for now. The draft model's hidden states do carry what the target will say: "
+                   f"{what} accepts {fr['ratio']:.2f}x the tokens per verify step (interval {fr['lo']:.2f} to "
+                   f"{fr['hi']:.2f}), but {pays['text']}. It pays once its chain of {ev['gamma']} costs under "
+                   f"{pays['break_even']:.2f} ms" + (f" (the network alone costs {pays['net']:.2f} ms there)"
+                                                     if pays.get("net") is not None else "") + ".")
+            head = (f"The event-camera draft model's hidden states lift MAT {fr['ratio']:.2f}x over the best content-free "
+                    f"drafter, `{prior}` (its words {full['ratio']:.2f}x), but at their measured cost they do not yet "
+                    "pay at 7B.")
     else:
         tried = feat is not None and _ratio_verdict(feat["ratio_vs_ablation"], bar) in ("none", "loss")
         named = agree.get("objects", {}).get("lift", float("nan"))
