@@ -264,13 +264,18 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
     # with the network mixed into the prior as well, validation chooses which one is recommended, never test
     mix = {"name": "draft_features_mix", "prior": "target_prior_question", "weight": 0.5,
            "ratio_vs_prior": {"ratio": 1.02, "lo": 1.004, "hi": 1.04, "mat_a": 3.83, "mat_b": 3.75},
-           "ratio_vs_ablation": {"ratio": 1.027, "lo": 1.01, "hi": 1.05, "mat_a": 3.83, "mat_b": 3.73}}
+           "ratio_vs_ablation": {"ratio": 1.027, "lo": 1.01, "hi": 1.05, "mat_a": 3.83, "mat_b": 3.73},
+           "token_wins": [{"token": " car", "reader wins": 36, "prior wins": 6, "net": 30},   # a word's leading space
+                          {"token": "and", "reader wins": 7, "prior wins": 9, "net": -2},
+                          {"token": "bus", "reader wins": 21, "prior wins": 8, "net": 13}]}
     both = {**retr, "cost_ms": {**retr["cost_ms"], "draft_features_mix": {"chain (CPU)": 3.1, "chain (GPU)": 1.2}},
             "draft_features": {**retr["draft_features"], "mix": mix, "chosen": "draft_features_mix"}}
     m = findings.event_camera(both, bar=1.15)
     assert ("Mixed with `target_prior_question` (the network weighted 0.5, chosen on validation), the hidden-state "
             "network against `target_prior_kn`: 1.020x (95% interval 1.004 to 1.040; MAT 3.83 vs 3.75); the hidden "
             "states add to the prior. Against the same mixture with the features zeroed: 1.027x") in m.text
+    assert "most often where the prior does not (teacher-forced, test pairs): 'car' (36 against 6), 'bus' (21 against 8)." \
+        in m.text                                                        # a token the prior wins on net is left out
     assert m.recommendation.startswith("Where the draft model runs next to the target, mix a network that reads its "
                                        "hidden states with the prior (`draft_features_mix`, the network weighted 0.5): "
                                        "1.02x the MAT of `target_prior_kn`, interval 1.00 to 1.04, with no streaming "

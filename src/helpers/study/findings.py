@@ -325,6 +325,10 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
                  + {"bar": "the hidden states carry the scene", "gain": "the hidden states add to the prior",
                     "none": "no difference this test split can detect", "loss": "behind the prior"}[fv_mix]
                  + f". Against the same mixture with the features zeroed: {_ratio_text(fmix['ratio_vs_ablation'])}.")
+        won = [r for r in fmix.get("token_wins") or [] if r["net"] > 0][:5]
+        if won:
+            text += (" The target tokens it gets right most often where the prior does not (teacher-forced, test pairs): "
+                     + ", ".join(f"'{r['token'].strip()}' ({r['reader wins']} against {r['prior wins']})" for r in won) + ".")
     on = ev.get("online")
     lift = on["online_mat"][on["prior"]] / on["offline_mat"][on["prior"]] if on else None   # the store alone
     if on:
