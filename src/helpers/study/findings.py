@@ -292,7 +292,8 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
     fmix = (feat or {}).get("mix")
     # the feature drafter the recommendation may name: chapter 35 picks it by validation MAT, never by test
     chosen = (feat or {}).get("chosen") or ("draft_feature_retrieval" if fret else None)
-    chosen_ratio = (fmix["ratio_vs_prior"] if fmix and chosen == fmix["name"] and fmix["weight"] > 0 else
+    mix_gain = bool(fmix) and fmix.get("gain_on_validation", fmix["weight"] > 0)   # above the prior alone on validation
+    chosen_ratio = (fmix["ratio_vs_prior"] if mix_gain and chosen == fmix["name"] else
                     fret["ratio_vs_prior"] if fret and chosen == "draft_feature_retrieval" else None)
     fv_chosen = _ratio_verdict(chosen_ratio, bar) if chosen_ratio else None
     fv_ret = _ratio_verdict(fret["ratio_vs_prior"], bar) if fret else None
@@ -315,9 +316,9 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
                  + " in this run (both networks train under a wall-clock budget: repeat it before relying on its sign)."
                  + f" Against `{feat['prior']}` it reaches {feat['mat']['draft_features'] / feat['prior_mat']:.2f}x "
                    "its MAT.")
-    if fmix and fmix["weight"] == 0:
-        text += (f" Mixed with `{fmix['prior']}`, validation gives the hidden-state network no weight: the prior alone "
-                 "scores best there.")
+    if fmix and not mix_gain:
+        text += (f" Mixed with `{fmix['prior']}`, the hidden-state network scores no higher on validation than the prior "
+                 "alone at any weight.")
     elif fmix:
         fv_mix = _ratio_verdict(fmix["ratio_vs_prior"], bar)
         text += (f" Mixed with `{fmix['prior']}` (the network weighted {fmix['weight']:g}, chosen on validation), the "
