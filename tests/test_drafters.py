@@ -635,7 +635,9 @@ def test_a_count_prior_mixed_into_a_network_is_bound_to_each_pairs_question(tmp_
     back = CrossModalDrafter.load(tmp_path / "qmix.pt")
     assert type(back.prior) is QuestionPrior and back.prior_weight == 0.5
     assert all((a == b).all() for a, b in zip(d.predict_topk(test, 2), back.predict_topk(test, 2)))
-    with pytest.raises(ValueError, match="reads the draft"):
-        d.set_prior(DraftRetrieval().fit(train), 0.5)
+    with pytest.raises(ValueError, match="cannot be mixed in"):
+        d.set_prior(DraftRetrieval().fit(train), 0.5)                 # reads the draft
+    with pytest.raises(ValueError, match="cannot be mixed in"):
+        d.set_prior(CrossModalDrafter(CrossModalConfig(use_draft=False)), 0.5)   # content-free, but a network
     with pytest.raises(ValueError, match="by must be"):
         choose_prior_weight(d, prior, val, [0.5], by="loss")

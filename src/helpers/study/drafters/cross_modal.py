@@ -36,6 +36,12 @@ PAD, UNK = 0, 1  # compact ids
 PRIOR_TOP = 50   # a mixed-in prior contributes its best this many candidates, renormalised
 
 
+def mixable(prior) -> bool:
+    """Whether `prior` can be mixed into a network (`set_prior`): content-free, and an n-gram or a
+    count drafter, whose next-token distribution `prior_distribution` reads."""
+    return not getattr(prior, "reads_draft", False) and (hasattr(prior, "distribution") or hasattr(prior, "dist"))
+
+
 def prior_distribution(prior, question: str, prefix: Sequence[int], k: int = PRIOR_TOP) -> dict[int, float]:
     """A content-free prior's next-token distribution after `prefix` for a pair asked `question`:
     an n-gram's own (`NgramPrior.distribution`), or a count drafter's (helpers.study.drafters.lookup)
@@ -172,9 +178,9 @@ class CrossModalDrafter(ModelDevice):
         """Mix `prior` (None: none) into the network's distribution with the network weighted `weight`."""
         if not 0 <= weight <= 1:
             raise ValueError(f"network weight must be in [0, 1], got {weight}")
-        if getattr(prior, "reads_draft", False):
-            raise ValueError(f"{prior.name} reads the draft: only a content-free prior can be mixed in, "
-                             "or the mixture's gain over the network would not be the network's alone")
+        if prior is not None and not mixable(prior):
+            raise ValueError(f"{prior.name} cannot be mixed in: only a content-free n-gram or count drafter can (one "
+                             "that reads the draft would make the mixture's gain over the network not the network's alone)")
         self.prior, self.prior_weight = prior, float(weight)
         self._rows = (None, None)                   # a prior changed in place is set again: nothing stale kept
 
