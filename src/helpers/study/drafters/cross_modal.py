@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -108,11 +108,12 @@ class EncoderDecoder(nn.Module):
 class StaticChain:
     """An EncoderDecoder's drafting passes at one static shape (a source of `src`'s shape, the
     target prefix right-padded to max_len), each a `graphs.Replay`: `encode(src)` once per chain,
-    then either `step(prefix)` -> the logits (V,) after the prefix's last token (PAD and UNK
-    masked), for a caller that mixes in a prior, or `greedy(prefix, n)` -> n argmax tokens, each
-    pass writing its token into the prefix buffer on the device (one host sync per chain, as in a
-    compiled 7B decode loop). Causal self-attention and the source's padding mask keep the padding
-    out of the real positions' outputs."""
+    then either `step(prefix)` -> the probabilities (V,) after the prefix's last token (PAD and UNK
+    at 0), or `greedy(prefix, n)` -> n argmax tokens, each pass writing its token into the prefix
+    buffer on the device (one host sync per chain, as in a compiled 7B decode loop), or
+    `mixed(prefix, n, row_of, weight)` -> n tokens of the network mixed with a prior computed on the
+    host, the network's next pass overlapping the prior's work. Causal self-attention and the
+    source's padding mask keep the padding out of the real positions' outputs."""
 
     def __init__(self, model: EncoderDecoder, src: torch.Tensor, max_len: int, graph: bool = True):
         self.max_len, self.device = max_len, src.device
@@ -133,9 +134,22 @@ class StaticChain:
             tgt[0].index_copy_(0, last + 1, nxt)
             last.add_(1)
             return nxt
-        self.stepper = graphs.Replay(step, examples, graph)
+
+        def probs(memory, tgt, last, *pad):
+            return step(memory, tgt, last, *pad).softmax(-1)
         self.greedier = graphs.Replay(greedy, examples, graph)
-        self.graphed = all(r.graph is not None for r in (self.encoder, self.stepper, self.greedier))
+        self.prober = graphs.Replay(probs, examples, graph)
+        if self.prober.outputs is None:           # not captured: its outputs exist after a first (eager) call
+            self.prober()
+        tgt_s, last_s = self.prober.inputs[1:3]   # the prober's prefix buffers, which the picker writes its token into
+
+        def pick(row, weight):                    # weight x the prober's probabilities + a prior row: the argmax
+            nxt = (self.prober.outputs * weight + row).argmax().view(1)
+            tgt_s[0].index_copy_(0, last_s + 1, nxt)
+            last_s.add_(1)
+            return nxt
+        self.picker = graphs.Replay(pick, [torch.zeros_like(self.prober.outputs), torch.ones((), device=src.device)], graph)
+        self.graphed = all(r.graph is not None for r in (self.encoder, self.greedier, self.prober, self.picker))
 
     def encode(self, src: torch.Tensor) -> None:
         self.memory = self.encoder(src)
@@ -147,7 +161,8 @@ class StaticChain:
         return [memory, tgt, last] + ([pad] if self.has_pad else [])
 
     def step(self, prefix: Sequence[int]) -> torch.Tensor:
-        return self.stepper(*self._inputs(prefix))
+        """The network's next-token probabilities (V,) after `prefix` (PAD and UNK at 0)."""
+        return self.prober(*self._inputs(prefix))
 
     def greedy(self, prefix: Sequence[int], n: int) -> list[int]:
         """n greedy tokens after `prefix` (n <= max_len - len(prefix) + 1); the first pass copies the
@@ -159,6 +174,36 @@ class StaticChain:
             self.greedier()
         written = self.greedier.inputs[1][0, len(prefix): len(prefix) + n - 1]   # all but the last token
         return written.tolist() + self.greedier.outputs.tolist()
+
+    def mixed(self, prefix: Sequence[int], n: int, row_of: Callable[[list[int]], torch.Tensor], weight: float) -> list[int]:
+        """n tokens after `prefix`, each the argmax of weight x the network's probabilities plus
+        row_of(tokens drafted so far) (the prior's share, (V,) on the host, computed there). Two
+        replays per token: the network's pass, then the mixing pass that writes the token after the
+        prefix on the device. The network's pass for the next token is queued before the host waits
+        for this token, so the host computes the prior's row while the GPU runs the network: a chain
+        costs about n x max(network pass, prior row) plus the mixing passes and one sync per token."""
+        drafted: list[int] = []
+        if n < 1:
+            return drafted
+        w = torch.tensor(float(weight))
+        self.prober(*self._inputs(prefix))
+        on_gpu = self.picker.graph is not None
+        host = torch.zeros(1, dtype=torch.long, pin_memory=on_gpu)
+        for i in range(n):
+            nxt = self.picker(row_of(drafted), w)
+            if on_gpu:
+                host.copy_(nxt, non_blocking=True)
+                done = torch.cuda.Event()
+                done.record()
+                if i < n - 1:
+                    self.prober()                     # the next network pass, queued behind this token
+                done.synchronize()                    # waits for this token only, not for that pass
+                drafted.append(int(host))
+            else:
+                drafted.append(int(nxt))
+                if i < n - 1:
+                    self.prober()
+        return drafted
 
 
 class CrossModalDrafter(ModelDevice):
@@ -289,7 +334,9 @@ class CrossModalDrafter(ModelDevice):
             static.encode(src)
             if self.prior is None or self.prior_weight == 1.0:        # argmax on the device, one sync per chain
                 return [self.itos[t] for t in static.greedy(self._enc(prefix), n)]
-            step = lambda seq: static.step(self._enc(seq))
+            vocab, dtype = static.picker.inputs[0].shape[0], static.picker.inputs[0].dtype
+            row = lambda drafted: self._prior_row([*prefix, *(self.itos[t] for t in drafted)], vocab, dtype, question)
+            return [self.itos[t] for t in static.mixed(self._enc(prefix), n, row, self.prior_weight)]
         else:
             memory = self.model.encode(src.to(self.device))
 
