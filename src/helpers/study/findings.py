@@ -8,6 +8,7 @@ the test pairs'. Pure functions: tested on hand-made results.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from helpers.study.literature import STUDY_1Q_TOKEN_MATCH, STUDY_E2E
@@ -219,7 +220,8 @@ def _feature_pays(ev: dict, chosen: str, prior: str, ratio: dict) -> dict | None
     long as a decode step, the chain drafted between steps): the GPU cost of a network (this run's
     table, else the GPU run's file, "gpu_cost_ms"), the host CPU cost of the prior from the same
     table; None where the costs are not at hand. break_even: the chain cost under which `chosen`
-    pays."""
+    pays at this step; step_even: the target step (ms) above which it pays at these costs (equal
+    speedups: mat_a (t + c_p) = mat_b (t + c_f)); 0 where it pays at any step, inf where at none."""
     step, gamma = ev["target_step_ms"], ev["gamma"]
     for table, where in ((ev.get("cost_ms") or {}, "here"), (ev.get("gpu_cost_ms") or {}, ev.get("gpu_cost_from"))):
         f, p = table.get(chosen, {}), table.get(prior, {})
@@ -236,7 +238,9 @@ def _feature_pays(ev: dict, chosen: str, prior: str, ratio: dict) -> dict | None
     text = (f"it costs {c_f:.2f} ms per chain of {gamma} {on}{src} against {c_p:.2f} ms for `{prior}`, which at a "
             f"{step:.1f} ms 7B step (a verify step taken as long) implies {sp_f:.2f}x over greedy decoding against "
             f"{sp_p:.2f}x")
-    return {"feature": sp_f, "prior": sp_p, "text": text, "net": net,
+    gain, extra = ratio["mat_a"] - ratio["mat_b"], ratio["mat_b"] * c_f - ratio["mat_a"] * c_p
+    step_even = math.inf if gain <= 0 else max(0.0, extra / gain)
+    return {"feature": sp_f, "prior": sp_p, "text": text, "net": net, "step_even": step_even,
             "break_even": ratio["mat_a"] / ratio["mat_b"] * (step + c_p) - step}
 
 
@@ -379,7 +383,10 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
                    f"{what} accepts {fr['ratio']:.2f}x the tokens per verify step (interval {fr['lo']:.2f} to "
                    f"{fr['hi']:.2f}), but {pays['text']}. It pays once its chain of {ev['gamma']} costs under "
                    f"{pays['break_even']:.2f} ms" + (f" (the network alone costs {pays['net']:.2f} ms there)"
-                                                     if pays.get("net") is not None else "") + ".")
+                                                     if pays.get("net") is not None else "")
+                   + (f", or at today's costs for a target whose verify step takes over {pays['step_even']:.0f} ms "
+                      f"({pays['step_even'] / step:.0f} times this 7B step)"
+                      if math.isfinite(pays["step_even"]) else "") + ".")
             head = (f"The event-camera draft model's hidden states lift MAT {fr['ratio']:.2f}x over the best content-free "
                     f"drafter, `{prior}` (its words {full['ratio']:.2f}x), but at their measured cost they do not yet "
                     "pay at 7B.")
