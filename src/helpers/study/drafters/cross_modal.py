@@ -148,7 +148,9 @@ class StaticChain:
             tgt_s[0].index_copy_(0, last_s + 1, nxt)
             last_s.add_(1)
             return nxt
-        self.picker = graphs.Replay(pick, [torch.zeros_like(self.prober.outputs), torch.ones((), device=src.device)], graph)
+        # captured only over a captured prober: an eager prober's outputs are new tensors every call
+        self.picker = graphs.Replay(pick, [torch.zeros_like(self.prober.outputs), torch.ones((), device=src.device)],
+                                    graph and self.prober.graph is not None)
         self.graphed = all(r.graph is not None for r in (self.encoder, self.greedier, self.prober, self.picker))
 
     def encode(self, src: torch.Tensor) -> None:
@@ -189,11 +191,11 @@ class StaticChain:
         self.prober(*self._inputs(prefix))
         on_gpu = self.picker.graph is not None
         host = torch.zeros(1, dtype=torch.long, pin_memory=on_gpu)
+        done = torch.cuda.Event() if on_gpu else None
         for i in range(n):
             nxt = self.picker(row_of(drafted), w)
             if on_gpu:
                 host.copy_(nxt, non_blocking=True)
-                done = torch.cuda.Event()
                 done.record()
                 if i < n - 1:
                     self.prober()                     # the next network pass, queued behind this token
