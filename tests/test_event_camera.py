@@ -208,11 +208,12 @@ def test_mixture_weight_plot_rings_each_networks_chosen_weight():
     matplotlib.use("Agg")
     from helpers.study import plots
     scores = {"with": {0.0: 3.70, 0.5: 3.79, 1.0: 3.57}, "zeroed": {0.0: 3.70, 0.35: 3.77, 1.0: 3.43}}
-    ax = plots.mixture_weights(scores, 3.70, "target_prior_question", "t").axes[0]
+    chosen = {"with": 0.5, "zeroed": 0.35}
+    ax = plots.mixture_weights(scores, chosen, 3.70, "target_prior_question", "t").axes[0]
     rings = [(ln.get_xdata()[0], ln.get_ydata()[0]) for ln in ax.get_lines() if ln.get_markersize() == 12]
     assert rings == [(0.5, 3.79), (0.35, 3.77)]
     assert [ln.get_ydata()[0] for ln in ax.get_lines() if ln.get_linestyle() == ":"] == [3.70]   # the prior alone
-    assert len(plots.mixture_weights(scores, float("nan"), "p", "t").axes[0].get_lines()) == 4   # no NaN line
+    assert len(plots.mixture_weights(scores, chosen, float("nan"), "p", "t").axes[0].get_lines()) == 4   # no NaN line
     matplotlib.pyplot.close("all")
 
 

@@ -187,16 +187,16 @@ def learning_curves(curve: pd.DataFrame, line_at: dict[int, float] | None = None
     return fig
 
 
-def mixture_weights(scores: dict[str, dict[float, float]], prior_mat: float | None, prior: str, title: str):
+def mixture_weights(scores: dict[str, dict[float, float]], chosen: dict[str, float], prior_mat: float | None,
+                    prior: str, title: str):
     """Validation MAT of each network mixed with a prior against the network's weight (0: the prior
     alone, 1: the network alone), one line per network; the prior's own validation MAT dotted; each
-    line's chosen weight (its maximum) ringed."""
+    line's chosen weight (`chosen`, as cross_modal.choose_prior_weight set it) ringed."""
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
     for i, (name, s) in enumerate(scores.items()):
         w = sorted(s)
         ax.plot(w, [s[x] for x in w], marker="o", color=f"C{i}", label=name)
-        best = max(s, key=lambda x: (s[x], x))
-        ax.plot([best], [s[best]], marker="o", ms=12, mfc="none", color=f"C{i}")
+        ax.plot([chosen[name]], [s[chosen[name]]], marker="o", ms=12, mfc="none", color=f"C{i}")
     if prior_mat is not None and prior_mat == prior_mat:
         ax.axhline(prior_mat, color="grey", ls=":", lw=1, label=f"{prior} alone")
     ax.set(xlabel="network weight in the mixture", ylabel="MAT, validation pairs", title=title)

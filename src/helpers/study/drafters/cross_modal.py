@@ -197,14 +197,11 @@ class StaticChain:
             if on_gpu:
                 host.copy_(nxt, non_blocking=True)
                 done.record()
-                if i < n - 1:
-                    self.prober()                     # the next network pass, queued behind this token
+            if i < n - 1:
+                self.prober()                         # the next network pass, queued behind this token
+            if on_gpu:
                 done.synchronize()                    # waits for this token only, not for that pass
-                drafted.append(int(host))
-            else:
-                drafted.append(int(nxt))
-                if i < n - 1:
-                    self.prober()
+            drafted.append(int(host if on_gpu else nxt))
         return drafted
 
 
