@@ -25,7 +25,7 @@ def nets():
     cm = CrossModalDrafter(CrossModalConfig(d_model=32, n_heads=2, enc_layers=1, dec_layers=1, d_ffn=64,
                                             dropout=0.0, max_len=16))
     cm.fit(toy_pairs(60, 1), toy_pairs(9, 2), tcfg)
-    cm.set_prior(NgramPrior(order=3).fit(toy_pairs(60, 1)), 0.7)
+    cm.set_prior(NgramPrior(order=3).fit(toy_pairs(60, 1)), 0.5)   # at 0.5 the prior changes 28 of the 72 test chains here (0.7: 6, and on an H200 host sometimes none)
     seed = SeedAdapterDrafter(AdapterConfig(text_vocab=20, d_model=32, n_heads=2, n_layers=1, d_ffn=64, dropout=0.0,
                                             max_len=16, output_vocab="train"))
     seed.fit(toy_pairs(60, 1), toy_pairs(9, 2), tcfg)
