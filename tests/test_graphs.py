@@ -220,3 +220,22 @@ def test_graphs_follow_the_weights_after_the_network_moves(nets):
         assert cm._captured[1].graphed
     finally:
         cm.model.load_state_dict(state)
+
+
+def test_captured_is_kept_until_the_model_or_its_storage_changes():
+    class Owner:
+        model = torch.nn.Linear(3, 2)
+    owner, built = Owner(), []
+
+    def build():
+        built.append(1)
+        return len(built)
+    assert graphs.captured(owner, build, (1, 3)) == 1 and graphs.captured(owner, build, (1, 3)) == 1
+    with torch.no_grad():
+        owner.model.weight.mul_(2)                                 # changed in place: the graph reads it there
+    assert graphs.captured(owner, build, (1, 3)) == 1
+    assert graphs.captured(owner, build, (2, 3)) == 2              # another input shape
+    owner.model.to(torch.float64)                                  # moved: new storage
+    assert graphs.captured(owner, build, (2, 3)) == 3
+    owner.model = torch.nn.Linear(3, 2)                            # another model
+    assert graphs.captured(owner, build, (2, 3)) == 4 and graphs.captured(owner, build, (2, 3)) == 4

@@ -215,3 +215,20 @@ def test_adaptive_gamma_grows_after_full_acceptance_and_shrinks_after_a_miss():
     assert metrics.simulate_sd(c, 2, adaptive=(2, 2)) == metrics.simulate_sd(c, 2)      # bounds at gamma: fixed gamma
     with pytest.raises(ValueError, match="adaptive bounds"):
         metrics.simulate_sd(c, 5, adaptive=(1, 4))
+
+
+def test_simulate_sd_offsets_reads_each_chain_offset_from_its_own_row():
+    c = [True, False, True, True, False, True]
+    one = metrics.simulate_sd_offsets([c], gamma=3)
+    ref = metrics.simulate_sd(c, gamma=3)
+    assert (one.drafted, one.accepted, one.emitted) == (ref.drafted, ref.accepted, ref.emitted)
+    # offset 0 always right, offset 1 never, offsets 2+ (the last row) always: 6 positions, gamma 3
+    rows = [[True] * 6, [False] * 6, [True] * 6]
+    t = metrics.simulate_sd_offsets(rows, gamma=3)
+    # every step: the first draft accepted, the second rejected -> 1 accepted + the correction, k 1 -> 3 -> 5 -> 7
+    assert t.accepted == [1, 1, 1] and t.emitted == [2, 2, 2]
+    # a chain stops where its offset proposes nothing: offset 1 proposes nowhere
+    p = metrics.simulate_sd_offsets([[True] * 6, [True] * 6], gamma=3, proposed=[[True] * 6, [False] * 6])
+    assert p.drafted == [1, 1, 1] and p.accepted == [1, 1, 1]
+    with pytest.raises(ValueError, match="shape"):
+        metrics.simulate_sd_offsets([[True] * 6], 3, proposed=[[True] * 5])

@@ -127,6 +127,34 @@ def simulate_sd_steps(n_target: int, gamma: int, step_view: Callable[[int], tupl
     return trace
 
 
+def simulate_sd_offsets(correct: np.ndarray, gamma: int, proposed: np.ndarray | None = None) -> SDTrace:
+    """Greedy SD for a drafter whose prediction depends on where in its chain a token falls (heads
+    per offset, as in Medusa: the chain's i-th token comes from head i, read at the chain's start).
+    correct[i, j] (and proposed[i, j]) say whether the token the drafter puts at chain offset i
+    on target position j (drafting target[j + 1]) is right, given that the chain's earlier tokens
+    were: teacher forcing stays exact, since while drafts match the context *is* the true prefix.
+    Offsets past the last row use the last row. One row is simulate_sd."""
+    c = np.atleast_2d(np.asarray(correct, dtype=bool))
+    p = np.ones_like(c) if proposed is None else np.atleast_2d(np.asarray(proposed, dtype=bool))
+    if c.shape != p.shape:
+        raise ValueError(f"correct {c.shape} and proposed {p.shape} differ in shape")
+    if gamma < 1:
+        raise ValueError(f"gamma must be >= 1, got {gamma}")
+    rows = np.minimum(np.arange(gamma), len(c) - 1)                # the row each chain offset reads
+    trace, k, n_target = SDTrace(gamma), 1, c.shape[1] + 1
+    while k < n_target:
+        m = min(gamma, n_target - k)
+        cols = np.arange(k - 1, k - 1 + m)
+        drafted = _leading(p[rows[:m], cols])
+        accepted = _leading(c[rows[:drafted], cols[:drafted]])
+        emitted = min(accepted + 1, n_target - k)
+        trace.drafted.append(drafted)
+        trace.accepted.append(accepted)
+        trace.emitted.append(emitted)
+        k += emitted
+    return trace
+
+
 def simulate_sd_with_proposals(propose: Callable[[int, list[int], int], list[int]],
                                target: Sequence[int], gamma: int) -> SDTrace:
     """Reference propose/verify loop: propose(step, prefix, n) returns up to n greedy drafts after

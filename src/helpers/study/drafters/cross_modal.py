@@ -94,12 +94,16 @@ class EncoderDecoder(nn.Module):
         pad = src == PAD
         return self.net.encoder(s, src_key_padding_mask=pad), pad
 
-    def decode(self, memory: torch.Tensor, pad: torch.Tensor | None, tgt: torch.Tensor) -> torch.Tensor:
+    def hidden(self, memory: torch.Tensor, pad: torch.Tensor | None, tgt: torch.Tensor) -> torch.Tensor:
+        """The decoder's last states after its final norm (B, T, D): what the tied output reads."""
         T, dev = tgt.shape[1], tgt.device
         t = self.embed(tgt) + self.tgt_pos(torch.arange(T, device=dev))          # (B, T, D)
         causal = nn.Transformer.generate_square_subsequent_mask(T, device=dev)
         h = self.net.decoder(t, memory, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=pad)
-        return self.norm(h) @ self.embed.weight.T                                 # tied output
+        return self.norm(h)
+
+    def decode(self, memory: torch.Tensor, pad: torch.Tensor | None, tgt: torch.Tensor) -> torch.Tensor:
+        return self.hidden(memory, pad, tgt) @ self.embed.weight.T               # tied output
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:  # (B, S), (B, T) -> (B, T, V)
         return self.decode(*self.encode(src), tgt)                                # what nn.Transformer does
@@ -285,10 +289,12 @@ class CrossModalDrafter(ModelDevice):
                           if n else torch.zeros(0, vocab, dtype=dtype))
         return self._rows[1]
 
-    def _prior_row(self, prefix: Sequence[int], vocab: int, dtype, question: str = "") -> torch.Tensor:
-        """(vocab,): (1 - network weight) x the prior's distribution after `prefix`, in compact ids,
-        zero elsewhere (the prior knows only training ids too)."""
-        mix = [(self.stoi[tok], (1 - self.prior_weight) * q)
+    def _prior_row(self, prefix: Sequence[int], vocab: int, dtype, question: str = "",
+                   scale: float | None = None) -> torch.Tensor:
+        """(vocab,): `scale` (default 1 - network weight) x the prior's distribution after `prefix`,
+        in compact ids, zero elsewhere (the prior knows only training ids too)."""
+        scale = 1 - self.prior_weight if scale is None else scale
+        mix = [(self.stoi[tok], scale * q)
                for tok, q in prior_distribution(self.prior, question, prefix).items() if tok in self.stoi]
         row = torch.zeros(vocab, dtype=dtype)
         if mix:                             # one vectorised write (element-by-element writes cost most of the time)

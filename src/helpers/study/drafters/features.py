@@ -15,14 +15,19 @@ them by pair key (`helpers.study.pairs.RecordedPair.key`).
 """
 from __future__ import annotations
 
-from typing import Sequence
+import math
+import time
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
-from helpers.study.drafters.cross_modal import PAD, CrossModalConfig, CrossModalDrafter, EncoderDecoder
+from helpers.study import metrics
+from helpers.study.drafters import graphs
+from helpers.study.drafters.cross_modal import PAD, CrossModalConfig, CrossModalDrafter, EncoderDecoder, prior_distribution
 from helpers.study.pairs import RecordedPair
-from helpers.training import IGNORE, MISS, TrainConfig, chunks, fit_token_model, pad_batch
+from helpers.training import IGNORE, MISS, ModelDevice, TrainConfig, chunks, fit_token_model, pad_batch
 
 
 @torch.no_grad()
@@ -113,3 +118,270 @@ class FeatureDrafter(CrossModalDrafter):
             raise KeyError(f"no draft features for pair {ctx.key!r}: this drafter drafts only for pairs whose "
                            "draft-model features were extracted (the online engine's contexts carry none)")
         return self._chain(self._feats_of([ctx.key]), ctx.target_prefix, n, ctx.question)
+
+
+# --- one network pass per chain: heads per offset (Medusa-style) ---------------------------------
+
+class OffsetHeads(nn.Module):
+    """n heads on a decoder's last state x (after its final norm): head i (1..n) predicts the token
+    i places after the next one, z = x + SiLU(W_i x), logits z @ E^T with the backbone's own tied
+    output embedding E (as Medusa's heads read the base model's last state). W_i starts at zero, so
+    each head starts as the backbone's next-token distribution."""
+
+    def __init__(self, d_model: int, n: int):
+        super().__init__()
+        self.lin = nn.ModuleList(nn.Linear(d_model, d_model) for _ in range(n))
+        for lin in self.lin:
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, x: torch.Tensor, out_weight: torch.Tensor) -> torch.Tensor:   # (..., D) -> (n, ..., V)
+        return torch.stack([(x + nn.functional.silu(lin(x))) @ out_weight.T for lin in self.lin])
+
+
+class HeadsNet(nn.Module):
+    """A trained FeatureNet (frozen) and its OffsetHeads: from one decoder state, the logits of the
+    next token (row 0, the backbone's own) and of the n tokens after it (rows 1..n)."""
+
+    def __init__(self, backbone: FeatureNet, heads: OffsetHeads):
+        super().__init__()
+        self.backbone, self.heads = backbone, heads
+
+    def offsets(self, h: torch.Tensor) -> torch.Tensor:                 # (..., D) -> (1 + n, ..., V)
+        w = self.backbone.embed.weight
+        return torch.cat([(h @ w.T)[None], self.heads(h, w)])
+
+
+class StaticHeads:
+    """HeadsNet's one pass per chain at a static shape (the prefix right-padded to max_len), as
+    graphs.Replay: `launch(src, prefix)` queues the encoder and the pass and returns a function that
+    gives the (1 + n, V) probabilities on the host as numpy (PAD and UNK at 0); on a GPU the copy to the host
+    is queued too, so the host can work while the GPU runs and waits only when it needs them."""
+
+    def __init__(self, model: HeadsNet, src: torch.Tensor, max_len: int, graph: bool = True):
+        bb, self.max_len, self.device = model.backbone, max_len, src.device
+        self.encoder = graphs.Replay(lambda s: bb.encode(s)[0], [src], graph)
+        memory = bb.encode(src)[0]
+        tgt = torch.full((1, max_len), PAD, dtype=torch.long, device=src.device)
+
+        def probs(memory, tgt, last):
+            lg = model.offsets(bb.hidden(memory, None, tgt)[0].index_select(0, last)[0])
+            lg[:, :2] = -torch.inf                                          # PAD/UNK are never drafts
+            return lg.softmax(-1)
+        self.prober = graphs.Replay(probs, [memory, tgt, torch.zeros(1, dtype=torch.long, device=src.device)], graph)
+        self.on_gpu = src.is_cuda
+        n_out, vocab = len(model.heads.lin) + 1, bb.embed.weight.shape[0]
+        self.host = torch.empty((n_out, vocab), pin_memory=self.on_gpu)
+        self.done = torch.cuda.Event() if self.on_gpu else None
+        self.graphed = self.encoder.graph is not None and self.prober.graph is not None
+
+    def launch(self, src: torch.Tensor, prefix: Sequence[int]) -> Callable[[], torch.Tensor]:
+        memory = self.encoder(src)
+        tgt = pad_batch([prefix], PAD, self.max_len).to(self.device, non_blocking=True)
+        last = torch.tensor([len(prefix) - 1]).to(self.device, non_blocking=True)
+        out = self.prober(memory, tgt, last)
+        if not self.on_gpu:
+            return lambda: out.numpy()
+        self.host.copy_(out, non_blocking=True)
+        self.done.record()
+        return lambda: (self.done.synchronize(), self.host.numpy())[1]
+
+
+class FeatureHeadsDrafter(ModelDevice):
+    """draft_features_heads: a trained FeatureDrafter mixed with its prior, drafting a whole chain
+    from ONE network pass. The pass gives the next token's distribution (the backbone's) and, from
+    heads per offset (OffsetHeads, trained with the backbone frozen, as Medusa-1), the distributions
+    of the tokens after it; the chain's i-th token is the argmax of weight_i x the pass's row i plus
+    (1 - weight_i) x the prior's distribution after the tokens drafted so far (computed on the host,
+    while the GPU runs the pass); past the heads, the prior alone. weights = (the next token's, the
+    heads'), chosen on validation (`choose_weights`). The autoregressive mixture runs a pass per
+    token: this trades some of its accuracy at later offsets for a chain that costs one pass."""
+
+    cuda_graphs = True
+
+    def __init__(self, base: FeatureDrafter, n_heads: int = 4, name: str = "draft_features_heads"):
+        if getattr(base, "model", None) is None or base.prior is None:
+            raise ValueError("heads need a trained FeatureDrafter with a prior mixed in (set_prior)")
+        if n_heads < 1:
+            raise ValueError(f"n_heads must be >= 1, got {n_heads}")
+        self.base, self.name = base, name
+        self.model = HeadsNet(base.model, OffsetHeads(base.cfg.d_model, n_heads)).to(base.device)
+        self.needs = base.needs + "; one network pass per chain"
+        self.reads_draft, self.ranks = False, False
+        self.weights = (base.prior_weight, 0.0)
+
+    @property
+    def n_out(self) -> int:
+        return len(self.model.heads.lin) + 1
+
+    @property
+    def vocab(self) -> int:
+        return self.model.backbone.embed.weight.shape[0]
+
+    # --- training the heads (the backbone frozen) --------------------------------------
+    @torch.no_grad()
+    def _rows(self, pairs: Sequence[RecordedPair]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The backbone's states at every target position of `pairs` (N, D) and the labels of each
+        head there (N, n): the token i + 1 places ahead, IGNORE past the answer or outside the vocabulary."""
+        bb, b, n = self.model.backbone, self.base, self.n_out - 1
+        bb.eval()
+        xs, ys = [], []
+        for (feats, tgt), y in b._batches(pairs, False, np.random.default_rng(0)):
+            h = bb.hidden(*bb.encode(feats.to(self.device)), tgt.to(self.device))
+            y = y.masked_fill(y == MISS, IGNORE)
+            lab = torch.stack([nn.functional.pad(y[:, i:], (0, i), value=IGNORE) for i in range(1, n + 1)], -1)
+            keep = tgt != PAD
+            xs.append(h[keep])
+            ys.append(lab[keep].to(self.device))
+        return torch.cat(xs), torch.cat(ys)
+
+    def fit(self, train: Sequence[RecordedPair], val: Sequence[RecordedPair], epochs: int = 100, lr: float = 1e-3,
+            batch_size: int = 512, patience: int = 5, max_minutes: float = 1.0, seed: int = 0) -> dict:
+        """Train the heads on the frozen backbone's states (cross-entropy summed over heads, label
+        smoothing 0.1); the epoch with the lowest validation loss is kept. Returns the history."""
+        torch.manual_seed(seed)
+        (xt, yt), (xv, yv) = self._rows(train), self._rows(val)
+        heads, w = self.model.heads, self.model.backbone.embed.weight.detach()
+        loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE, label_smoothing=0.1)
+        opt = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=0.01)
+
+        def loss_of(x, y):
+            lg = heads(x, w)                                                 # (n, B, V)
+            return loss_fn(lg.flatten(0, 1), y.T.flatten())
+        rng, t0 = np.random.default_rng(seed), time.perf_counter()
+        best, best_state, history, bad = math.inf, None, [], 0
+        for epoch in range(epochs):
+            heads.train()
+            order = torch.from_numpy(rng.permutation(len(xt))).to(xt.device)
+            for s in range(0, len(xt), batch_size):
+                idx = order[s:s + batch_size]
+                opt.zero_grad()
+                loss_of(xt[idx], yt[idx]).backward()
+                opt.step()
+            heads.eval()
+            with torch.no_grad():
+                v = float(loss_of(xv, yv))
+            history.append(v)
+            if v < best - 1e-4:
+                best, bad, best_state = v, 0, {k: t.clone() for k, t in heads.state_dict().items()}
+            else:
+                bad += 1
+            if bad >= patience or (max_minutes and time.perf_counter() - t0 > 60 * max_minutes):
+                break
+        heads.load_state_dict(best_state)
+        return {"val_loss": history, "best_epoch": int(np.argmin(history)) + 1, "epochs": len(history),
+                "seconds": time.perf_counter() - t0, "train_positions": len(xt)}
+
+    # --- exact chains, teacher-forced -----------------------------------------------------
+    @torch.no_grad()
+    def _tables(self, p: RecordedPair) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """For one pair, at every target position j the chain can reach (T = the answer's positions,
+        up to max_len): the pass's probabilities from prefix target[: j + 1] (n_out, T, V), the
+        prior's distribution after it (T, V), and the compact id of target[j + 1] (T,; -1 where it
+        is outside the vocabulary)."""
+        b, bb = self.base, self.model.backbone
+        bb.eval()
+        prefix = list(p.target_ids[:-1])[: b.cfg.max_len]
+        tgt = pad_batch([b._enc(prefix)], PAD).to(self.device)
+        lg = self.model.offsets(bb.hidden(*bb.encode(b._feats([p]).to(self.device)), tgt)[0]).float().cpu()
+        lg[..., :2] = -torch.inf
+        rows = np.stack([self._row(prefix[: r + 1], p.question) for r in range(len(prefix))])
+        target = np.array([b.stoi.get(t, -1) for t in p.target_ids[1: len(prefix) + 1]])
+        return lg.softmax(-1).numpy(), rows, target
+
+    def _row(self, prefix: Sequence[int], question: str) -> np.ndarray:
+        """The prior's distribution after `prefix` (its best PRIOR_TOP, renormalised) over the
+        network's compact ids, float32 (V,), zero elsewhere: numpy, since a chain needs one per token
+        and building a torch tensor costs more than the mixing."""
+        b = self.base
+        row = np.zeros(self.vocab, np.float32)
+        mix = [(b.stoi[t], q) for t, q in prior_distribution(b.prior, question, prefix).items() if t in b.stoi]
+        if mix:
+            cols, vals = zip(*mix)
+            row[list(cols)] = vals
+        return row
+
+    @staticmethod
+    def _score(w: float, probs: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """w x the pass's probabilities + (1 - w) x the prior's: one expression for the chains drafted
+        and the chains simulated, so both round alike."""
+        return np.float32(w) * probs + np.float32(1 - w) * rows
+
+    @staticmethod
+    def _offset_correct(tables, weights: tuple[float, float], gamma: int) -> tuple[np.ndarray, np.ndarray]:
+        """(correct, proposed), each (gamma, T): the chain's token at offset i on position j, the
+        argmax of weight x the pass's row i from the chain's start j - i plus (1 - weight) x the
+        prior's row at j (the prior alone past the pass's rows); nothing where the row is all zero."""
+        probs, rows, target = tables
+        n_out, T = probs.shape[0], rows.shape[0]
+        correct, proposed = np.zeros((gamma, T), bool), np.zeros((gamma, T), bool)
+        for i in range(min(gamma, T)):
+            s = FeatureHeadsDrafter._score(weights[min(i, 1)], probs[i, : T - i], rows[i:]) if i < n_out else rows[i:]
+            top = s.argmax(-1)
+            ok = s[np.arange(len(top)), top] > 0
+            proposed[i, i:] = ok
+            correct[i, i:] = ok & (top == target[i:])
+        return correct, proposed
+
+    def traces(self, pairs: Sequence[RecordedPair], gamma: int,
+               weights: Sequence[tuple[float, float]] | None = None) -> dict[tuple[float, float], list[metrics.SDTrace]]:
+        """Exact greedy SD traces of the chains this drafter proposes (metrics.simulate_sd_offsets),
+        for each weight pair (default: its own), the network's pass run once per pair."""
+        weights = [tuple(self.weights)] if weights is None else [tuple(map(float, w)) for w in weights]
+        out = {w: [] for w in weights}
+        for p in pairs:
+            tables = self._tables(p)
+            for w in weights:
+                correct, proposed = self._offset_correct(tables, w, gamma)
+                out[w].append(metrics.simulate_sd_offsets(correct, gamma, proposed))
+        return out
+
+    def choose_weights(self, val: Sequence[RecordedPair], grid_next: Sequence[float], grid_heads: Sequence[float],
+                       gamma: int) -> dict[tuple[float, float], float]:
+        """Set (the next token's, the heads') network weights with the best validation MAT (ties:
+        the larger weights); returns every pair's MAT. Heads weighted 0 leave the chain's later
+        tokens to the prior: the network mixes into the first token only."""
+        grid = [(a, h) for a in grid_next for h in grid_heads]
+        scores = {w: metrics.summarize_sd(t).mat for w, t in self.traces(val, gamma, grid).items()}
+        self.weights = max(scores, key=lambda w: (scores[w], w))
+        return scores
+
+    # --- drafting ------------------------------------------------------------------------
+    @torch.no_grad()
+    def _launch(self, src: torch.Tensor, prefix: Sequence[int]) -> Callable[[], torch.Tensor]:
+        b = self.base
+        if graphs.wanted(self.device, self.cuda_graphs):
+            static = graphs.captured(self, lambda: StaticHeads(self.model, src.to(self.device), b.cfg.max_len),
+                                     tuple(src.shape))
+            return static.launch(src, b._enc(prefix))
+        bb = self.model.backbone
+        bb.eval()
+        h = bb.hidden(*bb.encode(src.to(self.device)), pad_batch([b._enc(prefix)], PAD).to(self.device))[0, -1]
+        lg = self.model.offsets(h).float().cpu()
+        lg[:, :2] = -torch.inf
+        probs = lg.softmax(-1).numpy()
+        return lambda: probs
+
+    @torch.no_grad()
+    def propose(self, ctx, n: int) -> list[int]:
+        """A greedy chain of up to n from one network pass and the prior's rows (computed on the host
+        while the pass runs); it stops early where neither has a candidate."""
+        b = self.base
+        if ctx.key not in b.features:
+            raise KeyError(f"no draft features for pair {ctx.key!r}")
+        prefix = list(ctx.target_prefix)
+        n = max(0, min(n, b.cfg.max_len + 1 - len(prefix)))
+        if n == 0:
+            return []
+        pending, probs = self._launch(b._feats_of([ctx.key]), prefix), None
+        drafted: list[int] = []
+        for i in range(n):
+            row = self._row([*prefix, *drafted], ctx.question)
+            if i < self.n_out:
+                probs = pending() if probs is None else probs       # on a GPU: waits for the pass here, once
+                row = self._score(self.weights[min(i, 1)], probs[i], row)
+            top = int(row.argmax())
+            if not row[top] > 0:
+                break
+            drafted.append(b.itos[top])
+        return drafted

@@ -69,11 +69,15 @@ class Replay:
 
 def captured(owner, build: Callable[[], object], *key):
     """`build()` (graphs captured for `owner.model` where its weights are now), kept on the owner and
-    built again when its weights or buffers move or are replaced (a graph reads them where they were
-    at capture) or when `key` (e.g. an input shape) changes."""
-    key = (tuple((str(t.device), t.data_ptr(), tuple(t.shape)) for t in (*owner.model.parameters(), *owner.model.buffers())),
-           *key)
-    kept = owner.__dict__.get("_captured")
-    if kept is None or kept[0] != key:
-        kept = owner._captured = (key, build())
+    built again when the model is another, when its weights or buffers move or are replaced in their
+    storage (a graph reads them at the addresses it was captured with: weights changed in place, or
+    moved away and back to the same addresses, need no new capture), or when `key` (e.g. an input
+    shape) changes. The model's tensors are listed once per model (walking the module tree costs
+    more than a small network's pass); a parameter *object* swapped in by assignment after the
+    capture is not seen: assign the model anew (or move it) instead."""
+    model, kept = owner.model, owner.__dict__.get("_captured")
+    tensors = kept[2] if kept is not None and kept[3] is model else [*model.parameters(), *model.buffers()]
+    full = (tuple(t.data_ptr() for t in tensors), *key)
+    if kept is None or kept[3] is not model or kept[0] != full:
+        kept = owner._captured = (full, build(), tensors, model)
     return kept[1]
