@@ -8,7 +8,7 @@
 #   PHASE=syn bash scripts/gpu_run.sh   # gpu_synthetic -> $OUT/gpusyn.tgz     (carry .whl, .whl-av, runs/gpu7b),
 #                                       # and the world's VLMs retrained on the second GPU meanwhile
 #   PHASE=synmeasure bash scripts/gpu_run.sh  # a reduced gpu_synthetic run that fits one call (kind nvidia-h200,
-#                                       # carry .whl .whl-av): tests/test_graphs.py's CUDA tests, then
+#                                       # carry .whl .whl-av): the CUDA tests of tests/test_graphs.py and test_heads.py (with test_drafters.py), then
 #                                       # 60_speculative's end-to-end speed and 35's drafter costs with the
 #                                       # networks on the GPU (CUDA graphs and eager) -> $OUT/gpusyn.tgz
 #                                       # (SD_SAMPLES, default 32: all the test answers of 40 clips, timed SD_REPEATS, 3, times
@@ -35,7 +35,7 @@ case "${PHASE:?PHASE=7b or PHASE=syn}" in
     tar czf "$OUT/gpusyn.tgz" --exclude=runs/gpusyn/shards --exclude=runs/gpusyn/01_world/data runs/gpusyn ;;
   synmeasure)
     # the network drafters' CUDA graphs against their CPU passes (tests/test_graphs.py's CUDA tests)
-    timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_graphs.py 2>&1 | tee "$OUT/test_graphs.log"
+    timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_graphs.py tests/test_heads.py tests/test_drafters.py 2>&1 | tee "$OUT/test_graphs.log"
     timeout ${LIMIT_S:-560} python3 -m helpers.run --preset gpu_synthetic --out runs/gpusyn --no-book \
       --set 'notebooks=[01_world,02_models,03_inference,10_data,20_train_drafters,30_alignment,35_event_camera,60_speculative]' \
       n_clips=40 n_questions=4 \

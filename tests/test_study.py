@@ -309,6 +309,28 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
                                      "there), or at today's costs for a target whose verify step takes over 51 ms (9 "
                                      "times this 7B step).") \
         and "do not yet pay at 7B" in c.headline
+    # the mixture drafted from one pass per chain: recommended when, at the measured costs, its VALIDATION MAT
+    # makes it faster than the prior; test: 3.81 * 5.8 / (5.8 + 0.15) = 3.71x against 3.69x
+    heads = {"name": "draft_features_heads", "n_heads": 4, "val_mat": 3.80, "weights": [0.65, 0.5],
+             "ratio_vs_prior": {"ratio": 1.016, "lo": 1.002, "hi": 1.03, "mat_a": 3.81, "mat_b": 3.75}}
+    one_pass = {**costly, "val_mat": {"target_prior_kn": 3.70},
+                "draft_features": {**costly["draft_features"], "heads": heads},
+                "gpu_cost_ms": {**costly["gpu_cost_ms"], "draft_features_heads": {"runs": "network", "chain (GPU)": 0.15}}}
+    o = findings.event_camera(one_pass, bar=1.15)
+    assert ("The same mixture drafting its chain from one network pass (`draft_features_heads`: 4 heads for the tokens "
+            "after the next on the frozen network, weights chosen on validation) against `target_prior_kn`: 1.016x") in o.text
+    assert o.recommendation.startswith("Where the draft model runs next to the target, draft with `draft_features_heads`: "
+                                       "one network pass per chain, 1.02x the MAT of `target_prior_kn` (interval 1.00 to "
+                                       "1.03); it costs 0.15 ms per chain") and "implies 3.71x over greedy decoding against 3.69x" \
+        in o.recommendation and "pay at 7B" in o.headline
+    # on validation it would not pay (3.71 * 5.8 / 5.95 = 3.62x < 3.70 * 5.8 / 5.9 = 3.64x): not recommended, whatever test says
+    v = findings.event_camera({**one_pass, "draft_features": {**one_pass["draft_features"], "heads": {**heads, "val_mat": 3.71}}})
+    assert v.recommendation.startswith("Draft with `target_prior_kn` for now.")
+    assert ("Drafted from one pass per chain (`draft_features_heads`), the mixture keeps 1.02x the prior's MAT, and it "
+            "costs 0.15 ms per chain") in v.recommendation and "on the validation pairs, which decide, it is not faster" in v.recommendation
+    # costlier: 3.81 / 3.75 * 5.9 - 5.8 = 0.194 ms is where it would pay
+    dear = {**one_pass, "gpu_cost_ms": {**one_pass["gpu_cost_ms"], "draft_features_heads": {"runs": "network", "chain (GPU)": 0.5}}}
+    assert "; it would pay under 0.19 ms per chain, or for a target step over " in findings.event_camera(dear).recommendation
     cheap = {**costly, "gpu_cost_ms": {**costly["gpu_cost_ms"], "draft_features_mix": {"runs": "network", "chain (GPU)": 0.1}}}
     ch = findings.event_camera(cheap, bar=1.15)
     assert "implies 3.77x over greedy decoding against 3.69x. With the draft's words alone" in ch.recommendation
