@@ -26,6 +26,7 @@ from torch import nn
 from helpers.study import metrics
 from helpers.study.drafters import graphs
 from helpers.study.drafters.cross_modal import PAD, CrossModalConfig, CrossModalDrafter, EncoderDecoder, prior_distribution
+from helpers.study.drafters.lookup import COVERAGE_TOP
 from helpers.study.pairs import RecordedPair
 from helpers.training import IGNORE, MISS, ModelDevice, TrainConfig, chunks, fit_token_model, pad_batch
 
@@ -171,15 +172,22 @@ class StaticHeads:
         self.prober = graphs.Replay(probs, [memory, tgt, torch.zeros(1, dtype=torch.long, device=src.device)], graph)
         self.on_gpu = src.is_cuda
         n_out, vocab = len(model.heads.lin) + 1, bb.embed.weight.shape[0]
+        # pinned staging on a GPU: a copy from pageable host memory may block the host until the queue drains
+        self.staged = [torch.empty(src.shape, dtype=src.dtype, pin_memory=self.on_gpu),
+                       torch.full((1, max_len), PAD, dtype=torch.long, pin_memory=self.on_gpu),
+                       torch.zeros(1, dtype=torch.long, pin_memory=self.on_gpu)]
         self.host = torch.empty((n_out, vocab), pin_memory=self.on_gpu)
         self.done = torch.cuda.Event() if self.on_gpu else None
         self.graphed = self.encoder.graph is not None and self.prober.graph is not None
 
-    def launch(self, src: torch.Tensor, prefix: Sequence[int]) -> Callable[[], torch.Tensor]:
-        memory = self.encoder(src)
-        tgt = pad_batch([prefix], PAD, self.max_len).to(self.device, non_blocking=True)
-        last = torch.tensor([len(prefix) - 1]).to(self.device, non_blocking=True)
-        out = self.prober(memory, tgt, last)
+    def launch(self, src: torch.Tensor, prefix: Sequence[int]) -> Callable[[], np.ndarray]:
+        # the staging buffers are free again: the previous launch's result was waited for after its copies
+        h_src, h_tgt, h_last = self.staged
+        h_src.copy_(src)
+        h_tgt.fill_(PAD)
+        h_tgt[0, : len(prefix)] = torch.as_tensor(prefix[: self.max_len], dtype=torch.long)
+        h_last.fill_(len(prefix) - 1)
+        out = self.prober(self.encoder(h_src), h_tgt, h_last)
         if not self.on_gpu:
             return lambda: out.numpy()
         self.host.copy_(out, non_blocking=True)
@@ -209,6 +217,7 @@ class FeatureHeadsDrafter(ModelDevice):
         self.needs = base.needs + "; one network pass per chain"
         self.reads_draft, self.ranks = False, False
         self.weights = (base.prior_weight, 0.0)
+        self.prior_top = COVERAGE_TOP   # the prior's best candidates mixed in: those a count prior ranks cheaply
 
     @property
     def n_out(self) -> int:
@@ -290,12 +299,13 @@ class FeatureHeadsDrafter(ModelDevice):
         return lg.softmax(-1).numpy(), rows, target
 
     def _row(self, prefix: Sequence[int], question: str) -> np.ndarray:
-        """The prior's distribution after `prefix` (its best PRIOR_TOP, renormalised) over the
+        """The prior's distribution after `prefix` (its best `prior_top`, renormalised) over the
         network's compact ids, float32 (V,), zero elsewhere: numpy, since a chain needs one per token
         and building a torch tensor costs more than the mixing."""
         b = self.base
         row = np.zeros(self.vocab, np.float32)
-        mix = [(b.stoi[t], q) for t, q in prior_distribution(b.prior, question, prefix).items() if t in b.stoi]
+        mix = [(b.stoi[t], q) for t, q in prior_distribution(b.prior, question, prefix, self.prior_top).items()
+               if t in b.stoi]
         if mix:
             cols, vals = zip(*mix)
             row[list(cols)] = vals
