@@ -183,9 +183,10 @@ class StaticHeads:
     def launch(self, src: torch.Tensor, prefix: Sequence[int]) -> Callable[[], np.ndarray]:
         # the staging buffers are free again: the previous launch's result was waited for after its copies
         h_src, h_tgt, h_last = self.staged
+        prefix = prefix[: self.max_len]
         h_src.copy_(src)
         h_tgt.fill_(PAD)
-        h_tgt[0, : len(prefix)] = torch.as_tensor(prefix[: self.max_len], dtype=torch.long)
+        h_tgt[0, : len(prefix)] = torch.as_tensor(prefix, dtype=torch.long)
         h_last.fill_(len(prefix) - 1)
         out = self.prober(self.encoder(h_src), h_tgt, h_last)
         if not self.on_gpu:
@@ -277,7 +278,8 @@ class FeatureHeadsDrafter(ModelDevice):
                 bad += 1
             if bad >= patience or (max_minutes and time.perf_counter() - t0 > 60 * max_minutes):
                 break
-        heads.load_state_dict(best_state)
+        if best_state is not None:                                         # else: no epoch ran, or none improved
+            heads.load_state_dict(best_state)
         return {"val_loss": history, "best_epoch": int(np.argmin(history)) + 1, "epochs": len(history),
                 "seconds": time.perf_counter() - t0, "train_positions": len(xt)}
 
