@@ -76,8 +76,8 @@ def captured(owner, build: Callable[[], object], *key):
     more than a small network's pass); a parameter *object* swapped in by assignment after the
     capture is not seen: assign the model anew (or move it) instead."""
     model, kept = owner.model, owner.__dict__.get("_captured")
-    tensors = kept[2] if kept is not None and kept[3] is model else [*model.parameters(), *model.buffers()]
-    full = (tuple(t.data_ptr() for t in tensors), *key)
-    if kept is None or kept[3] is not model or kept[0] != full:
-        kept = owner._captured = (full, build(), tensors, model)
-    return kept[1]
+    if kept is not None and kept[3] is model and kept[0] == (tuple(t.data_ptr() for t in kept[2]), *key):
+        return kept[1]
+    tensors = [*model.parameters(), *model.buffers()]     # listed anew: moving a module replaces its buffers' objects
+    owner._captured = ((tuple(t.data_ptr() for t in tensors), *key), build(), tensors, model)
+    return owner._captured[1]
