@@ -289,17 +289,20 @@ class CrossModalDrafter(ModelDevice):
                           if n else torch.zeros(0, vocab, dtype=dtype))
         return self._rows[1]
 
-    def _prior_row(self, prefix: Sequence[int], vocab: int, dtype, question: str = "",
-                   scale: float | None = None) -> torch.Tensor:
-        """(vocab,): `scale` (default 1 - network weight) x the prior's distribution after `prefix`,
-        in compact ids, zero elsewhere (the prior knows only training ids too)."""
-        scale = 1 - self.prior_weight if scale is None else scale
-        mix = [(self.stoi[tok], scale * q)
-               for tok, q in prior_distribution(self.prior, question, prefix).items() if tok in self.stoi]
+    def _prior_entries(self, prefix: Sequence[int], question: str = "", k: int = PRIOR_TOP) -> tuple[tuple, tuple]:
+        """The prior's k best candidates after `prefix` (renormalised) that the network knows: (their
+        compact ids, their probabilities); the prior knows only training ids too."""
+        mix = [(self.stoi[tok], q) for tok, q in prior_distribution(self.prior, question, prefix, k).items()
+               if tok in self.stoi]
+        return tuple(zip(*mix)) if mix else ((), ())
+
+    def _prior_row(self, prefix: Sequence[int], vocab: int, dtype, question: str = "") -> torch.Tensor:
+        """(vocab,): (1 - network weight) x the prior's distribution after `prefix`, in compact ids,
+        zero elsewhere."""
+        cols, vals = self._prior_entries(prefix, question)
         row = torch.zeros(vocab, dtype=dtype)
-        if mix:                             # one vectorised write (element-by-element writes cost most of the time)
-            cols, vals = zip(*mix)
-            row[torch.tensor(cols)] = torch.tensor(vals, dtype=dtype)
+        if cols:                            # one vectorised write (element-by-element writes cost most of the time)
+            row[torch.tensor(cols)] = torch.tensor([(1 - self.prior_weight) * q for q in vals], dtype=dtype)
         return row
 
     def _mix(self, logits: torch.Tensor, prefix: Sequence[int], question: str = "") -> torch.Tensor:

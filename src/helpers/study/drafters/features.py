@@ -25,7 +25,7 @@ from torch import nn
 
 from helpers.study import metrics
 from helpers.study.drafters import graphs
-from helpers.study.drafters.cross_modal import PAD, CrossModalConfig, CrossModalDrafter, EncoderDecoder, prior_distribution
+from helpers.study.drafters.cross_modal import PAD, CrossModalConfig, CrossModalDrafter, EncoderDecoder
 from helpers.study.drafters.lookup import COVERAGE_TOP
 from helpers.study.pairs import RecordedPair
 from helpers.training import IGNORE, MISS, ModelDevice, TrainConfig, chunks, fit_token_model, pad_batch
@@ -152,6 +152,11 @@ class HeadsNet(nn.Module):
         w = self.backbone.embed.weight
         return torch.cat([(h @ w.T)[None], self.heads(h, w)])
 
+    def probs(self, h: torch.Tensor) -> torch.Tensor:                   # (..., D) -> (1 + n, ..., V), float32
+        lg = self.offsets(h).float()
+        lg[..., :2] = -torch.inf                                            # PAD/UNK are never drafts
+        return lg.softmax(-1)
+
 
 class StaticHeads:
     """HeadsNet's one pass per chain at a static shape (the prefix right-padded to max_len), as
@@ -166,9 +171,7 @@ class StaticHeads:
         tgt = torch.full((1, max_len), PAD, dtype=torch.long, device=src.device)
 
         def probs(memory, tgt, last):
-            lg = model.offsets(bb.hidden(memory, None, tgt)[0].index_select(0, last)[0])
-            lg[:, :2] = -torch.inf                                          # PAD/UNK are never drafts
-            return lg.softmax(-1)
+            return model.probs(bb.hidden(memory, None, tgt)[0].index_select(0, last)[0])
         self.prober = graphs.Replay(probs, [memory, tgt, torch.zeros(1, dtype=torch.long, device=src.device)], graph)
         self.on_gpu = src.is_cuda
         n_out, vocab = len(model.heads.lin) + 1, bb.embed.weight.shape[0]
@@ -285,7 +288,7 @@ class FeatureHeadsDrafter(ModelDevice):
 
     # --- exact chains, teacher-forced -----------------------------------------------------
     @torch.no_grad()
-    def _tables(self, p: RecordedPair) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    def _tables(self, p: RecordedPair) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For one pair, at every target position j the chain can reach (T = the answer's positions,
         up to max_len): the pass's probabilities from prefix target[: j + 1] (n_out, T, V), the
         prior's distribution after it (T, V), and the compact id of target[j + 1] (T,; -1 where it
@@ -294,22 +297,18 @@ class FeatureHeadsDrafter(ModelDevice):
         bb.eval()
         prefix = list(p.target_ids[:-1])[: b.cfg.max_len]
         tgt = pad_batch([b._enc(prefix)], PAD).to(self.device)
-        lg = self.model.offsets(bb.hidden(*bb.encode(b._feats([p]).to(self.device)), tgt)[0]).float().cpu()
-        lg[..., :2] = -torch.inf
+        probs = self.model.probs(bb.hidden(*bb.encode(b._feats([p]).to(self.device)), tgt)[0]).cpu().numpy()
         rows = np.stack([self._row(prefix[: r + 1], p.question) for r in range(len(prefix))])
         target = np.array([b.stoi.get(t, -1) for t in p.target_ids[1: len(prefix) + 1]])
-        return lg.softmax(-1).numpy(), rows, target
+        return probs, rows, target
 
     def _row(self, prefix: Sequence[int], question: str) -> np.ndarray:
         """The prior's distribution after `prefix` (its best `prior_top`, renormalised) over the
         network's compact ids, float32 (V,), zero elsewhere: numpy, since a chain needs one per token
         and building a torch tensor costs more than the mixing."""
-        b = self.base
         row = np.zeros(self.vocab, np.float32)
-        mix = [(b.stoi[t], q) for t, q in prior_distribution(b.prior, question, prefix, self.prior_top).items()
-               if t in b.stoi]
-        if mix:
-            cols, vals = zip(*mix)
+        cols, vals = self.base._prior_entries(prefix, question, self.prior_top)
+        if cols:
             row[list(cols)] = vals
         return row
 
@@ -360,7 +359,7 @@ class FeatureHeadsDrafter(ModelDevice):
 
     # --- drafting ------------------------------------------------------------------------
     @torch.no_grad()
-    def _launch(self, src: torch.Tensor, prefix: Sequence[int]) -> Callable[[], torch.Tensor]:
+    def _launch(self, src: torch.Tensor, prefix: Sequence[int]) -> Callable[[], np.ndarray]:
         b = self.base
         if graphs.wanted(self.device, self.cuda_graphs):
             static = graphs.captured(self, lambda: StaticHeads(self.model, src.to(self.device), b.cfg.max_len),
@@ -369,9 +368,7 @@ class FeatureHeadsDrafter(ModelDevice):
         bb = self.model.backbone
         bb.eval()
         h = bb.hidden(*bb.encode(src.to(self.device)), pad_batch([b._enc(prefix)], PAD).to(self.device))[0, -1]
-        lg = self.model.offsets(h).float().cpu()
-        lg[:, :2] = -torch.inf
-        probs = lg.softmax(-1).numpy()
+        probs = self.model.probs(h).cpu().numpy()
         return lambda: probs
 
     @torch.no_grad()
