@@ -56,6 +56,28 @@ def test_call_cost_is_measured_on_the_steps_sd_meets():
     assert ms >= 0 and len(seen) == sum(t.steps for t in ev.traces) + 3          # every step once, plus 3 warm-ups
     starts = sorted({int(k) for t in ev.traces for k in np.cumsum([1] + t.emitted[:-1])})
     assert sorted(set(seen)) == starts
+    # in SD's order: each answer's steps in sequence, the prefix growing within an answer
+    keys = []
+    ec.call_cost_ms(lambda ctx: keys.append((ctx.key, len(ctx.target_prefix))), test, ev.traces, max_calls=1000, warmup=0)
+    runs = [k for i, (k, _) in enumerate(keys) if i == 0 or keys[i - 1][0] != k]
+    assert len(runs) == len(test) and all(a[1] < b[1] for a, b in zip(keys, keys[1:]) if a[0] == b[0])
+    few = []
+    ec.call_cost_ms(lambda ctx: few.append(ctx.key), test, ev.traces, max_calls=5, warmup=0)
+    assert len(few) == 5
+
+
+def test_interleaved_costs_call_each_drafter_on_the_same_steps_in_a_rotating_order():
+    train, test = toy_pairs(30, 1), toy_pairs(4, 2)
+    ev = evaluate(lookup.KneserNeyPrior(order=3).fit(train), test, 3)
+    log = []
+    calls = {k: (lambda ctx, k=k: log.append((k, ctx.key, len(ctx.target_prefix)))) for k in "abc"}
+    ms = ec.interleaved_cost_ms(calls, test, ev.traces, max_calls=7, warmup=0)
+    assert set(ms) == set("abc") and all(v >= 0 for v in ms.values())
+    assert len(log) == 21
+    steps = [log[i:i + 3] for i in range(0, 21, 3)]
+    assert [st[0][0] for st in steps] == list("abcabca")                  # who goes first rotates
+    assert all(len({(key, n) for _, key, n in st}) == 1 for st in steps)   # one context per step, for all
+    assert [st[0][1:] for st in steps] == [(c.key, len(c.target_prefix)) for c in ec.sd_contexts(test, ev.traces, max_calls=7)]
 
 
 def test_cost_table_times_every_drafter_and_moves_networks_back():

@@ -104,3 +104,64 @@ def test_cuda_graphs_of_the_heads_draft_what_the_cpu_drafts(heads):
     finally:
         h.device = "cpu"
     assert graphed == cpu and h._captured[1].graphed
+
+
+class SlowPass(df.Pending):
+    """A pass that reports itself not ready for `polls` queries (a GPU still running it)."""
+
+    def __init__(self, inner: df.Pending, polls: int):
+        super().__init__(inner.result)
+        self.polls = polls
+
+    def ready(self) -> bool:
+        self.polls -= 1
+        return self.polls < 0
+
+
+def test_rows_computed_while_the_pass_runs_change_no_chain_and_are_reused(heads, monkeypatch):
+    h, _, _, test = heads
+    ctxs = [DraftContext.of(p, p.target_ids[:k]) for p in test for k in range(1, len(p.target_ids))]
+    launch, rows = h._launch, h._row
+    reused = 0
+    for w in ((0.5, 0.0), (0.9, 0.9), (0.2, 0.6)):              # the pass overrules the prior more or less often
+        h.weights = w
+        ready = [h.propose(c, 4) for c in ctxs]
+        calls = []
+        monkeypatch.setattr(h, "_launch", lambda key, prefix: SlowPass(launch(key, prefix), 10))
+        monkeypatch.setattr(h, "_row", lambda prefix, q: calls.append(1) or rows(prefix, q))
+        for c, chain in zip(ctxs, ready):
+            n = min(4, h.base.cfg.max_len + 1 - len(c.target_prefix))
+            own = prior_chain(h, c, n)
+            calls.clear()
+            guess = h.propose(c, 4)
+            assert guess == chain, (w, c)
+            if chain == own and len(chain) == n:                # the prior's own chain: no row computed twice
+                assert len(calls) == n
+                reused += 1
+            assert len(calls) <= 2 * n
+        monkeypatch.undo()
+    assert reused > 0
+
+
+def prior_chain(h, ctx, n):
+    out = []
+    for _ in range(n):
+        row = h._row([*ctx.target_prefix, *out], ctx.question)
+        if not row.max() > 0:
+            break
+        out.append(h.base.itos[int(row.argmax())])
+    return out
+
+
+@torch.no_grad()
+def test_a_launch_on_the_same_key_reuses_the_encoding_and_a_new_key_encodes_again(heads):
+    h, _, _, test = heads
+    b = h.base
+    a, c = b._feats_of([test[0].key]), b._feats_of([test[1].key])
+    static = df.StaticHeads(h.model, a, b.cfg.max_len, graph=False)
+    prefix = b._enc(test[0].target_ids[:2])
+    fresh = [static.launch(x, prefix)().copy() for x in (a, c)]          # no key: encoded every time
+    assert not np.allclose(fresh[0], fresh[1])                             # the features matter here
+    assert np.array_equal(static.launch(a, prefix, "a")().copy(), fresh[0])
+    assert np.array_equal(static.launch(c, prefix, "a")().copy(), fresh[0])   # same key: a's encoding kept
+    assert np.array_equal(static.launch(c, prefix, "c")().copy(), fresh[1])   # a new key: encoded again

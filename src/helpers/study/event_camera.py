@@ -180,28 +180,48 @@ def fact_agreement(pairs: Sequence[RecordedPair], categories: Sequence[str] = ("
 
 # --- cost ------------------------------------------------------------------------------------
 
+def sd_contexts(pairs: Sequence[RecordedPair], traces: Sequence[metrics.SDTrace], visibility: Visibility = FULL,
+                max_calls: int = 200, seed: int = 0) -> list[DraftContext]:
+    """Up to max_calls verify steps of the given SD traces, as the contexts a drafter meets there
+    (the draft tokens visible at each step) and in the order it meets them: the answers sampled,
+    each one's steps in sequence (a drafter may keep what a pair's earlier steps computed)."""
+    per_pair = []
+    for p, t in zip(pairs, traces):
+        k, steps = 1, []
+        for s, e in enumerate(t.emitted):
+            steps.append(DraftContext.of(p, p.target_ids[:k], visibility.visible(s, len(p.draft_ids))))
+            k += e
+        per_pair.append(steps)
+    return [c for j in np.random.default_rng(seed).permutation(len(per_pair)) for c in per_pair[j]][:max_calls]
+
+
+def interleaved_cost_ms(calls: dict, pairs: Sequence[RecordedPair], traces: Sequence[metrics.SDTrace],
+                        visibility: Visibility = FULL, max_calls: int = 200, seed: int = 0, warmup: int = 3) -> dict:
+    """{key: median wall-clock ms of calls[key](ctx)} over the verify steps of `sd_contexts`, the
+    calls interleaved: at every step each runs once, in an order that rotates from step to step, so
+    that what else the host does meanwhile (other load, clock changes, caches another call
+    evicted, as the target's step would) weighs on all of them alike and their differences are
+    measured on the same contexts at the same moments. `warmup` steps first, untimed (a GPU
+    network's first calls load kernels). A drafter returns token ids as Python ints, so a GPU
+    network's call has synchronised when it returns."""
+    ctxs, keys = sd_contexts(pairs, traces, visibility, max_calls, seed), list(calls)
+    for c in ctxs[:warmup]:
+        for k in keys:
+            calls[k](c)
+    times: dict = {k: [] for k in keys}
+    for s, c in enumerate(ctxs):
+        for k in keys[s % len(keys):] + keys[: s % len(keys)]:
+            t0 = time.perf_counter()
+            calls[k](c)
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: float(np.median(v)) if v else float("nan") for k, v in times.items()}
+
+
 def call_cost_ms(call: Callable[[DraftContext], object], pairs: Sequence[RecordedPair], traces: Sequence[metrics.SDTrace],
                  visibility: Visibility = FULL, max_calls: int = 200, seed: int = 0, warmup: int = 3) -> float:
-    """Median wall-clock ms of `call(ctx)` over (up to max_calls, sampled) verify steps of the given
-    SD traces: the contexts a drafter meets in SD, with the draft tokens visible at each step.
-    `warmup` calls first (a GPU network's first calls load kernels). A drafter returns token ids
-    as Python ints, so a GPU network's call has synchronised when it returns."""
-    ctxs = []
-    for p, t in zip(pairs, traces):
-        k = 1
-        for s, e in enumerate(t.emitted):
-            ctxs.append(DraftContext.of(p, p.target_ids[:k], visibility.visible(s, len(p.draft_ids))))
-            k += e
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(len(ctxs), min(max_calls, len(ctxs)), replace=False) if ctxs else []
-    for i in pick[:warmup]:
-        call(ctxs[i])
-    times = []
-    for i in pick:
-        t0 = time.perf_counter()
-        call(ctxs[i])
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times)) if times else float("nan")
+    """Median wall-clock ms of `call(ctx)` over the verify steps of `sd_contexts` (one call of
+    interleaved_cost_ms)."""
+    return interleaved_cost_ms({0: call}, pairs, traces, visibility, max_calls, seed, warmup)[0]
 
 
 def is_network(drafter) -> bool:
@@ -216,24 +236,45 @@ def cost_table(drafters: dict, pairs: Sequence[RecordedPair], traces: Sequence[m
     (`propose`) and, for drafters that grow trees, a tree of k nodes. Networks are timed on the CPU
     and, with `gpu` (a torch device such as "cuda"), again there, wherever they were loaded (each
     goes back to its own device afterwards): replaying CUDA graphs ("chain (GPU)", what they do on a
-    GPU) and, for those that can, eagerly ("chain (GPU, eager)"). Rows: drafters; columns "runs"
-    (network or host CPU), the chains' columns, "tree k" (trees run on the CPU)."""
-    rows = {}
+    GPU) and, for those that can, eagerly ("chain (GPU, eager)"). The chains are timed interleaved
+    (interleaved_cost_ms): the networks on the CPU in one loop, and in another those on the GPU with
+    the host drafters (with no GPU, all in the first), so that a drafter on the GPU and a count drafter
+    on its host are compared at the same moments. Rows: drafters; columns "runs" (network or host
+    CPU), the chains' columns, "tree k" (trees run on the CPU)."""
+    nets = [n for n, d in drafters.items() if is_network(d)]
+    rows = {n: {"runs": "network" if n in nets else "host CPU"} for n in drafters}
+
+    def chain(d, graphed=None):
+        def call(ctx):
+            if graphed is not None:
+                d.cuda_graphs = graphed                     # _on restores the drafter's own setting after
+            return d.propose(ctx, gamma)
+        return call
+    loops = [("cpu", {(n, "chain (CPU)"): chain(drafters[n]) for n in drafters if n in nets or not gpu})]
+    if gpu:
+        on_gpu = {}
+        for n in drafters:
+            if n not in nets:
+                on_gpu[(n, "chain (CPU)")] = chain(drafters[n])
+                continue
+            on_gpu[(n, "chain (GPU)")] = chain(drafters[n], True)
+            if hasattr(drafters[n], "cuda_graphs"):
+                on_gpu[(n, "chain (GPU, eager)")] = chain(drafters[n], False)
+        loops.append((gpu, on_gpu))
+    for dev, loop in loops:
+        if not loop:
+            continue
+        with contextlib.ExitStack() as stack:
+            for n in dict.fromkeys(n for n, _ in loop):
+                if n in nets:
+                    stack.enter_context(_on(drafters[n], dev, True if dev != "cpu" else None))
+            for (n, col), ms in interleaved_cost_ms(loop, pairs, traces, max_calls=calls).items():
+                rows[n][col] = ms
     for n, d in drafters.items():
-        net = is_network(d)
-        row = {"runs": "network" if net else "host CPU"}
-        places = [("CPU", "cpu" if net else None, None)]
-        if net and gpu:
-            places += [("GPU", gpu, True)] + ([("GPU, eager", gpu, False)] if hasattr(d, "cuda_graphs") else [])
-        for label, dev, graphed in places:
-            with _on(d, dev, graphed):
-                row[f"chain ({label})"] = call_cost_ms(lambda ctx, d=d: d.propose(ctx, gamma), pairs, traces,
-                                                       max_calls=calls)
         if hasattr(d, "propose_tree"):
             for k in tree_sizes:
-                row[f"tree {k}"] = call_cost_ms(lambda ctx, d=d, k=k: d.propose_tree(ctx, k), pairs, traces,
-                                                max_calls=max(1, calls // 2))
-        rows[n] = row
+                rows[n][f"tree {k}"] = call_cost_ms(lambda ctx, d=d, k=k: d.propose_tree(ctx, k), pairs, traces,
+                                                    max_calls=max(1, calls // 2))
     return cost_frame(rows)
 
 

@@ -158,45 +158,71 @@ class HeadsNet(nn.Module):
         return lg.softmax(-1)
 
 
+class Pending:
+    """A queued pass's (1 + n, V) probabilities: `ready()` says whether they have arrived (the host
+    can do other work meanwhile), calling it waits for them and returns them as numpy."""
+
+    def __init__(self, result: Callable[[], np.ndarray], event: torch.cuda.Event | None = None):
+        self.result, self.event = result, event
+
+    def ready(self) -> bool:
+        return self.event is None or self.event.query()
+
+    def __call__(self) -> np.ndarray:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.result()
+
+
 class StaticHeads:
     """HeadsNet's one pass per chain at a static shape (the prefix right-padded to max_len), as
-    graphs.Replay: `launch(src, prefix)` queues the encoder and the pass and returns a function that
-    gives the (1 + n, V) probabilities on the host as numpy (PAD and UNK at 0); on a GPU the copy to the host
-    is queued too, so the host can work while the GPU runs and waits only when it needs them."""
+    graphs.Replay: `launch(src, prefix, key)` queues the pass (and the encoder, unless `key` names
+    the src of the previous launch: the features are the pair's, fixed for its whole answer) and
+    returns a Pending of the (1 + n, V) probabilities on the host (PAD and UNK at 0); on a GPU the
+    copy to the host is queued too, so the host can work while the GPU runs and waits only when it
+    needs them."""
 
     def __init__(self, model: HeadsNet, src: torch.Tensor, max_len: int, graph: bool = True):
         bb, self.max_len, self.device = model.backbone, max_len, src.device
         self.encoder = graphs.Replay(lambda s: bb.encode(s)[0], [src], graph)
         memory = bb.encode(src)[0]
-        tgt = torch.full((1, max_len), PAD, dtype=torch.long, device=src.device)
 
-        def probs(memory, tgt, last):
-            return model.probs(bb.hidden(memory, None, tgt)[0].index_select(0, last)[0])
-        self.prober = graphs.Replay(probs, [memory, tgt, torch.zeros(1, dtype=torch.long, device=src.device)], graph)
+        def probs(x, memory):               # x (1, max_len + 1): the padded prefix, then its last position
+            h = bb.hidden(memory, None, x[:, :max_len])[0]
+            return model.probs(h.index_select(0, x[0, max_len:])[0])
+        x = torch.full((1, max_len + 1), PAD, dtype=torch.long, device=src.device)
+        x[0, max_len] = 0
+        self.prober = graphs.Replay(probs, [x, memory], graph)   # memory last: a launch on the same src passes x only
         self.on_gpu = src.is_cuda
         n_out, vocab = len(model.heads.lin) + 1, bb.embed.weight.shape[0]
-        # pinned staging on a GPU: a copy from pageable host memory may block the host until the queue drains
-        self.staged = [torch.empty(src.shape, dtype=src.dtype, pin_memory=self.on_gpu),
-                       torch.full((1, max_len), PAD, dtype=torch.long, pin_memory=self.on_gpu),
-                       torch.zeros(1, dtype=torch.long, pin_memory=self.on_gpu)]
+        # pinned staging on a GPU: a copy from pageable host memory may block the host until the queue drains;
+        # the prefix is written through a numpy view (cheaper than a torch index assignment per call)
+        self.staged_src = torch.empty(src.shape, dtype=src.dtype, pin_memory=self.on_gpu)
+        self.staged_x = torch.full((1, max_len + 1), PAD, dtype=torch.long, pin_memory=self.on_gpu)
+        self.x = self.staged_x.numpy()[0]
         self.host = torch.empty((n_out, vocab), pin_memory=self.on_gpu)
         self.done = torch.cuda.Event() if self.on_gpu else None
         self.graphed = self.encoder.graph is not None and self.prober.graph is not None
+        self.src_key = None                 # the key of the src whose encoding the prober's memory holds
 
-    def launch(self, src: torch.Tensor, prefix: Sequence[int]) -> Callable[[], np.ndarray]:
+    def launch(self, src: torch.Tensor, prefix: Sequence[int], key: object = None) -> Pending:
         # the staging buffers are free again: the previous launch's result was waited for after its copies
-        h_src, h_tgt, h_last = self.staged
         prefix = prefix[: self.max_len]
-        h_src.copy_(src)
-        h_tgt.fill_(PAD)
-        h_tgt[0, : len(prefix)] = torch.as_tensor(prefix, dtype=torch.long)
-        h_last.fill_(len(prefix) - 1)
-        out = self.prober(self.encoder(h_src), h_tgt, h_last)
+        x, n = self.x, len(prefix)
+        x[:n] = prefix
+        x[n: self.max_len] = PAD
+        x[self.max_len] = n - 1
+        if key is not None and key == self.src_key:
+            out = self.prober(self.staged_x)                   # the encoder's output from the last launch, still in place
+        else:
+            self.staged_src.copy_(src)
+            out = self.prober(self.staged_x, self.encoder(self.staged_src))
+            self.src_key = key
         if not self.on_gpu:
-            return lambda: out.numpy()
+            return Pending(out.numpy)
         self.host.copy_(out, non_blocking=True)
         self.done.record()
-        return lambda: (self.done.synchronize(), self.host.numpy())[1]
+        return Pending(self.host.numpy, self.done)
 
 
 class FeatureHeadsDrafter(ModelDevice):
@@ -359,22 +385,28 @@ class FeatureHeadsDrafter(ModelDevice):
 
     # --- drafting ------------------------------------------------------------------------
     @torch.no_grad()
-    def _launch(self, src: torch.Tensor, prefix: Sequence[int]) -> Callable[[], np.ndarray]:
+    def _launch(self, key: str, prefix: Sequence[int]) -> Pending:
         b = self.base
         if graphs.wanted(self.device, self.cuda_graphs):
+            last = self.__dict__.get("_last_src")              # the pair's features, kept across its verify steps
+            src = last[1] if last is not None and last[0] == key else b._feats_of([key])
+            self._last_src = (key, src)
             static = graphs.captured(self, lambda: StaticHeads(self.model, src.to(self.device), b.cfg.max_len),
                                      tuple(src.shape))
-            return static.launch(src, b._enc(prefix))
+            return static.launch(src, b._enc(prefix), key)
         bb = self.model.backbone
         bb.eval()
-        h = bb.hidden(*bb.encode(src.to(self.device)), pad_batch([b._enc(prefix)], PAD).to(self.device))[0, -1]
-        probs = self.model.probs(h).cpu().numpy()
-        return lambda: probs
+        src = b._feats_of([key]).to(self.device)
+        h = bb.hidden(*bb.encode(src), pad_batch([b._enc(prefix)], PAD).to(self.device))[0, -1]
+        return Pending(self.model.probs(h).cpu().numpy)
 
     @torch.no_grad()
     def propose(self, ctx, n: int) -> list[int]:
-        """A greedy chain of up to n from one network pass and the prior's rows (computed on the host
-        while the pass runs); it stops early where neither has a candidate."""
+        """A greedy chain of up to n from one network pass and the prior's rows; it stops early
+        where neither has a candidate. While the pass runs (on a GPU), the host computes the prior's
+        rows along the prior's own greedy chain: the mixed chain follows it wherever the pass does
+        not overrule the prior, and there those rows are the ones it needs; elsewhere they are
+        computed after. The chain is the same either way."""
         b = self.base
         if ctx.key not in b.features:
             raise KeyError(f"no draft features for pair {ctx.key!r}")
@@ -382,15 +414,27 @@ class FeatureHeadsDrafter(ModelDevice):
         n = max(0, min(n, b.cfg.max_len + 1 - len(prefix)))
         if n == 0:
             return []
-        pending, probs = self._launch(b._feats_of([ctx.key]), prefix), None
+        rows: dict[tuple[int, ...], np.ndarray] = {}
+
+        def row(drafted: list[int]) -> np.ndarray:        # the prior's row after the tokens drafted, once each
+            k = tuple(drafted)
+            if k not in rows:
+                rows[k] = self._row([*prefix, *drafted], ctx.question)
+            return rows[k]
+        pending = self._launch(ctx.key, prefix)
+        guess: list[int] = []
+        while len(guess) < n and not pending.ready():
+            r = row(guess)
+            top = int(r.argmax())
+            if not r[top] > 0:
+                break
+            guess.append(b.itos[top])
+        probs = pending()
         drafted: list[int] = []
         for i in range(n):
-            row = self._row([*prefix, *drafted], ctx.question)
-            if i < self.n_out:
-                probs = pending() if probs is None else probs       # on a GPU: waits for the pass here, once
-                row = self._score(self.weights[min(i, 1)], probs[i], row)
-            top = int(row.argmax())
-            if not row[top] > 0:
+            s = self._score(self.weights[min(i, 1)], probs[i], row(drafted)) if i < self.n_out else row(drafted)
+            top = int(s.argmax())
+            if not s[top] > 0:
                 break
             drafted.append(b.itos[top])
         return drafted
