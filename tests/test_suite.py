@@ -23,12 +23,17 @@ def test_every_preset_validates_against_the_notebooks(preset):
     assert plan.notebooks and all((NB / f"{s.stem}.ipynb").exists() for s in plan.notebooks)
 
 
-def test_notebooks_are_committed_without_outputs():
+def test_notebooks_are_committed_without_outputs_and_valid():
     for path in sorted(NB.glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         for cell in nb.cells:
             if cell.cell_type == "code":
                 assert not cell.outputs and cell.execution_count is None, f"{path.name} has outputs"
+        # nbformat 4.5 wants an id on every cell: without one papermill warns on every run (and will refuse);
+        # read the file itself, since nbformat.read adds missing ids
+        ids = [c.get("id") for c in json.loads(path.read_text())["cells"]]
+        assert all(ids) and len(set(ids)) == len(ids), f"{path.name}: cells without a unique id"
+        nbformat.validate(nb)
 
 
 @pytest.fixture(scope="module")
