@@ -1,5 +1,7 @@
 """draft_features_heads: one network pass per chain, heads per offset mixed with a prior (CPU;
 the CUDA graphs path runs where a GPU is)."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -84,6 +86,22 @@ def test_the_static_pass_drafts_what_the_eager_pass_drafts(heads, monkeypatch):
     with pytest.warns(RuntimeWarning):                           # host tensors: not captured, run eagerly
         static = [h.propose(c, 4) for c in ctxs]
     assert static == eager and not h._captured[1].graphed
+    # features replaced under a key already drafted from: the next chain reads the new ones, not a kept encoding
+    p, ctx = test[0], ctxs[0]
+    old, chains = h.base.features[p.key], []
+    try:
+        for q in test[1:]:
+            h.base.features[p.key] = h.base.features[q.key]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                kept = h.propose(ctx, 4)                               # the static path, as on a GPU
+            monkeypatch.setattr(graphs, "wanted", lambda device, enabled=True: False)
+            assert kept == h.propose(ctx, 4)                           # the eager path encodes every call
+            monkeypatch.setattr(graphs, "wanted", lambda device, enabled=True: bool(enabled))
+            chains.append(kept)
+    finally:
+        h.base.features[p.key] = old
+    assert any(c != eager[0] for c in chains)                  # the features matter here: a stale encoding would show
 
 
 def test_heads_need_a_trained_network_with_a_prior():

@@ -388,12 +388,16 @@ class FeatureHeadsDrafter(ModelDevice):
     def _launch(self, key: str, prefix: Sequence[int]) -> Pending:
         b = self.base
         if graphs.wanted(self.device, self.cuda_graphs):
-            last = self.__dict__.get("_last_src")              # the pair's features, kept across its verify steps
-            src = last[1] if last is not None and last[0] == key else b._feats_of([key])
-            self._last_src = (key, src)
+            # the pair's features, kept (and their encoding on the GPU) across its verify steps; features
+            # replaced under the same key, or switched off, are another token (the array is held, so its id stays its own)
+            arr = b.features[key]
+            token, last = (key, id(arr), b.use_features), self.__dict__.get("_last_src")
+            if last is None or last[0] != token:
+                last = self._last_src = (token, b._feats_of([key]), arr)
+            src = last[1]
             static = graphs.captured(self, lambda: StaticHeads(self.model, src.to(self.device), b.cfg.max_len),
                                      tuple(src.shape))
-            return static.launch(src, b._enc(prefix), key)
+            return static.launch(src, b._enc(prefix), token)
         bb = self.model.backbone
         bb.eval()
         src = b._feats_of([key]).to(self.device)
