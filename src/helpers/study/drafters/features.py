@@ -177,7 +177,8 @@ class Pending:
 class StaticHeads:
     """HeadsNet's one pass per chain at a static shape (the prefix right-padded to max_len), as
     graphs.Replay: `launch(src, prefix, key)` queues the pass (and the encoder, unless `key` names
-    the src of the previous launch: the features are the pair's, fixed for its whole answer) and
+    the src of the previous launch: the features are the pair's, fixed for its whole answer, and the
+    backbone is frozen; an encoder changed in place between two such launches would not be seen) and
     returns a Pending of the (1 + n, V) probabilities on the host (PAD and UNK at 0); on a GPU the
     copy to the host is queued too, so the host can work while the GPU runs and waits only when it
     needs them."""
