@@ -245,18 +245,21 @@ class FeatureHeadsDrafter(ModelDevice):
             raise ValueError(f"n_heads must be >= 1, got {n_heads}")
         self.base, self.name = base, name
         self.model = HeadsNet(base.model, OffsetHeads(base.cfg.d_model, n_heads)).to(base.device)
+        self._n_out, self._vocab = n_heads + 1, base.model.embed.weight.shape[0]
         self.needs = base.needs + "; one network pass per chain"
         self.reads_draft, self.ranks = False, False
         self.weights = (base.prior_weight, 0.0)
         self.prior_top = COVERAGE_TOP   # the prior's best candidates mixed in: those a count prior ranks cheaply
 
+    # plain attributes: read on every drafted token, and a torch module's attribute lookup costs
+    # microseconds (about 5% of a chain's host time); the heads and the vocabulary are fixed at __init__
     @property
     def n_out(self) -> int:
-        return len(self.model.heads.lin) + 1
+        return self._n_out
 
     @property
     def vocab(self) -> int:
-        return self.model.backbone.embed.weight.shape[0]
+        return self._vocab
 
     # --- training the heads (the backbone frozen) --------------------------------------
     @torch.no_grad()
@@ -436,8 +439,9 @@ class FeatureHeadsDrafter(ModelDevice):
             guess.append(b.itos[top])
         probs = pending()
         drafted: list[int] = []
+        n_out = self._n_out
         for i in range(n):
-            s = self._score(self.weights[min(i, 1)], probs[i], row(drafted)) if i < self.n_out else row(drafted)
+            s = self._score(self.weights[min(i, 1)], probs[i], row(drafted)) if i < n_out else row(drafted)
             top = int(s.argmax())
             if not s[top] > 0:
                 break
