@@ -89,6 +89,14 @@ def _leading(mask: np.ndarray) -> int:
     return int(np.argmin(mask)) if not mask.all() else len(mask)
 
 
+def _chain(view: np.ndarray, start: int, n: int) -> np.ndarray:
+    """The n chain offsets from target position `start` of a (positions,) view, or of an
+    (offsets, positions) view read at row i for offset i (the last row past the rows)."""
+    if view.ndim == 1:
+        return view[start:start + n]
+    return view[np.minimum(np.arange(n), len(view) - 1), np.arange(start, start + n)]
+
+
 def simulate_sd(correct: Sequence[bool], gamma: int, proposed: Sequence[bool] | None = None,
                 adaptive: tuple[int, int] | None = None) -> SDTrace:
     """Greedy SD from teacher-forced correctness: correct[i] says whether the drafter's top-1 given
@@ -102,8 +110,10 @@ def simulate_sd(correct: Sequence[bool], gamma: int, proposed: Sequence[bool] | 
 def simulate_sd_steps(n_target: int, gamma: int, step_view: Callable[[int], tuple[np.ndarray, np.ndarray]],
                       adaptive: tuple[int, int] | None = None) -> SDTrace:
     """simulate_sd where what the drafter sees changes with the verify step s (streamed drafts):
-    step_view(s) -> (correct, proposed), each bool (n_target - 1,), as in simulate_sd. Exact for
-    greedy SD: while drafts match, the drafter's context *is* the true prefix.
+    step_view(s) -> (correct, proposed), each bool (n_target - 1,), as in simulate_sd, or each
+    (offsets, n_target - 1) for a drafter whose prediction depends on the chain offset (row i for
+    the chain's i-th draft, the last row past them: simulate_sd_offsets). Exact for greedy SD: while
+    drafts match, the drafter's context *is* the true prefix.
     adaptive = (gamma_min, gamma_max): gamma starts at `gamma`, grows by one after a step that
     accepted every draft and shrinks by one after a miss, within the bounds (the engine's
     SpecConfig(adaptive=True) rule)."""
@@ -115,8 +125,8 @@ def simulate_sd_steps(n_target: int, gamma: int, step_view: Callable[[int], tupl
     while k < n_target:
         correct, proposed = step_view(s)
         m = min(g, n_target - k)
-        drafted = _leading(proposed[k - 1:k - 1 + m])            # a chain stops where proposals stop
-        accepted = _leading(correct[k - 1:k - 1 + drafted])
+        drafted = _leading(_chain(proposed, k - 1, m))             # a chain stops where proposals stop
+        accepted = _leading(_chain(correct, k - 1, drafted))
         emitted = min(accepted + 1, n_target - k)
         trace.drafted.append(drafted)
         trace.accepted.append(accepted)
@@ -138,21 +148,7 @@ def simulate_sd_offsets(correct: np.ndarray, gamma: int, proposed: np.ndarray | 
     p = np.ones_like(c) if proposed is None else np.atleast_2d(np.asarray(proposed, dtype=bool))
     if c.shape != p.shape:
         raise ValueError(f"correct {c.shape} and proposed {p.shape} differ in shape")
-    if gamma < 1:
-        raise ValueError(f"gamma must be >= 1, got {gamma}")
-    rows = np.minimum(np.arange(gamma), len(c) - 1)                # the row each chain offset reads
-    trace, k, n_target = SDTrace(gamma), 1, c.shape[1] + 1
-    while k < n_target:
-        m = min(gamma, n_target - k)
-        cols = np.arange(k - 1, k - 1 + m)
-        drafted = _leading(p[rows[:m], cols])
-        accepted = _leading(c[rows[:drafted], cols[:drafted]])
-        emitted = min(accepted + 1, n_target - k)
-        trace.drafted.append(drafted)
-        trace.accepted.append(accepted)
-        trace.emitted.append(emitted)
-        k += emitted
-    return trace
+    return simulate_sd_steps(c.shape[1] + 1, gamma, lambda s: (c, p))
 
 
 def simulate_sd_with_proposals(propose: Callable[[int, list[int], int], list[int]],
