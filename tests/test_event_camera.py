@@ -9,6 +9,7 @@ from helpers.study import event_camera as ec
 from helpers.study import metrics
 from helpers.study.data import make_split
 from helpers.study.drafters import Visibility, evaluate, lookup
+from helpers.study.drafters.base import DraftContext
 from helpers.study.pairs import RecordedPair
 
 from test_drafters import toy_pairs
@@ -269,3 +270,81 @@ def test_fact_agreement_pairs_only_answers_to_the_same_question():
     # chance, same question only: a/q1 target bus vs b/q1 draft tree (no); b/q1 target bus vs a/q1 draft bus (yes);
     # a/q2 target tree vs b/q2 draft bus (no); b/q2 target tree vs a/q2 draft tree (yes): 2 of 4
     assert t.loc["objects", "chance"] == 0.5 and t.loc["objects", "lift"] == 1.0
+
+
+def _stream(answers, drafts, question="q?", start=100):
+    return [RecordedPair(f"s{i}", start + i, 0, question, list(d), list(t), "", "") for i, (d, t) in
+            enumerate(zip(drafts, answers))]
+
+
+def test_latest_answers_weigh_the_stream_by_recency_and_question():
+    train = toy_pairs(30, 1)
+    kn = lookup.KneserNeyPrior(order=3).fit(train)
+    recent = lookup.RecentAnswers(tau=1.0, horizon=2, weight=0.9, order=3).fit(train)
+    assert not recent.reads_draft and "draft" not in recent.needs
+    ctx = DraftContext("q?", (5, 6), (1,))
+    assert recent.propose(ctx, 4) == kn.propose(ctx, 4)              # nothing in the stream yet: Kneser-Ney alone
+    a, b, c = [1, *range(500, 510), 2], [1, *range(600, 610), 2], [1, *range(700, 710), 2]
+    recent.update(_stream([a], [[5]]))
+    assert recent.propose(ctx, 4) == a[1:5]                           # the latest answer is followed
+    recent.update(_stream([b], [[5]], start=200))
+    assert recent.propose(ctx, 4) == b[1:5]                           # the newer one weighs more
+    w, _ = recent.state_for("k", "q?", (5,))
+    assert w[-1] == 1.0 and w[-2] == pytest.approx(np.exp(-1.0)) and not w[:30].any()   # training answers: Kneser-Ney only
+    recent.update(_stream([c], [[5]], "another question?", start=300))
+    assert recent.propose(ctx, 4) == b[1:5]                           # another question's answer is not this one's
+    recent.update(_stream([c, c], [[5], [5]], start=400))
+    w, _ = recent.state_for("k", "q?", (5,))
+    assert np.count_nonzero(w) == 2                                   # the horizon: the last 2 answers to the question
+    assert len(kn.train_docs) == 30 and recent.n_offline == 30
+    with pytest.raises(ValueError, match="tau"):
+        lookup.RecentAnswers(tau=0.0)
+    with pytest.raises(TypeError, match="state_for"):
+        recent.state((5,))
+
+
+def test_draft_keyed_latest_answers_follow_the_clip_whose_draft_resembles(tmp_path):
+    train = toy_pairs(30, 1)
+    a, b = [1, *range(500, 510), 2], [1, *range(600, 610), 2]
+    drafts = [[40, 41, 42, 43], [50, 51, 52, 53]]
+    stream = _stream([a, b], drafts)
+    prior = lookup.RecentAnswers(tau=1.0, horizon=4, weight=0.9, order=3).fit(train).update(stream)
+    reader = lookup.RecentAnswers(tau=1.0, horizon=4, weight=0.9, temperature=0.05, order=3,
+                                  name="draft_recent").fit(train).update(stream)
+    assert reader.reads_draft and "draft token" in reader.needs
+    looks_like_a = DraftContext("q?", (40, 41, 42, 43), (1,))
+    assert prior.propose(looks_like_a, 3) == b[1:4]                   # the latest answer, whatever the draft says
+    assert reader.propose(looks_like_a, 3) == a[1:4]                  # the clip the draft resembles
+    assert reader.propose(DraftContext("q?", (50, 51, 52, 53), (1,)), 3) == b[1:4]
+    again = ec.refit(reader, train)                                   # settings kept, stream dropped
+    assert again.settings() == reader.settings() and again.reads_draft and len(again.train_docs) == 30
+    reader.save(tmp_path / "r.json")
+    loaded = lookup.load(tmp_path / "r.json")
+    assert loaded.settings() == reader.settings() and loaded.n_offline == 32   # all it holds counts as offline
+
+
+def test_choose_recent_picks_the_prior_on_validation_then_the_readers_temperature():
+    pairs = toy_pairs(40, 3)
+    train, val = pairs[:30], pairs[30:]
+    prior, reader, scores = ec.choose_recent(train, val, 3, 3, [1.0, 4.0], [2], [0.3, 0.9], [0.1, 1.0])
+    assert len(scores) == 4 + 2
+    priors = {k: v for k, v in scores.items() if k.startswith("target_prior_recent")}
+    best = max(priors, key=priors.get)
+    assert best == "target_prior_recent: " + ", ".join(
+        f"{k}={v}" for k, v in prior.settings().items() if k not in ("order", "max_ctx"))
+    assert reader.name == "draft_recent" and reader.temperature in (0.1, 1.0)
+    assert (reader.tau, reader.horizon, reader.weight) == (prior.tau, prior.horizon, prior.weight)
+    assert len(prior.train_docs) == 30                               # selection ran on refitted copies
+    with pytest.raises(ValueError, match="grid"):
+        ec.choose_recent(train, val, 3, 3, [], [2], [0.3], [0.1])
+
+
+def test_consecutive_similarity_pairs_each_answer_with_the_last_to_its_question():
+    a, b = [1, 7, 8, 9, 2], [1, 3, 4, 5, 2]
+    pairs = [RecordedPair("p0", 0, 0, "q1", [5, 6], a, "", ""), RecordedPair("p1", 0, 1, "q2", [5, 6], b, "", ""),
+             RecordedPair("p2", 1, 0, "q1", [5, 6], a, "", ""), RecordedPair("p3", 1, 1, "q2", [9, 9], a, "", "")]
+    sims = ec.consecutive_similarity(pairs)
+    assert list(sims["key"]) == ["p2/q0", "p3/q1"]                        # each against the last pair asked its question
+    assert sims.loc[0, "draft similarity"] == pytest.approx(1.0) and sims.loc[0, "target similarity"] == pytest.approx(1.0)
+    assert sims.loc[1, "draft similarity"] == pytest.approx(0.0) and sims.loc[1, "target similarity"] < 0.5
+    assert ec.consecutive_similarity(pairs[:1]).empty

@@ -395,6 +395,25 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
         findings.event_camera(online).recommendation
     small = {**online, "online": {**online["online"], "online_mat": {"target_prior_suffix": 2.02, "draft_retrieval": 2.0}}}
     assert "recent answers" not in findings.event_camera(small).recommendation      # a 1% lift is not worth a line
+    r = lambda x, lo, hi, a, b: {"ratio": x, "lo": lo, "hi": hi, "mat_a": a, "mat_b": b}   # noqa: E731
+    recent = {**online, "recent": {
+        "offline_prior": "target_prior_suffix", "ratio_prior_vs_offline": r(1.5, 1.4, 1.6, 3.0, 2.0),
+        "ratio_reader_vs_prior": r(1.001, 0.997, 1.006, 3.003, 3.0),
+        "validation_mat": {"offline": 2.4, "prior": 3.4, "reader": 3.4, "store": 2.9},
+        "similarity_corr": {"validation": 0.023, "test": float("nan")}}}
+    t = findings.event_camera(recent)
+    assert ("latest answers to the same question (`target_prior_recent`, content-free): 1.50x `target_prior_suffix`'s "
+            "test MAT without a store; weighing those answers by the draft's resemblance (`draft_recent`) against it: "
+            "1.001x (95% interval 0.997 to 1.006") in t.text
+    assert "consecutive clips: r = 0.02 on the validation pairs." in t.text and "nan" not in t.text
+    assert ("draft from the target's latest answers to the same question, each taken into the store before the next "
+            "clip (`target_prior_recent`): on these pairs that alone lifts MAT 1.50x (interval 1.40 to 1.60)") in t.recommendation
+    assert "keep the target's recent answers" not in t.recommendation                # one store recommended, not two
+    # validation decides: latest answers no better there than the every-8 store -> that store's line instead
+    worse = {**recent, "recent": {**recent["recent"], "validation_mat": {"offline": 2.4, "prior": 2.8, "reader": 2.8,
+                                                                         "store": 2.9}}}
+    assert "target_prior_recent`): on these" not in findings.event_camera(worse).recommendation
+    assert "keep the target's recent answers in its datastore" in findings.event_camera(worse).recommendation
     items = findings.findings({"split": {"train": 200}}, {"drafters": {}}, align_results(0.05, 0.3),
                               event=event_results(0.99, 1.01))
     assert items[0].title.startswith("What the event camera adds")        # the comparison with the best prior leads

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
 import time
 from collections import Counter
@@ -27,7 +28,7 @@ import pandas as pd
 
 from helpers.study import alignment, metrics
 from helpers.study.drafters.base import FULL, DraftContext, DrafterEval, Visibility, evaluate, with_visibility
-from helpers.study.drafters.lookup import covered
+from helpers.study.drafters.lookup import RecentAnswers, Tfidf, covered
 from helpers.study.pairs import RecordedPair
 
 PRIOR_PREFIX = "target_prior"
@@ -393,6 +394,55 @@ def online_traces(drafter, train: Sequence[RecordedPair], pairs: Sequence[Record
         d.update(pairs[max(0, s - every):s])
         traces += evaluate(d, pairs[s:s + every], gamma).traces
     return traces
+
+
+def choose_recent(train: Sequence[RecordedPair], val: Sequence[RecordedPair], gamma: int, order: int,
+                  taus: Sequence[float], horizons: Sequence[int], weights: Sequence[float],
+                  temperatures: Sequence[float]) -> tuple[RecentAnswers, RecentAnswers, dict[str, float]]:
+    """The latest-answers drafters (`RecentAnswers`), chosen by their MAT on the validation pairs
+    taken into the store one by one (`online_traces`, every 1): the content-free one's tau, horizon
+    and weight from the grid; then the draft-keyed one, the prior's settings with each temperature
+    (the draft can only reweigh the answers the prior uses). Returns (prior, reader, validation MAT
+    by setting, keyed 'name: a=1, b=2'); ties go to the first in grid order."""
+    if not (taus and horizons and weights and temperatures):
+        raise ValueError("every grid of the latest-answers drafters needs at least one value")
+    scores: dict[str, float] = {}
+
+    def score(d: RecentAnswers) -> float:
+        label = f"{d.name}: " + ", ".join(f"{k}={v}" for k, v in d.settings().items() if k not in ("order", "max_ctx"))
+        scores[label] = metrics.summarize_sd(online_traces(d, train, val, gamma, 1)).mat
+        return scores[label]
+
+    best = None
+    for tau, horizon, weight in itertools.product(taus, horizons, weights):
+        d = RecentAnswers(tau, horizon, weight, order=order).fit(train)
+        m = score(d)
+        if best is None or m > best[1]:
+            best = (d, m)
+    prior, best = best[0], None
+    for t in temperatures:
+        d = RecentAnswers(prior.tau, prior.horizon, prior.weight, t, order=order, name="draft_recent").fit(train)
+        m = score(d)
+        if best is None or m > best[1]:
+            best = (d, m)
+    return prior, best[0], scores
+
+
+def consecutive_similarity(pairs: Sequence[RecordedPair]) -> pd.DataFrame:
+    """For each pair and the one before it asked the same question (clip order): the TF-IDF cosine of
+    their draft answers and of their target answers (idf over these pairs' own answers). Whether the
+    draft model's answer changes when the target's does: what a draft-keyed latest-answers drafter
+    relies on."""
+    drafts, targets = Tfidf([p.draft_ids for p in pairs]).matrix, Tfidf([p.target_ids for p in pairs]).matrix
+    last: dict[str, int] = {}
+    rows = []
+    for j, p in enumerate(pairs):
+        i = last.get(p.question)
+        if i is not None:
+            rows.append({"key": p.key, "draft similarity": float(drafts[i] @ drafts[j]),
+                         "target similarity": float(targets[i] @ targets[j])})
+        last[p.question] = j
+    return pd.DataFrame(rows, columns=["key", "draft similarity", "target similarity"])
 
 
 def refittable(drafter) -> bool:

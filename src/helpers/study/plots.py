@@ -203,3 +203,18 @@ def mixture_weights(scores: dict[str, dict[float, float]], chosen: dict[str, flo
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def consecutive_similarity(sims: pd.DataFrame, corr: dict[str, float]):
+    """Each pair against the one before it asked the same question: how alike their draft answers are
+    (x) and their target answers (y), one colour per part, with Pearson's r in the legend."""
+    fig, ax = plt.subplots(figsize=(5.6, 4.0))
+    for i, (part, g) in enumerate(sims.groupby("part", sort=False)):
+        ax.scatter(g["draft similarity"], g["target similarity"], s=12, alpha=0.6, color=f"C{i}",
+                   label=f"{part} ({len(g)} pairs, " + (f"r = {corr[part]:.2f})" if corr[part] == corr[part] else "too few for r)"))
+    ax.set(xlabel="draft answers' similarity to the previous clip's (TF-IDF cosine)",
+           ylabel="target answers' similarity", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02),
+           title="Does the draft change when the target does?")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig

@@ -9,6 +9,8 @@ Content-free controls (they read the target's accepted prefix, and the question,
                           coverage (below), what an average training answer contains
     target_prior_question retrieval's store made of the training answers to the same question,
                           all weighted alike, mixed with Kneser-Ney; optionally with coverage
+    target_prior_recent   (an online store only) the target's latest answers to the same question,
+                          the latest weighted most, mixed with Kneser-Ney
 
 Draft readers (the content enters through the draft model's visible answer):
 
@@ -18,6 +20,8 @@ Draft readers (the content enters through the draft model's visible answer):
                           target answers contain, and among the same question's answers only
     draft_feature_retrieval  the same, keyed by the draft model's hidden states after its prompt
                           (they exist before its first token); built where the draft model runs
+    draft_recent          target_prior_recent with each latest answer also weighted by how much its
+                          clip's draft answer resembles this one's (does the draft tell a new scene?)
     draft_copy            a pointer into the draft's tokens: Kneser-Ney with the probability of the
                           draft's content tokens (rare in target answers) that the target has not
                           said yet multiplied by (1 + boost)
@@ -437,6 +441,61 @@ class QuestionPrior(DraftRetrieval):
         return {"order": self.order, "weight": self.weight, "max_ctx": self.max_ctx, "coverage": self.coverage}
 
 
+class RecentAnswers(DraftRetrieval):
+    """The target's latest answers in an online store (those `update` added after `fit`): the last
+    `horizon` answers to the same question, the latest weighted 1 and each earlier one
+    exp(-age / tau), as retrieval's store, mixed with Kneser-Ney over everything (`weight`). A
+    deployment answering clip after clip of one recording has them; consecutive clips often show the
+    same scene. Content-free (target_prior_recent) with temperature 0. With temperature > 0
+    (draft_recent) each recent answer's weight is also multiplied by exp((sim - max sim) / temperature),
+    sim the TF-IDF cosine of its clip's draft answer with this clip's visible one: if the event camera's
+    answer changes when the scene does, the answers of clips that look alike to it count more.
+    Nothing in the stream yet (offline, or the first clip asked a question): Kneser-Ney alone."""
+    needs = "the target's latest answers to the same question (an online store) and its accepted prefix"
+
+    def __init__(self, tau: float = 2.0, horizon: int = 8, weight: float = 0.6, temperature: float = 0.0,
+                 max_ctx: int = 7, order: int = 8, name: str = "target_prior_recent"):
+        if tau <= 0 or int(horizon) < 1 or temperature < 0:
+            raise ValueError(f"need tau > 0, horizon >= 1 and temperature >= 0; got {tau}, {horizon}, {temperature}")
+        super().__init__(neighbours=0, temperature=temperature, weight=weight, max_ctx=max_ctx, order=order, name=name)
+        self.tau, self.horizon = float(tau), int(horizon)
+        self.reads_draft = self.temperature > 0
+        if self.reads_draft:
+            self.needs = "every draft token that exists (which recent answers count), " + self.needs
+        self.n_offline: int | None = None    # answers after the first n_offline came from the stream
+
+    def fit(self, train: Sequence[RecordedPair]):
+        self.n_offline = len(train)
+        return super().fit(train)
+
+    def _fit(self) -> None:
+        if self.n_offline is None:           # loaded from a file: everything it holds counts as offline
+            self.n_offline = len(self.train_docs)
+        super()._fit()
+
+    def _index_keys(self) -> None:          # the drafts' TF-IDF only where the draft weighs the answers
+        if self.reads_draft:
+            super()._index_keys()
+
+    def state(self, draft_ids):
+        raise TypeError(f"{self.name} keeps the latest answers per question: call state_for(key, question, draft_ids)")
+
+    def state_for(self, key, question, draft_ids):
+        recent = self.n_offline + np.flatnonzero(self._questions[self.n_offline:] == question)[-self.horizon:]
+        if not len(recent):
+            return None
+        w = np.zeros(len(self.train_docs))
+        w[recent] = np.exp(-np.arange(len(recent))[::-1] / self.tau)
+        if self.reads_draft and len(draft_ids):
+            sim = self.tfidf.similarity(draft_ids)[recent]
+            w[recent] *= np.exp((sim - sim.max()) / self.temperature)
+        return w, None
+
+    def settings(self):
+        return {"order": self.order, "tau": self.tau, "horizon": self.horizon, "weight": self.weight,
+                "temperature": self.temperature, "max_ctx": self.max_ctx}
+
+
 class FeatureRetrieval(DraftRetrieval):
     """draft_retrieval keyed by the draft model's hidden states after its prompt
     (helpers.study.drafters.features.extract: the mean over the visual rows and the last prompt
@@ -527,7 +586,7 @@ class DraftCopy(KneserNeyPrior):
         return {"order": self.order, "boost": self.boost, "max_doc_share": self.max_doc_share}
 
 
-CLASSES = {c.__name__: c for c in (KneserNeyPrior, SuffixPrior, DraftRetrieval, QuestionPrior, DraftCopy)}
+CLASSES = {c.__name__: c for c in (KneserNeyPrior, SuffixPrior, DraftRetrieval, QuestionPrior, DraftCopy, RecentAnswers)}
 
 
 def load(path: str | Path) -> CountDrafter:
