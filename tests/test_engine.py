@@ -177,7 +177,10 @@ def test_wallclock_study_and_trace_replay_report_consistent_numbers(world):
     from helpers.study.event_camera import tree_traces
     kn = KneserNeyPrior(order=4).fit(world["pairs"][:2])
     base: dict = {}
-    study.replay(be1, world["frames"][0], world["qs"][0], world["pairs"], traces, ngram, repeats=1, baseline=base)
+    seen: list[int] = []                                    # an online drafter's hook: before each pair, in order
+    study.replay(be1, world["frames"][0], world["qs"][0], world["pairs"], traces, ngram, repeats=1, baseline=base,
+                 before=seen.append)
+    assert seen == list(range(len(world["pairs"])))
     ttr = tree_traces(kn, world["pairs"], 6)
     tree = study.replay(be1, world["frames"][0], world["qs"][0], world["pairs"], ttr, kn, repeats=1,
                         tree_nodes=6, baseline=base)

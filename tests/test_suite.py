@@ -152,12 +152,32 @@ def test_recorded_dsec_study_on_a_few_pairs(tmp_path, monkeypatch):
                                                                             rep["drafters"]["target_prior_ngram|full"]["rows"])
     assert b2["summary"]["verify_steps_per_batch"] <= b2["summary"]["greedy_steps_per_batch"]
     assert len(rep["hf_generate"]["rows"]) == 2 and rep["hf_generate"]["sd_vs_hf"] > 0
+    # the latest-answers prior chapter 35 chose, replayed with each answer taken in before the next pair
+    with pytest.raises(ValueError, match="35_event_camera"):
+        replay_7b(str(tmp_path / "run"), [], tok, 5, "cpu", max_pairs=4, build=build, recent=True)
+    chosen = {"tau": 1.0, "horizon": 4, "weight": 0.6, "temperature": 0.0, "max_ctx": 7, "order": 3}
+    (tmp_path / "run" / "35_event_camera").mkdir()
+    (tmp_path / "run" / "35_event_camera" / "results.json").write_text(json.dumps({"recent": {"prior": chosen}}))
+    on = replay_7b(str(tmp_path / "run"), [], tok, 5, "cpu", max_pairs=4, repeats=1, build=build, compile=False,
+                   log=lambda m: None, recent=True)
+    from helpers.study import event_camera as ec, metrics
+    from helpers.study.data import load_study_data
+    from helpers.study.drafters.lookup import RecentAnswers
+    split = load_study_data(str(tmp_path / "run"), "dsec_recorded").split
+    expect = ec.online_traces(RecentAnswers(**chosen).fit(split.train), split.train, split.test[:4], 5, 1)
+    got = on["drafters"]["target_prior_recent|full|online"]
+    assert [r["steps"] for r in got["rows"]] == [t.steps for t in expect]          # the online store's traces
+    assert got["summary"]["mat"] == pytest.approx(metrics.summarize_sd(expect).mat) and 0 <= got["summary"]["alpha"] <= 1
+    assert got["settings"] == chosen and got["summary"]["leviathan"] > 0
+    import shutil
+    shutil.rmtree(tmp_path / "run" / "35_event_camera")                       # a stand-in for the replay only
     # the speed chapters render measurement files of this form (what the GPU run writes), read from elsewhere
     from _tiny import run_7b_tiny
     perf = tmp_path / "performance.json"
     perf.write_text(json.dumps(run_7b_tiny(monkeypatch), default=str))
     spec = tmp_path / "speculative.json"
-    spec.write_text(json.dumps({"replay": {**rep, "device": "a CPU (test)"}}, default=str))
+    spec.write_text(json.dumps({"replay": {**rep, "drafters": {**rep["drafters"], **on["drafters"]}, "device": "a CPU (test)"}},
+                               default=str))
     monkeypatch.undo()
     rep2 = run_suite("dsec_recorded", overrides={"measurements_path": str(perf), "replay_path": str(spec)},
                      only=["50_performance", "60_speculative", "90_findings"], out=tmp_path / "run", book=False,
@@ -165,6 +185,10 @@ def test_recorded_dsec_study_on_a_few_pairs(tmp_path, monkeypatch):
     assert rep2.exit_code == 0, [(s.stem, s.exception, s.message) for s in rep2.failures]
     found = json.loads((tmp_path / "run" / "90_findings" / "results.json").read_text())
     assert any(f["title"] == "Measured speed" for f in found["findings"])
+    chapter = json.loads((tmp_path / "run" / "60_speculative" / "60_speculative.ipynb").read_text())
+    md = [o["data"]["text/markdown"] for c in chapter["cells"] for o in c.get("outputs", []) if "text/markdown" in o.get("data", {})]
+    shown = "".join("".join(m) if isinstance(m, list) else m for m in md)                 # nbformat keeps either form
+    assert "**The target's latest answers.** Taking each answer into the store before the next pair" in shown
     assert align["n_test_pairs"] == 20  # 100 pairs of 1 question: 60/20/20 clips
 
 

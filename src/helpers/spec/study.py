@@ -16,9 +16,10 @@ around timed regions, greedy, `repeats` repetitions (the median per sample is ke
 """
 from __future__ import annotations
 
+import json
 import statistics
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -136,15 +137,17 @@ def speedups(df: pd.DataFrame) -> pd.DataFrame:
 
 def replay(target: Backend, pixel_input: np.ndarray, question: str, pairs: Sequence[RecordedPair],
            traces: Sequence, drafter=None, repeats: int = 3, gamma: int | None = None, tree_nodes: int = 0,
-           baseline: dict | None = None) -> pd.DataFrame:
+           baseline: dict | None = None, before: Callable[[int], None] | None = None) -> pd.DataFrame:
     """Trace-driven SD on a (7B-shaped) target, one pair at a time at batch 1: prefill a real-shaped
     prompt, then per recorded step the drafter's real propose call on that step's context (when a
     drafter is given), one verify forward of width gamma + 1 (or, with tree_nodes, the drafter's
     own tree of tree_nodes + 1 nodes under a tree mask, its accepted path compacted in the cache),
     and the cache rolled back to the trace's accepted length. The baseline is target-only greedy
     for as many tokens, on the same loop; `baseline` (a dict filled on first use, keyed by pair)
-    lets several replays of the same pairs share one greedy measurement. One row per pair: greedy
-    and SD latency (median of repeats), with and without prefill."""
+    lets several replays of the same pairs share one greedy measurement. `before(j)`, when given,
+    runs before pair j is timed, outside the timing (an online drafter takes the answers before pair j
+    into its store there; the warm-up on pair 0 comes first). One row per pair: greedy and SD latency
+    (median of repeats), with and without prefill."""
     gamma = gamma or traces[0].gamma
     width = (tree_nodes or gamma) + 1
     dec = target.decoder
@@ -191,7 +194,9 @@ def replay(target: Backend, pixel_input: np.ndarray, question: str, pairs: Seque
 
     rows = []
     greedy(4), sd(pairs[0], traces[0])                                       # warm-up: graphs captured
-    for pair, trace in zip(pairs, traces):
+    for j, (pair, trace) in enumerate(zip(pairs, traces)):
+        if before is not None:
+            before(j)
         n = len(pair.target_ids)
         if pair.key not in baseline:
             g = [greedy(n) for _ in range(repeats)]
@@ -345,7 +350,7 @@ def highlight(rep: dict) -> tuple[str, str | None]:
 def replay_7b(study_run: str, drafter_names: Sequence[str], tokenizer, gamma: int, device="cuda",
               max_pairs: int = 0, repeats: int = 3, log=print, build=None, compile: bool = True,
               tree_nodes: Sequence[int] = (), adaptive_max: int = 0, batches: Sequence[int] = (),
-              hf_pairs: int = 0, attention: str = "auto") -> dict:
+              hf_pairs: int = 0, attention: str = "auto", recent: bool = False) -> dict:
     """The 7B trace-driven study: the recorded study's test pairs and trained drafters (a run folder
     whose stages 10-20 ran, e.g. dsec_recorded), exact traces under full and streamed visibility,
     replayed on the 7B-shaped Video-LLaVA with a compiled decode loop; drafters that propose token
@@ -355,16 +360,29 @@ def replay_7b(study_run: str, drafter_names: Sequence[str], tokenizer, gamma: in
     (adaptive_max > 0: from gamma within [1, adaptive_max], verify width adaptive_max + 1), batched
     throughput at each of `batches` (replay_batched, full visibility, against batched greedy), and
     transformers' generate on the first hf_pairs pairs (their exact lengths) next to its SD and greedy
-    latencies. build(device) -> (target model, adapter) replaces the 7B-shaped target (tests use a
-    small one)."""
+    latencies. With `recent`, the latest-answers prior that the study run's chapter 35 chose on
+    validation (`target_prior_recent`) is replayed too, key 'target_prior_recent|full|online': each
+    pair's answer is taken into its store before the next pair, in the traces (online_evals over the
+    replayed pairs, in order) and in the replayed drafter alike. build(device) -> (target model,
+    adapter) replaces the 7B-shaped target (tests use a small one)."""
     from helpers.models import bench, shapes
     from helpers.study import alignment
     from helpers.study import data as study_data
+    from helpers.study import event_camera as ec
     from helpers.study.drafters import FULL, evaluate, zoo
-    from helpers.study.event_camera import tree_traces
+    from helpers.study.drafters.lookup import RecentAnswers
     from helpers.suite.paths import stage_dir
-    data = study_data.load_study_data(study_run, parts=("test",))
+    if not drafter_names and not recent:
+        raise ValueError("nothing to replay: name a drafter or set recent")
+    data = study_data.load_study_data(study_run, parts=("train", "test") if recent else ("test",))
     pairs = data.split.test[:max_pairs] if max_pairs else data.split.test
+    if recent:                              # before the 7B model is built: a missing choice fails at once
+        res = stage_dir(study_run, "35_event_camera", create=False) / "results.json"
+        chosen = json.loads(res.read_text()).get("recent") if res.exists() else None
+        if not chosen:
+            raise ValueError(f"recent=True replays the latest-answers prior chosen by 35_event_camera, but "
+                             f"{study_run} has no such result (run its 35_event_camera with ec_recent_taus set)")
+        latest = RecentAnswers(**chosen["prior"], name="target_prior_recent").fit(data.split.train)
     streamed, source = alignment.visibility(-1, -1, study_run)
     if build is None:
         target = shapes.video_llava_7b(device)
@@ -398,13 +416,30 @@ def replay_7b(study_run: str, drafter_names: Sequence[str], tokenizer, gamma: in
         if not hasattr(drafter, "propose_tree"):
             continue
         for n in tree_nodes:
-            traces = tree_traces(drafter, pairs, int(n), FULL)
+            traces = ec.tree_traces(drafter, pairs, int(n), FULL)
             df = replay(be, pixel, question, pairs, traces, drafter, repeats, gamma, tree_nodes=int(n), baseline=baseline)
             summ = replay_summary(df)
             summ["tree_nodes"] = int(n)
             out["drafters"][f"{name}|full|tree{int(n)}"] = {"summary": summ, "rows": df.to_dict("records")}
             log(f"{name} full tree {n}: {summ['speedup_ratio_of_means']:.2f}x (MAT {summ['mat']:.2f})")
-    main = out["chosen"] if out["chosen"] in drafter_names else drafter_names[0]
+    if recent:
+        evs = ec.online_evals(latest, data.split.train, pairs, gamma, 1)
+        live = ec.refit(latest, data.split.train)           # grows pair by pair as the traces' store did
+
+        def take_in(j):
+            live.update(pairs[j - 1:j] if j else [])
+        df = replay(be, pixel, question, pairs, [t for e in evs for t in e.traces], live, repeats, gamma,
+                    baseline=baseline, before=take_in)
+        summ = replay_summary(df)
+        summ["alpha"] = ec.online_token_match(evs)
+        summ["leviathan"] = leviathan_prediction(summ["alpha"], gamma, summ["drafter_ms_per_step"],
+                                                 summ["decode_step_ms"], summ["verify_step_ms"])
+        out["drafters"]["target_prior_recent|full|online"] = {"summary": summ, "rows": df.to_dict("records"),
+                                                              "settings": chosen["prior"]}
+        log(f"target_prior_recent full online: {summ['speedup_ratio_of_means']:.2f}x (MAT {summ['mat']:.2f})")
+    main = out["chosen"] if out["chosen"] in full else next(iter(full), None)
+    if main is None:                        # the latest-answers prior alone: nothing chosen to go further with
+        return out
     drafter, ev = full[main]
     if adaptive_max:
         df = replay(be, pixel, question, pairs, ev.simulate(gamma, (1, adaptive_max)), drafter, repeats, adaptive_max,

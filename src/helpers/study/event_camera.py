@@ -380,20 +380,32 @@ def refit(drafter, train: Sequence[RecordedPair]):
     return out.fit(train)
 
 
-def online_traces(drafter, train: Sequence[RecordedPair], pairs: Sequence[RecordedPair], gamma: int,
-                  every: int) -> list[metrics.SDTrace]:
-    """Chains of a count or lookup drafter whose datastore also holds the target's answers to the
-    pairs before each one, as a deployment answering clip after clip would have them: fitted on
-    train (settings kept; `drafter` itself is left as it is), then before each block pairs[s:s + every]
-    updated with the block before it (`update`), so that it holds train + pairs[:s]. No pair sees
-    its own answer or a later one."""
+def online_evals(drafter, train: Sequence[RecordedPair], pairs: Sequence[RecordedPair], gamma: int,
+                 every: int) -> list[DrafterEval]:
+    """A count or lookup drafter whose datastore also holds the target's answers to the pairs before
+    each one, as a deployment answering clip after clip would have them: fitted on train (settings
+    kept; `drafter` itself is left as it is), then before each block pairs[s:s + every] updated with
+    the block before it (`update`), so that it holds train + pairs[:s]. No pair sees its own answer or
+    a later one. One evaluation per block, in order."""
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
-    traces, d = [], refit(drafter, train)
+    evals, d = [], refit(drafter, train)
     for s in range(0, len(pairs), every):
         d.update(pairs[max(0, s - every):s])
-        traces += evaluate(d, pairs[s:s + every], gamma).traces
-    return traces
+        evals.append(evaluate(d, pairs[s:s + every], gamma))
+    return evals
+
+
+def online_traces(drafter, train: Sequence[RecordedPair], pairs: Sequence[RecordedPair], gamma: int,
+                  every: int) -> list[metrics.SDTrace]:
+    """The chains of `online_evals`, one per pair in order."""
+    return [t for e in online_evals(drafter, train, pairs, gamma, every) for t in e.traces]
+
+
+def online_token_match(evals: Sequence[DrafterEval]) -> float:
+    """Teacher-forced top-1 accuracy over all the blocks of `online_evals`, micro-averaged."""
+    correct = np.concatenate([c for e in evals for c in e.correct])
+    return float(correct.mean()) if len(correct) else float("nan")
 
 
 def choose_recent(train: Sequence[RecordedPair], val: Sequence[RecordedPair], gamma: int, order: int,
