@@ -152,6 +152,9 @@ def test_recorded_dsec_study_on_a_few_pairs(tmp_path, monkeypatch):
                                                                             rep["drafters"]["target_prior_ngram|full"]["rows"])
     assert b2["summary"]["verify_steps_per_batch"] <= b2["summary"]["greedy_steps_per_batch"]
     assert len(rep["hf_generate"]["rows"]) == 2 and rep["hf_generate"]["sd_vs_hf"] > 0
+    also = replay_7b(str(tmp_path / "run"), ["draft_direct"], tok, 5, "cpu", max_pairs=2, repeats=1, build=build,
+                     compile=False, log=lambda m: None)
+    assert also["chosen"] != "draft_direct" and {f"{also['chosen']}|full", "draft_direct|full"} <= set(also["drafters"])
     # the latest-answers prior chapter 35 chose, replayed with each answer taken in before the next pair
     with pytest.raises(ValueError, match="35_event_camera"):
         replay_7b(str(tmp_path / "run"), [], tok, 5, "cpu", max_pairs=4, build=build, recent=True)

@@ -398,6 +398,9 @@ def replay_7b(study_run: str, drafter_names: Sequence[str], tokenizer, gamma: in
     out = {"gamma": gamma, "n_pairs": len(pairs), "visibility": {"lead": streamed.lead, "rate": streamed.rate,
                                                                    "source": source}, "prompt_tokens": n_prompt,
            "tree_nodes": list(tree_nodes), "chosen": chosen_drafter(study_run), "drafters": {}}
+    if out["chosen"] and drafter_names and out["chosen"] not in drafter_names:   # what validation chose is always replayed
+        log(f"{out['chosen']}: chosen on validation by the study run, replayed too")
+        drafter_names = [*drafter_names, out["chosen"]]
     baseline: dict = {}
     full: dict = {}                        # name -> (drafter, its full-visibility evaluation), reused below
     for name in drafter_names:
