@@ -144,6 +144,14 @@ def test_git_info_without_git(monkeypatch, tmp_path):
     assert prov.git_info(tmp_path) == {"commit": None, "dirty": None}  # not a repository
 
 
+def test_git_commit_named_by_the_sender_wins_over_a_git_found_there(monkeypatch):
+    here = prov.git_info()
+    monkeypatch.setenv("HELPERS_GIT_COMMIT", "abc1234")
+    assert prov.git_info() == {"commit": "abc1234", "dirty": None}       # the GPU copy may hold an older .git
+    monkeypatch.delenv("HELPERS_GIT_COMMIT")
+    assert prov.git_info() == here
+
+
 def test_record_has_the_required_fields():
     rec = prov.make_record("10_x", {"n": 1}, {"n": 1}, "t0", "t1", 1.23456, "ok")
     for k in ("parameters", "git", "inputs", "libraries", "device", "wall_s", "started", "ended", "hostname"):

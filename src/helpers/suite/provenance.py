@@ -34,8 +34,13 @@ def now_iso() -> str:
 
 
 def git_info(repo: str | Path = REPO_ROOT) -> dict[str, Any]:
-    """{'commit': sha | None, 'dirty': bool | None}; None when git or the repo is absent (then the
-    environment variable HELPERS_GIT_COMMIT, when set, names the commit)."""
+    """{'commit': sha | None, 'dirty': bool | None}; None when git or the repo is absent. The
+    environment variable HELPERS_GIT_COMMIT, when set, names the commit instead (dirty None): the
+    command that sent a copy of the tree to another machine knows what it sent, and a .git found
+    there may belong to an older copy."""
+    if os.environ.get("HELPERS_GIT_COMMIT"):
+        return {"commit": os.environ["HELPERS_GIT_COMMIT"], "dirty": None}
+
     def git(*args: str) -> str | None:
         try:
             r = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
@@ -46,9 +51,6 @@ def git_info(repo: str | Path = REPO_ROOT) -> dict[str, Any]:
 
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain") if commit else None  # untracked source counts as dirty
-    if commit is None and os.environ.get("HELPERS_GIT_COMMIT"):
-        # a copy of the tree without .git (the GPU machine): the command that sent it names the commit
-        return {"commit": os.environ["HELPERS_GIT_COMMIT"], "dirty": None}
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
