@@ -330,8 +330,8 @@ def test_choose_recent_picks_the_prior_on_validation_then_the_readers_temperatur
     assert len(scores) == 4 + 2
     priors = {k: v for k, v in scores.items() if k.startswith("target_prior_recent")}
     best = max(priors, key=priors.get)
-    assert best == "target_prior_recent: " + ", ".join(
-        f"{k}={v}" for k, v in prior.settings().items() if k not in ("order", "max_ctx"))
+    assert best == ec.recent_label(prior) == (f"target_prior_recent: tau={prior.tau}, horizon=2, weight={prior.weight}, "
+                                              "temperature=0.0")
     assert reader.name == "draft_recent" and reader.temperature in (0.1, 1.0)
     assert (reader.tau, reader.horizon, reader.weight) == (prior.tau, prior.horizon, prior.weight)
     assert len(prior.train_docs) == 30                               # selection ran on refitted copies

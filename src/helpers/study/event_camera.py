@@ -408,6 +408,11 @@ def online_token_match(evals: Sequence[DrafterEval]) -> float:
     return float(correct.mean()) if len(correct) else float("nan")
 
 
+def recent_label(d: RecentAnswers) -> str:
+    """'name: tau=.., horizon=.., weight=.., temperature=..', the key of `choose_recent`'s scores."""
+    return f"{d.name}: " + ", ".join(f"{k}={v}" for k, v in d.settings().items() if k not in ("order", "max_ctx"))
+
+
 def choose_recent(train: Sequence[RecordedPair], val: Sequence[RecordedPair], gamma: int, order: int,
                   taus: Sequence[float], horizons: Sequence[int], weights: Sequence[float],
                   temperatures: Sequence[float]) -> tuple[RecentAnswers, RecentAnswers, dict[str, float]]:
@@ -421,9 +426,8 @@ def choose_recent(train: Sequence[RecordedPair], val: Sequence[RecordedPair], ga
     scores: dict[str, float] = {}
 
     def score(d: RecentAnswers) -> float:
-        label = f"{d.name}: " + ", ".join(f"{k}={v}" for k, v in d.settings().items() if k not in ("order", "max_ctx"))
-        scores[label] = metrics.summarize_sd(online_traces(d, train, val, gamma, 1)).mat
-        return scores[label]
+        scores[recent_label(d)] = metrics.summarize_sd(online_traces(d, train, val, gamma, 1)).mat
+        return scores[recent_label(d)]
 
     best = None
     for tau, horizon, weight in itertools.product(taus, horizons, weights):
