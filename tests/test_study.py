@@ -409,6 +409,10 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
     assert ("draft from the target's latest answers to the same question, each taken into the store before the next "
             "clip (`target_prior_recent`): on these pairs that alone lifts MAT 1.50x (interval 1.40 to 1.60)") in t.recommendation
     assert "keep the target's recent answers" not in t.recommendation                # one store recommended, not two
+    assert t.headline.endswith("Content-free, the target's own latest answers (each taken in before the next clip) lift "
+                               "`target_prior_suffix`'s MAT 1.50x.")
+    unsure = {**recent, "recent": {**recent["recent"], "ratio_prior_vs_offline": r(1.1, 0.98, 1.2, 2.2, 2.0)}}
+    assert "latest answers" not in findings.event_camera(unsure).headline           # an interval that holds 1: no headline
     # validation decides: latest answers no better there than the every-8 store -> that store's line instead
     worse = {**recent, "recent": {**recent["recent"], "validation_mat": {"offline": 2.4, "prior": 2.8, "reader": 2.8,
                                                                          "store": 2.9}}}

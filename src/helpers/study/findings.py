@@ -445,6 +445,9 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
         rec += (f" Whichever drafter runs, draft from the target's latest answers to the same question, each taken into "
                 f"the store before the next clip (`target_prior_recent`): on these pairs that alone lifts MAT "
                 f"{rv['ratio']:.2f}x (interval {rv['lo']:.2f} to {rv['hi']:.2f}).")
+        if rv["lo"] > 1:
+            head += (f" Content-free, the target's own latest answers (each taken in before the next clip) lift "
+                     f"`{rc['offline_prior']}`'s MAT {rv['ratio']:.2f}x.")
     elif lift is not None and lift >= 1.05:
         rec += (f" Whichever drafter runs, keep the target's recent answers in its datastore: on these pairs that "
                 f"alone lifts MAT {lift:.2f}x.")
