@@ -348,3 +348,17 @@ def test_consecutive_similarity_pairs_each_answer_with_the_last_to_its_question(
     assert sims.loc[0, "draft similarity"] == pytest.approx(1.0) and sims.loc[0, "target similarity"] == pytest.approx(1.0)
     assert sims.loc[1, "draft similarity"] == pytest.approx(0.0) and sims.loc[1, "target similarity"] < 0.5
     assert ec.consecutive_similarity(pairs[:1]).empty
+
+
+def test_online_sweep_equals_a_store_per_setting():
+    pairs = toy_pairs(40, 5)
+    train, val = pairs[:28], pairs[28:]
+    d = lookup.RecentAnswers(tau=1.0, horizon=3, weight=0.5, order=3)
+    settings = [{"tau": 1.0, "weight": 0.9, "temperature": 0.0}, {"tau": 4.0, "weight": 0.3, "temperature": 0.2},
+                {"tau": 2.0, "weight": 0.6, "temperature": 0.0}]            # the draft's keys needed, then not, then again
+    swept = ec.online_sweep(d, train, val, 3, settings)
+    for s, traces in zip(settings, swept):
+        one = lookup.RecentAnswers(**{"horizon": 3, "order": 3, **s})
+        assert [t.emitted for t in traces] == [t.emitted for t in ec.online_traces(one, train, val, 3, 1)], s
+    assert len({tuple(tuple(t.emitted) for t in traces) for traces in swept}) > 1  # the settings do differ here
+    assert d.settings()["tau"] == 1.0 and not hasattr(d, "train_docs")       # the drafter passed in is left as it was

@@ -413,35 +413,49 @@ def recent_label(d: RecentAnswers) -> str:
     return f"{d.name}: " + ", ".join(f"{k}={v}" for k, v in d.settings().items() if k not in ("order", "max_ctx"))
 
 
+def online_sweep(drafter, train: Sequence[RecordedPair], pairs: Sequence[RecordedPair], gamma: int,
+                 settings: Sequence[dict]) -> list[list[metrics.SDTrace]]:
+    """`online_traces` (every 1) of `drafter` under each of several settings (attribute values that
+    change how it reads its store, not what it fitted) from one store: fitted on train once, each
+    pair's answer taken in once, every setting evaluated on a pair before the next answer comes in.
+    The same traces as online_traces of a copy per setting, in the time of one store's updates.
+    Returns one list of traces per setting, in order."""
+    d, out = refit(drafter, train), [[] for _ in settings]
+    for j, p in enumerate(pairs):
+        d.update(pairs[j - 1:j] if j else [])
+        for traces, setting in zip(out, settings):
+            for k, v in setting.items():
+                setattr(d, k, v)
+            traces += evaluate(d, [p], gamma).traces
+    return out
+
+
 def choose_recent(train: Sequence[RecordedPair], val: Sequence[RecordedPair], gamma: int, order: int,
                   taus: Sequence[float], horizons: Sequence[int], weights: Sequence[float],
                   temperatures: Sequence[float]) -> tuple[RecentAnswers, RecentAnswers, dict[str, float]]:
     """The latest-answers drafters (`RecentAnswers`), chosen by their MAT on the validation pairs
-    taken into the store one by one (`online_traces`, every 1): the content-free one's tau, horizon
-    and weight from the grid; then the draft-keyed one, the prior's settings with each temperature
-    (the draft can only reweigh the answers the prior uses). Returns (prior, reader, validation MAT
-    by setting, keyed 'name: a=1, b=2'); ties go to the first in grid order."""
+    taken into the store one by one (`online_sweep`): the content-free one's tau, horizon and weight
+    from the grid; then the draft-keyed one, the prior's settings with each temperature (the draft
+    can only reweigh the answers the prior uses). Returns (prior, reader, validation MAT by setting,
+    keyed by `recent_label`), both fitted on train; ties go to the first in grid order."""
     if not (taus and horizons and weights and temperatures):
         raise ValueError("every grid of the latest-answers drafters needs at least one value")
     scores: dict[str, float] = {}
 
-    def score(d: RecentAnswers) -> float:
-        scores[recent_label(d)] = metrics.summarize_sd(online_traces(d, train, val, gamma, 1)).mat
-        return scores[recent_label(d)]
+    def best_of(candidates: list[RecentAnswers]) -> RecentAnswers:
+        keys = ("tau", "horizon", "weight", "temperature")
+        runs = online_sweep(candidates[0], train, val, gamma, [{k: getattr(c, k) for k in keys} for c in candidates])
+        best = None
+        for c, traces in zip(candidates, runs):
+            scores[recent_label(c)] = metrics.summarize_sd(traces).mat
+            if best is None or scores[recent_label(c)] > scores[recent_label(best)]:
+                best = c
+        return best.fit(train)
 
-    best = None
-    for tau, horizon, weight in itertools.product(taus, horizons, weights):
-        d = RecentAnswers(tau, horizon, weight, order=order).fit(train)
-        m = score(d)
-        if best is None or m > best[1]:
-            best = (d, m)
-    prior, best = best[0], None
-    for t in temperatures:
-        d = RecentAnswers(prior.tau, prior.horizon, prior.weight, t, order=order, name="draft_recent").fit(train)
-        m = score(d)
-        if best is None or m > best[1]:
-            best = (d, m)
-    return prior, best[0], scores
+    prior = best_of([RecentAnswers(t, h, w, order=order) for t, h, w in itertools.product(taus, horizons, weights)])
+    reader = best_of([RecentAnswers(prior.tau, prior.horizon, prior.weight, t, order=order, name="draft_recent")
+                      for t in temperatures])
+    return prior, reader, scores
 
 
 def consecutive_similarity(pairs: Sequence[RecordedPair]) -> pd.DataFrame:

@@ -451,18 +451,23 @@ class RecentAnswers(DraftRetrieval):
     sim the TF-IDF cosine of its clip's draft answer with this clip's visible one: if the event camera's
     answer changes when the scene does, the answers of clips that look alike to it count more.
     Nothing in the stream yet (offline, or the first clip asked a question): Kneser-Ney alone."""
-    needs = "the target's latest answers to the same question (an online store) and its accepted prefix"
-
     def __init__(self, tau: float = 2.0, horizon: int = 8, weight: float = 0.6, temperature: float = 0.0,
                  max_ctx: int = 7, order: int = 8, name: str = "target_prior_recent"):
         if tau <= 0 or int(horizon) < 1 or temperature < 0:
             raise ValueError(f"need tau > 0, horizon >= 1 and temperature >= 0; got {tau}, {horizon}, {temperature}")
         super().__init__(neighbours=0, temperature=temperature, weight=weight, max_ctx=max_ctx, order=order, name=name)
         self.tau, self.horizon = float(tau), int(horizon)
-        self.reads_draft = self.temperature > 0
-        if self.reads_draft:
-            self.needs = "every draft token that exists (which recent answers count), " + self.needs
         self.n_offline: int | None = None    # answers after the first n_offline came from the stream
+        self._keys_of = -1                   # how many drafts the TF-IDF keys cover (built when first needed)
+
+    @property
+    def reads_draft(self) -> bool:          # settings may change between calls (event_camera.online_sweep)
+        return self.temperature > 0
+
+    @property
+    def needs(self) -> str:
+        return (("every draft token that exists (which recent answers count), " if self.reads_draft else "")
+                + "the target's latest answers to the same question (an online store) and its accepted prefix")
 
     def fit(self, train: Sequence[RecordedPair]):
         self.n_offline = len(train)
@@ -473,9 +478,8 @@ class RecentAnswers(DraftRetrieval):
             self.n_offline = len(self.train_docs)
         super()._fit()
 
-    def _index_keys(self) -> None:          # the drafts' TF-IDF only where the draft weighs the answers
-        if self.reads_draft:
-            super()._index_keys()
+    def _index_keys(self) -> None:          # the drafts' TF-IDF: built in state_for, only when a draft weighs the answers
+        pass
 
     def state(self, draft_ids):
         raise TypeError(f"{self.name} keeps the latest answers per question: call state_for(key, question, draft_ids)")
@@ -487,6 +491,8 @@ class RecentAnswers(DraftRetrieval):
         w = np.zeros(len(self.train_docs))
         w[recent] = np.exp(-np.arange(len(recent))[::-1] / self.tau)
         if self.reads_draft and len(draft_ids):
+            if self._keys_of != len(self.train_drafts):
+                self.tfidf, self._keys_of = Tfidf(self.train_drafts), len(self.train_drafts)
             sim = self.tfidf.similarity(draft_ids)[recent]
             w[recent] *= np.exp((sim - sim.max()) / self.temperature)
         return w, None
