@@ -316,6 +316,9 @@ def test_draft_keyed_latest_answers_follow_the_clip_whose_draft_resembles(tmp_pa
     assert prior.propose(looks_like_a, 3) == b[1:4]                   # the latest answer, whatever the draft says
     assert reader.propose(looks_like_a, 3) == a[1:4]                  # the clip the draft resembles
     assert reader.propose(DraftContext("q?", (50, 51, 52, 53), (1,)), 3) == b[1:4]
+    reader.fit(train).update(_stream([a, b], drafts[::-1]))         # fitted anew, as many drafts, the keys swapped
+    assert reader.propose(looks_like_a, 3) == b[1:4]                  # its draft keys were built again
+    reader.fit(train).update(stream)
     again = ec.refit(reader, train)                                   # settings kept, stream dropped
     assert again.settings() == reader.settings() and again.reads_draft and len(again.train_docs) == 30
     reader.save(tmp_path / "r.json")

@@ -476,6 +476,7 @@ class RecentAnswers(DraftRetrieval):
     def _fit(self) -> None:
         if self.n_offline is None:           # loaded from a file: everything it holds counts as offline
             self.n_offline = len(self.train_docs)
+        self._keys_of = -1                   # fitted anew: keys built again when read
         super()._fit()
 
     def _index_keys(self) -> None:          # the drafts' TF-IDF: built in state_for, only when a draft weighs the answers
