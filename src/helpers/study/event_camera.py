@@ -443,7 +443,7 @@ def choose_recent(train: Sequence[RecordedPair], val: Sequence[RecordedPair], ga
     scores: dict[str, float] = {}
 
     def best_of(candidates: list[RecentAnswers]) -> RecentAnswers:
-        keys = ("tau", "horizon", "weight", "temperature")
+        keys = ("tau", "horizon", "weight", "temperature")          # what a sweep may change (not order, max_ctx)
         runs = online_sweep(candidates[0], train, val, gamma, [{k: getattr(c, k) for k in keys} for c in candidates])
         best = None
         for c, traces in zip(candidates, runs):

@@ -451,6 +451,7 @@ class RecentAnswers(DraftRetrieval):
     sim the TF-IDF cosine of its clip's draft answer with this clip's visible one: if the event camera's
     answer changes when the scene does, the answers of clips that look alike to it count more.
     Nothing in the stream yet (offline, or the first clip asked a question): Kneser-Ney alone."""
+
     def __init__(self, tau: float = 2.0, horizon: int = 8, weight: float = 0.6, temperature: float = 0.0,
                  max_ctx: int = 7, order: int = 8, name: str = "target_prior_recent"):
         if tau <= 0 or int(horizon) < 1 or temperature < 0:
