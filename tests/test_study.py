@@ -186,6 +186,8 @@ def test_findings_wording_follows_the_numbers():
     vis = findings.visibility(align_results(0, 0, streamed=1.5))
     assert "1.50 instead of 2.00" in vis.text and "25.0% less" in vis.text and vis.recommendation
     assert findings.visibility(align_results(0, 0)).recommendation == ""          # nothing reads late tokens
+    assert "(the same)" in findings.visibility(align_results(0, 0)).text
+    assert "2.04 instead of 2.00 with the draft finished (2.0% more" in findings.visibility(align_results(0, 0, streamed=2.04)).text
     md = findings.to_markdown(findings.findings(data, {"drafters": {}}, align_results(-0.1, 0.1)))
     assert md.count("**") == 2 * 5 and "*Recommendation:*" in md
     assert len(findings.headlines(findings.findings(data, {"drafters": {}}, align_results(-0.1, 0.1)))) == 2
@@ -228,6 +230,30 @@ def test_measured_speed_finding_reads_the_replay():
     assert "`a`, the first drafter replayed" in findings.measured_speed(align_results(0, 0), no_choice).text  # first replayed
     titles = [x.title for x in findings.findings({"split": {}}, {"drafters": {}}, align_results(0, 0), spec)]
     assert "Measured speed" in titles and "What speculative decoding can gain" not in titles
+    # the latest-answers prior replayed: reported always; served only where chapter 35's validation pairs prefer it
+    online = {"replay": {**spec["replay"], "drafters": {**spec["replay"]["drafters"],
+                                                        "target_prior_recent|full|online": {"summary": summ(1.9, 2.9)}}}}
+    vm = lambda prior: {"recent": {"validation_mat": {"offline": 2.4, "prior": prior, "reader": prior, "store": 2.9}}}  # noqa: E731
+    for event in (None, vm(2.8)):                                    # no chapter 35, or validation prefers the store
+        f = findings.measured_speed(align_results(0, 0), online, event)
+        assert "(`target_prior_recent`, its settings chosen on validation; " in f.text and "MAT 2.90 and 1.90x end" in f.text
+        assert f.recommendation.startswith("Serve `b` with chains") and "1.90x" not in f.headline
+    f = findings.measured_speed(align_results(0, 0), online, vm(3.4))
+    assert f.recommendation.startswith("Serve `target_prior_recent` (the target's latest answers, recommended above "
+                                       "on validation) with chains of gamma 5")
+    assert "not from batch 32 on, where batched greedy's throughput is higher (measured with `b`)" in f.recommendation
+    assert "`b` makes Video-LLaVA answer 1.20x faster with the same output (prefill included), drafting from the " \
+           "target's latest answers 1.90x, against" in f.headline
+    assert "Batched (`b`), SD's throughput" in f.text
+    slow = {"replay": {**online["replay"], "drafters": {**online["replay"]["drafters"],
+                                                        "target_prior_recent|full|online": {"summary": summ(1.01, 2.9)}}}}
+    assert "does not pay" in findings.measured_speed(align_results(0, 0), slow, vm(3.4)).recommendation  # its own speed decides
+    r = {"ratio": 1.5, "lo": 1.4, "hi": 1.6, "mat_a": 3.0, "mat_b": 2.0}
+    ev = {**event_results(0.99, 1.01), "recent": {**vm(3.4)["recent"], "offline_prior": "target_prior_kn",
+                                                  "ratio_prior_vs_offline": r, "ratio_reader_vs_prior": r,
+                                                  "similarity_corr": {"validation": 0.02}}}
+    item = findings.findings({"split": {}}, {"drafters": {}}, align_results(0, 0), online, ev)
+    assert any(x.title == "Measured speed" and "Serve `target_prior_recent`" in x.recommendation for x in item)
 
 
 def event_results(lo, hi, ratio=None, s_lo=0.9, s_hi=1.1, slope=0.0, trees=True):

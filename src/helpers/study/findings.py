@@ -96,7 +96,9 @@ def visibility(align: dict) -> Finding:
     readers = [n for n, r in d.items() if r["mat_streamed"] < r["mat"] - 1e-9]
     text = (f"If the draft model's tokens arrive while the target verifies (lead {v['lead']:.1f} tokens, "
             f"{v['rate']:.2f} per verify step, from {v['source']}), `{best}` accepts MAT {b['mat_streamed']:.2f} "
-            f"instead of {b['mat']:.2f} with the draft finished ({loss:.1%} less). "
+            f"instead of {b['mat']:.2f} with the draft finished ("
+            + (f"{loss:.1%} less). " if loss >= 0.0005 else f"{-loss:.1%} more). "
+               if loss <= -0.0005 else "the same). ")
             + (f"Drafters that lose acceptance when the draft streams: {', '.join(f'`{n}`' for n in readers)}."
                if readers else "No drafter loses acceptance: none depends on draft tokens that arrive late."))
     rec = ("Report streamed-visibility numbers for any drafter that reads the draft's tokens: a finished draft "
@@ -125,13 +127,26 @@ def speed(align: dict) -> Finding:
                    "ratio, not a measured wall-clock speedup.", head)
 
 
-def measured_speed(align: dict, spec: dict) -> Finding:
+def recommends_recent(ev: dict | None) -> bool:
+    """Whether chapter 35's validation pairs prefer drafting from the target's latest answers
+    (`target_prior_recent`) to both the prior without a store and the every-N store: the one place
+    this choice is made (the test pairs only report its figure)."""
+    rc = (ev or {}).get("recent")
+    if not rc:
+        return False
+    vm = rc["validation_mat"]
+    return vm["prior"] > max(vm["offline"], vm.get("store") or 0)
+
+
+def measured_speed(align: dict, spec: dict, event: dict | None = None) -> Finding:
     """What the measurements of the speculative-decoding chapter say (replaces the arithmetic of
     `speed` when the run has them): the configuration chosen on validation (its drafter, as a chain
     of its gamma), replayed at 7B shape on the recorded test traces, end to end with the prefill,
     against greedy on the same loop; the other measured shapes (token trees, adaptive gamma), the
     batch sizes and transformers' generate as context, never as a choice made on test figures;
-    losslessness end to end."""
+    losslessness end to end. When the replay has the latest-answers prior, its figure is reported;
+    when chapter 35 (`event`) recommends that prior on its validation pairs, the recommendation and
+    the headline serve it."""
     from helpers.spec.study import highlight
     rep = spec["replay"]
     chain_key, tree_key = highlight(rep)
@@ -151,6 +166,14 @@ def measured_speed(align: dict, spec: dict) -> Finding:
     text += (f". The original study measured {STUDY_E2E['speedup']:.2f}x. A chain's verify step costs "
              f"{b['verify_step_ms']:.2f} ms against {b['decode_step_ms']:.2f} ms for a decode step, the drafter "
              f"{b['drafter_ms_per_step']:.2f} ms, and the prefill ({b['prefill_ms']:.0f} ms) is not shortened by any drafter.")
+    online = rep["drafters"].get("target_prior_recent|full|online")
+    latest = online["summary"] if online else None
+    serve_latest = latest is not None and recommends_recent(event)
+    if latest:
+        text += (f" Drafting from the target's latest answers to the same question (`target_prior_recent`, its "
+                 "settings chosen on validation; the store starting empty at the first replayed pair and taking each "
+                 f"answer in before the next): MAT {latest['mat']:.2f} and {latest['speedup_ratio_of_means']:.2f}x end "
+                 f"to end, its propose call {latest['drafter_ms_per_step']:.2f} ms per step.")
     hf = rep.get("hf_generate")
     if hf:
         text += (f" Against transformers' `generate` the same answers come {hf['sd_vs_hf']:.1f}x faster, "
@@ -158,7 +181,8 @@ def measured_speed(align: dict, spec: dict) -> Finding:
     batched = {v["summary"]["batch"]: v["summary"]["throughput_ratio"] for v in rep.get("batched", {}).values()}
     cross = min((bt for bt, r in batched.items() if r < 1), default=None)
     if batched:
-        text += (" Batched, SD's throughput over batched greedy is "
+        bname = next(iter(rep["batched"])).split("|")[0]
+        text += (f" Batched (`{bname}`), SD's throughput over batched greedy is "
                  + ", ".join(f"{r:.2f}x at batch {bt}" for bt, r in sorted(batched.items())) + ".")
     gpu = spec.get("gpu_seconds") or []
     if gpu:
@@ -169,14 +193,20 @@ def measured_speed(align: dict, spec: dict) -> Finding:
     if e2e:
         text += (f" End to end on this run's own models ({e2e['where']}), {e2e['exact_match']:.1%} of the speculative "
                  "answers equal the target's greedy answers.")
-    best = b["speedup_ratio_of_means"]
-    rec = (f"Serve `{name}` with chains of gamma {rep['gamma']} (chosen on validation) on a compiled "
+    best = (latest if serve_latest else b)["speedup_ratio_of_means"]
+    what = ("`target_prior_recent` (the target's latest answers, recommended above on validation)" if serve_latest
+            else f"`{name}`")
+    rec = (f"Serve {what} with chains of gamma {rep['gamma']} (chosen on validation) on a compiled "
            "decode loop, " + ("for latency at small batches: speculative decoding pays here"
-                             + (f", not from batch {cross} on, where batched greedy's throughput is higher" if cross else "")
+                             + (f", not from batch {cross} on, where batched greedy's throughput is higher"
+                                + (f" (measured with `{bname}`)" if serve_latest and bname != "target_prior_recent" else "")
+                                if cross else "")
                              + "." if best > 1.05 else
                              "only after improving the drafter: at these acceptance rates speculative decoding does not pay."))
-    head = (f"Measured end to end at 7B shape on the recorded DSEC traces: `{name}` makes Video-LLaVA answer {best:.2f}x "
-            f"faster with the same output (prefill included), against the original study's {STUDY_E2E['speedup']:.2f}x.")
+    head = (f"Measured end to end at 7B shape on the recorded DSEC traces: `{name}` makes Video-LLaVA answer "
+            f"{b['speedup_ratio_of_means']:.2f}x faster with the same output (prefill included)"
+            + (f", drafting from the target's latest answers {latest['speedup_ratio_of_means']:.2f}x" if serve_latest else "")
+            + f", against the original study's {STUDY_E2E['speedup']:.2f}x.")
     return Finding("Measured speed", text, rec, head)
 
 
@@ -440,8 +470,7 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
                 f"The best event-camera draft reader, `{reader}`, reaches only {full['ratio']:.2f}x the MAT of the best "
                 f"content-free drafter, `{prior}`.")
     rv = rc["ratio_prior_vs_offline"] if rc else None
-    # which store to recommend is decided on the validation pairs; the test pairs give the figure
-    if rv and rc["validation_mat"]["prior"] > max(rc["validation_mat"]["offline"], rc["validation_mat"].get("store") or 0):
+    if rv and recommends_recent(ev):   # decided on the validation pairs; the test pairs give the figure
         rec += (f" Whichever drafter runs, draft from the target's latest answers to the same question, each taken into "
                 f"the store before the next clip (`target_prior_recent`): on these pairs that alone lifts MAT "
                 f"{rv['ratio']:.2f}x (interval {rv['lo']:.2f} to {rv['hi']:.2f}).")
@@ -466,7 +495,7 @@ def findings(data: dict, train: dict, align: dict, spec: dict | None = None, eve
         content.text += (" This compares with the study's original n-gram prior; the comparison with the best "
                          "content-free prior above is the one the recommendation follows.")
     out = [event_camera(event, event.get("bar", 1.15)) if event else None, content,
-           measured_speed(align, spec) if spec else speed(align), visibility(align),
+           measured_speed(align, spec, event) if spec else speed(align), visibility(align),
            seed_adapter(align, data), iid_model(align), training(train)]
     return [f for f in out if f is not None]
 
