@@ -61,6 +61,21 @@ def test_failure_is_collected_and_later_stages_still_run(tmp_path):
 
 
 @pytest.mark.slow
+def test_kernels_talk_over_unix_sockets_not_tcp(tmp_path, capfd, monkeypatch):
+    from helpers.suite.runner import kernel_manager_class
+    km = kernel_manager_class()
+    assert km is not None and km().transport == "ipc"
+    nbd, pdir, src = toy_suite(tmp_path, first_fails=False)
+    rep = run_suite("toy", out=tmp_path / "run", notebooks_dir=nbd, params_dir=pdir, book_src=src, progress=False)
+    assert [s.status for s in rep.stages] == ["ok", "ok"]
+    assert "without encryption" not in capfd.readouterr().err          # ipykernel's warning about plain TCP
+    assert sorted(p.name for p in (tmp_path / "run" / "20_second").iterdir()) == \
+        ["20_second.ipynb", "inputs.json", "provenance.json", "results.json"]   # no socket files left there
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / ("x" * 80)))
+    assert kernel_manager_class() is None                             # sockets' paths too long: TCP, as before
+
+
+@pytest.mark.slow
 def test_cli_exit_code_and_only_reuses_earlier_outputs(tmp_path, capsys):
     nbd, pdir, src = toy_suite(tmp_path, first_fails=False)
     out = tmp_path / "run"

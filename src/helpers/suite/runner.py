@@ -88,6 +88,30 @@ def ensure_kernel(name: str = KERNEL) -> None:
                            f"{sys.executable}; remove that kernelspec or set JUPYTER_PREFER_ENV_PATH=1")
 
 
+def kernel_manager_class():
+    """The kernel manager papermill starts each stage's kernel with: its sockets are Unix domain
+    sockets next to the connection file (owner-only runtime folder) rather than plain TCP on
+    localhost, so the kernel neither listens on a port nor prints ipykernel's warning about
+    unencrypted TCP at every stage. Where Unix sockets are not available (Windows) or their paths
+    would exceed the OS limit (a long JUPYTER_RUNTIME_DIR), None: jupyter_client's TCP default."""
+    import os
+
+    from jupyter_client import AsyncKernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
+    from traitlets import default
+
+    # kernel-<uuid>-ipc-<n>: 50 characters after the folder; sun_path holds 107 bytes
+    if os.name != "posix" or len(os.fsencode(jupyter_runtime_dir())) + 52 > 107:
+        return None
+
+    class IPCKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _transport_default(self):
+            return "ipc"
+
+    return IPCKernelManager
+
+
 def _failure(e: Exception, params_cell: int) -> dict[str, Any]:
     from papermill.exceptions import PapermillExecutionError
     if isinstance(e, PapermillExecutionError):
@@ -112,8 +136,10 @@ def run_stage(spec, run_dir: Path, injected: dict[str, Any], progress: bool = Tr
     started, t0 = prov.now_iso(), time.perf_counter()
     error = None
     try:
+        km = kernel_manager_class()
         pm.execute_notebook(str(spec.path), str(out_nb), parameters=injected, kernel_name=KERNEL,
-                            cwd=str(stage), progress_bar=progress, log_output=log_output)
+                            cwd=str(stage), progress_bar=progress, log_output=log_output,
+                            **({"kernel_manager_class": km} if km else {}))
     except Exception as e:  # every failure is collected; the next stage still runs
         error = _failure(e, spec.parameters_cell)
     wall = time.perf_counter() - t0
