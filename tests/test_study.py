@@ -217,7 +217,8 @@ def test_measured_speed_finding_reads_the_replay():
                     "b|full|b32": {"summary": {"batch": 32, "throughput_ratio": 0.93}}}},
             "gpu_seconds": [{"GPU-seconds vs greedy": 1.58}],
             "end_to_end": {"where": "CPU", "exact_match": 1.0}}
-    f = findings.measured_speed(align_results(0, 0), spec)
+    chose_b = {**align_results(0, 0), "headline": "b"}               # this run chose the replay's drafter
+    f = findings.measured_speed(chose_b, spec)
     assert "`b`, the drafter chosen on validation, with the draft finished gives 1.20x" in f.text
     assert "token trees of 20 nodes it reaches MAT 2.70 and 1.40x" in f.text and "100.0% of the speculative answers" in f.text
     assert "2.10x" not in f.text + f.headline                        # no argmax over test-set measurements
@@ -226,8 +227,11 @@ def test_measured_speed_finding_reads_the_replay():
     assert "pays here, not from batch 32 on" in f.recommendation
     assert "6.5x faster, 5.4x of it from the compiled loop" in f.text and "1.03x at batch 8" in f.text
     assert "1.58 times greedy's GPU-seconds" in f.text
+    other = {**align_results(0, 0), "headline": "a"}                 # this run chose another drafter than the replay's
+    assert "`b`, the drafter the replayed study run chose on validation (this run chose `a`), with" in \
+        findings.measured_speed(other, spec).text
     no_choice = {"replay": {**spec["replay"], "chosen": None}}
-    assert "`a`, the first drafter replayed" in findings.measured_speed(align_results(0, 0), no_choice).text  # first replayed
+    assert "`a`, the first drafter replayed" in findings.measured_speed(chose_b, no_choice).text  # first replayed
     titles = [x.title for x in findings.findings({"split": {}}, {"drafters": {}}, align_results(0, 0), spec)]
     assert "Measured speed" in titles and "What speculative decoding can gain" not in titles
     # the latest-answers prior replayed: reported always; served only where chapter 35's validation pairs prefer it
@@ -235,10 +239,10 @@ def test_measured_speed_finding_reads_the_replay():
                                                         "target_prior_recent|full|online": {"summary": summ(1.9, 2.9)}}}}
     vm = lambda prior: {"recent": {"validation_mat": {"offline": 2.4, "prior": prior, "reader": prior, "store": 2.9}}}  # noqa: E731
     for event in (None, vm(2.8)):                                    # no chapter 35, or validation prefers the store
-        f = findings.measured_speed(align_results(0, 0), online, event)
+        f = findings.measured_speed(chose_b, online, event)
         assert "(`target_prior_recent`, its settings chosen on validation; " in f.text and "MAT 2.90 and 1.90x end" in f.text
         assert f.recommendation.startswith("Serve `b` with chains") and "1.90x" not in f.headline
-    f = findings.measured_speed(align_results(0, 0), online, vm(3.4))
+    f = findings.measured_speed(chose_b, online, vm(3.4))
     assert f.recommendation.startswith("Serve `target_prior_recent` (the target's latest answers, recommended above "
                                        "on validation) with chains of gamma 5")
     assert "not from batch 32 on, where batched greedy's throughput is higher (measured with `b`)" in f.recommendation
@@ -247,7 +251,7 @@ def test_measured_speed_finding_reads_the_replay():
     assert "Batched (`b`), SD's throughput" in f.text
     slow = {"replay": {**online["replay"], "drafters": {**online["replay"]["drafters"],
                                                         "target_prior_recent|full|online": {"summary": summ(1.01, 2.9)}}}}
-    assert "does not pay" in findings.measured_speed(align_results(0, 0), slow, vm(3.4)).recommendation  # its own speed decides
+    assert "does not pay" in findings.measured_speed(chose_b, slow, vm(3.4)).recommendation  # its own speed decides
     r = {"ratio": 1.5, "lo": 1.4, "hi": 1.6, "mat_a": 3.0, "mat_b": 2.0}
     ev = {**event_results(0.99, 1.01), "recent": {**vm(3.4)["recent"], "offline_prior": "target_prior_kn",
                                                   "ratio_prior_vs_offline": r, "ratio_reader_vs_prior": r,

@@ -154,7 +154,9 @@ def measured_speed(align: dict, spec: dict, event: dict | None = None) -> Findin
     b = rep["drafters"][chain_key]["summary"]
     text = (f"Measured at 7B shape on an {rep['device']} (trace-driven on the recorded test pairs, compiled decode "
             f"loop, batch 1, gamma = {rep['gamma']}): `{name}`, "
-            + ("the drafter chosen on validation" if rep.get("chosen") == name else "the first drafter replayed")
+            + (("the drafter chosen on validation" if name == align["headline"] else
+                f"the drafter the replayed study run chose on validation (this run chose `{align['headline']}`)")
+               if rep.get("chosen") == name else "the first drafter replayed")
             + ", with the draft "
             f"finished gives {b['speedup_ratio_of_means']:.2f}x end to end with the prefill "
             f"({b['decode_speedup_ratio_of_means']:.2f}x in the decode phase) at MAT {b['mat']:.2f}")
