@@ -265,7 +265,7 @@ def event_results(lo, hi, ratio=None, s_lo=0.9, s_hi=1.1, slope=0.0, trees=True)
                               "mat_a": 2.0 * (x if x is not None else (a + b) / 2), "mat_b": 2.0}
     out = {"gamma": 5, "best": {"prior": "target_prior_kn", "reader": "draft_copy"},
            "ratio_chain": {"full": r(lo, hi, ratio), "streamed": r(s_lo, s_hi)},
-           "learning_curve": [{"train pairs": 100}, {"train pairs": 480}], "learning_curve_slope_per_doubling": slope,
+           "learning_curve": [{"train pairs": n, "drafter": d} for n in (100, 480) for d in ("draft_copy", "target_prior_kn")], "learning_curve_slope_per_doubling": slope,
            "cost_ms": {"draft_copy": {"chain (CPU)": 0.58}}, "target_step_ms": 5.8}
     if trees:
         out["tree"] = {"by_size": {"5": {"full": r(0.99, 1.01, 1.0)}, "40": {"full": {**r(0.98, 1.02, 1.0), "mat_a": 3.5, "mat_b": 3.5}}}}
@@ -390,6 +390,10 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
     assert "10.0 times a 5.8 ms compiled 7B target decode step (2.90 ms on the GPU, 50% of it)" in findings.event_camera(slow).text
     assert "on the GPU" not in none.text
     assert "stays flat" in none.text and "extrapolation" in none.text
+    assert "training pairs the ratio stays flat" in none.text                # its reader is on the curve
+    net = {**event_results(0.99, 1.01), "best": {"prior": "target_prior_kn", "reader": "cross_modal"}}
+    assert ("training pairs the ratio (among the drafters refitted per size, which `cross_modal` is not) stays flat"
+            in findings.event_camera(net).text)                              # a network reader is not refitted per size
     assert "grows (+0.050 per doubling" in findings.event_camera(event_results(0.99, 1.01, slope=0.05)).text
     assert "shrinks" in findings.event_camera(event_results(0.99, 1.01, slope=-0.05)).text
     line = {**event_results(0.99, 1.01, slope=0.05), "learning_curve_line_at": {"5200": 1.04, "52000": 1.21, "9": float("nan")}}

@@ -107,6 +107,10 @@ def test_every_page_reads_as_a_report(smoke_run):
         assert not re.search(r"\w+Warning\b|Traceback|Error:", text), (stem, re.findall(r".{80}\w+Warning.{80}", text))
         assert not machine_paths.search(body), (stem, machine_paths.search(body).group(0))
         assert "Injected parameters" not in text and "injected-parameters" not in body, stem
+        # Markdown that reached the page unrendered (a {glue:text} value holding backticks or bold)
+        prose = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(r"<details.*?</details>|<pre.*?</pre>", " ", body,
+                                                                  flags=re.S)))
+        assert not re.search(r"`|\*\*", prose), (stem, re.findall(r".{60}(?:`|\*\*).{60}", prose))
         if stem != "intro":
             shown = set(notebook_spec(NB / f"{stem}.ipynb").params) - {"run_dir", "preset"}
             assert ("Parameters of this chapter in this run" in text) == bool(shown), stem

@@ -315,8 +315,10 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
     sizes = sorted({r["train pairs"] for r in ev.get("learning_curve", [])})
     if slope is not None and slope == slope and len(sizes) > 1:
         trend = ("grows" if slope > 0.01 else "shrinks" if slope < -0.01 else "stays flat")
-        text += (f" From {sizes[0]:,} to {sizes[-1]:,} training pairs the ratio {trend} ({slope:+.3f} per doubling of "
-                 f"the data)")
+        refitted = {r.get("drafter") for r in ev["learning_curve"]}
+        text += (f" From {sizes[0]:,} to {sizes[-1]:,} training pairs the ratio"
+                 + ("" if reader in refitted else f" (among the drafters refitted per size, which `{reader}` is not)")
+                 + f" {trend} ({slope:+.3f} per doubling of the data)")
         at = {int(n): v for n, v in ev.get("learning_curve_line_at", {}).items() if v == v}
         if at:
             text += "; the line reads " + " and ".join(
