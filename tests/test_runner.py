@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -61,18 +62,20 @@ def test_failure_is_collected_and_later_stages_still_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_kernels_talk_over_unix_sockets_not_tcp(tmp_path, capfd, monkeypatch):
+def test_kernels_talk_over_unix_sockets_not_tcp(tmp_path, capfd):
     from helpers.suite.runner import kernel_manager_class
     km = kernel_manager_class()
     assert km is not None and km().transport == "ipc"
+    a, b = km().ip, km().ip                    # each kernel's sockets: its own path in a private folder, not the cwd
+    assert os.path.isabs(a) and a != b and os.path.dirname(a) == os.path.dirname(b)
+    assert os.stat(os.path.dirname(a)).st_mode & 0o777 == 0o700
     nbd, pdir, src = toy_suite(tmp_path, first_fails=False)
     rep = run_suite("toy", out=tmp_path / "run", notebooks_dir=nbd, params_dir=pdir, book_src=src, progress=False)
     assert [s.status for s in rep.stages] == ["ok", "ok"]
     assert "without encryption" not in capfd.readouterr().err          # ipykernel's warning about plain TCP
     assert sorted(p.name for p in (tmp_path / "run" / "20_second").iterdir()) == \
         ["20_second.ipynb", "inputs.json", "provenance.json", "results.json"]   # no socket files left there
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / ("x" * 80)))
-    assert kernel_manager_class() is None                             # sockets' paths too long: TCP, as before
+    assert kernel_manager_class(str(tmp_path / ("x" * 80))) is None  # sockets' paths too long: TCP, as before
 
 
 @pytest.mark.slow

@@ -88,26 +88,40 @@ def ensure_kernel(name: str = KERNEL) -> None:
                            f"{sys.executable}; remove that kernelspec or set JUPYTER_PREFER_ENV_PATH=1")
 
 
-def kernel_manager_class():
+_IPC_DIR: list[str] = []   # this process's private folder for the kernels' Unix sockets, made on first use
+
+
+def kernel_manager_class(tmp: str | None = None):
     """The kernel manager papermill starts each stage's kernel with: its sockets are Unix domain
-    sockets next to the connection file (owner-only runtime folder) rather than plain TCP on
-    localhost, so the kernel neither listens on a port nor prints ipykernel's warning about
-    unencrypted TCP at every stage. Where Unix sockets are not available (Windows) or their paths
-    would exceed the OS limit (a long JUPYTER_RUNTIME_DIR), None: jupyter_client's TCP default."""
+    sockets in a private temporary folder of this process (mode 0700, removed at exit) rather than
+    plain TCP on localhost, so the kernel neither listens on a port nor prints ipykernel's warning
+    about unencrypted TCP at every stage. Where Unix sockets are not available (Windows) or their
+    paths would exceed the OS limit (a long TMPDIR), None: jupyter_client's TCP default. `tmp`: the
+    folder the private one is made in (default: the system's temporary folder)."""
+    import atexit
     import os
+    import tempfile
+    import uuid
 
     from jupyter_client import AsyncKernelManager
-    from jupyter_core.paths import jupyter_runtime_dir
     from traitlets import default
 
-    # kernel-<uuid>-ipc-<n>: 50 characters after the folder; sun_path holds 107 bytes
-    if os.name != "posix" or len(os.fsencode(jupyter_runtime_dir())) + 52 > 107:
+    # <tmp>/helpers-kernels-XXXXXXXX/<32 hex>-<n>: about 60 characters after the folder; sun_path holds 107 bytes
+    tmp = tmp or tempfile.gettempdir()
+    if os.name != "posix" or len(os.fsencode(tmp)) + 64 > 107:
         return None
 
     class IPCKernelManager(AsyncKernelManager):
         @default("transport")
         def _transport_default(self):
             return "ipc"
+
+        @default("ip")
+        def _ip_default(self):   # jupyter_client's default is relative ('kernel-ipc'): the kernel's cwd
+            if not _IPC_DIR:
+                _IPC_DIR.append(tempfile.mkdtemp(prefix="helpers-kernels-", dir=tmp))
+                atexit.register(shutil.rmtree, _IPC_DIR[0], True)
+            return os.path.join(_IPC_DIR[0], uuid.uuid4().hex)
 
     return IPCKernelManager
 
