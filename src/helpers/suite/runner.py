@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import json
 import shutil
 import subprocess
@@ -88,7 +89,15 @@ def ensure_kernel(name: str = KERNEL) -> None:
                            f"{sys.executable}; remove that kernelspec or set JUPYTER_PREFER_ENV_PATH=1")
 
 
-_IPC_DIR: list[str] = []   # this process's private folder for the kernels' Unix sockets, made on first use
+@functools.cache
+def _ipc_dir(tmp: str) -> str:
+    """This process's private folder (mode 0700) in `tmp` for the kernels' Unix sockets: made on
+    first use, removed at exit."""
+    import atexit
+    import tempfile
+    d = tempfile.mkdtemp(prefix="helpers-kernels-", dir=tmp)
+    atexit.register(shutil.rmtree, d, True)
+    return d
 
 
 def kernel_manager_class(tmp: str | None = None):
@@ -98,7 +107,6 @@ def kernel_manager_class(tmp: str | None = None):
     about unencrypted TCP at every stage. Where Unix sockets are not available (Windows) or their
     paths would exceed the OS limit (a long TMPDIR), None: jupyter_client's TCP default. `tmp`: the
     folder the private one is made in (default: the system's temporary folder)."""
-    import atexit
     import os
     import tempfile
     import uuid
@@ -118,10 +126,7 @@ def kernel_manager_class(tmp: str | None = None):
 
         @default("ip")
         def _ip_default(self):   # jupyter_client's default is relative ('kernel-ipc'): the kernel's cwd
-            if not _IPC_DIR:
-                _IPC_DIR.append(tempfile.mkdtemp(prefix="helpers-kernels-", dir=tmp))
-                atexit.register(shutil.rmtree, _IPC_DIR[0], True)
-            return os.path.join(_IPC_DIR[0], uuid.uuid4().hex)
+            return os.path.join(_ipc_dir(tmp), uuid.uuid4().hex)
 
     return IPCKernelManager
 
