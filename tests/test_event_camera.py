@@ -209,6 +209,30 @@ def test_retrieval_oracle_is_keyed_by_the_target_answer():
     assert keyed.train_drafts == d.train_docs and keyed.settings() == d.settings()
 
 
+def test_perfect_draft_oracle_reads_reference_captions_instead_of_the_draft():
+    """A draft model that sees nothing (every draft alike) gives retrieval nothing to go on; the same
+    reader refitted on reference drafts (the clip's own draft-register answer) finds the clips that
+    share the content word, and the drafter it started from is left as it was."""
+    import dataclasses
+    train_true = toy_pairs(60, 1)
+    val_true = [dataclasses.replace(p, clip_id=f"v{p.clip_id}") for p in toy_pairs(30, 6)]   # clips of their own
+    refs = {(p.clip_id, 0): " ".join(map(str, p.draft_ids[:-1])) for p in train_true + val_true}
+    blank = lambda ps: [dataclasses.replace(p, draft_ids=(5, 2)) for p in ps]
+    train, val = blank(train_true), blank(val_true)
+    encode = lambda text: [int(w) for w in text.split()] + [2]
+    ref_train, ref_val = ec.reference_drafts(train, refs, encode), ec.reference_drafts(val, refs, encode)
+    assert [p.draft_ids for p in ref_val] == [t.draft_ids for t in val_true]
+    assert [p.target_ids for p in ref_val] == [p.target_ids for p in val] and ref_val[0].draft_text == refs[(val[0].clip_id, 0)]
+    d = lookup.DraftRetrieval(neighbours=3, temperature=0.05, weight=0.3, order=3).fit(train)
+    blind = evaluate(d, val, 5).sd.mat
+    assert ec.perfect_draft_mat(d, ref_train, ref_val, 5) > blind
+    assert ec.perfect_draft_mat(d, ref_train, ref_val, 5, weights=(0.0,)) == pytest.approx(
+        evaluate(lookup.KneserNeyPrior(order=3).fit(train), val, 5).sd.mat)        # weight 0: Kneser-Ney alone
+    assert d.train_drafts[0] == (5, 2) and d.weight == 0.3 and d.neighbours == 3     # the drafter itself untouched
+    with pytest.raises(ValueError, match="no reference answer"):
+        ec.reference_drafts(val, {k: v for k, v in refs.items() if k != (val[0].clip_id, 0)}, encode)
+
+
 def test_learning_curve_plot_draws_the_line_to_the_study_sizes():
     import matplotlib
     matplotlib.use("Agg")

@@ -407,6 +407,9 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
     assert "Retrieval keyed" not in findings.event_camera(oracle).text
     oracle["oracle"]["retrieval"] = 2.02
     assert "perfectly, reaches 1.01x" in findings.event_camera(oracle).text
+    assert "perceived every clip perfectly" not in findings.event_camera(oracle).text       # recorded pairs: no references
+    oracle["oracle"]["perfect_draft"] = 2.06
+    assert "would take `draft_retrieval` to 1.03x the prior's validation MAT" in findings.event_camera(oracle).text
     assert "oracle" not in none.text
     agree = {**event_results(0.99, 1.01), "fact_agreement": [
         {"facts": "objects", "named by the draft": 10, "agreement": 0.37, "chance": 0.365, "lift": 1.0137},

@@ -21,7 +21,7 @@ import itertools
 import math
 import time
 from collections import Counter
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -141,6 +141,38 @@ def retrieval_oracle_mat(retrieval, pairs: Sequence[RecordedPair], gamma: int,
     for w in weights:
         oracle.weight = float(w)
         best = max(best, evaluate(oracle, keyed, gamma).sd.mat)
+    return best
+
+
+def reference_drafts(pairs: Sequence[RecordedPair], answers: Mapping[tuple[str, int], str],
+                     encode: Callable[[str], Sequence[int]]) -> list[RecordedPair]:
+    """The pairs with each draft replaced by a reference answer: answers[(clip_id, question_index)],
+    token ids `encode(text)` (as the draft model would emit it). With the synthetic world's
+    draft-register captions this is what a draft model that perceived every clip perfectly, and
+    said it as it was trained to, would answer."""
+    missing = [p.key for p in pairs if (p.clip_id, p.question_index) not in answers]
+    if missing:
+        raise ValueError(f"{len(missing)} pair(s) have no reference answer, e.g. {missing[:3]}: the references "
+                         f"come from another world than these pairs")
+    return [dataclasses.replace(p, draft_ids=tuple(int(t) for t in encode(answers[(p.clip_id, p.question_index)])),
+                                draft_text=answers[(p.clip_id, p.question_index)]) for p in pairs]
+
+
+def perfect_draft_mat(reader, train: Sequence[RecordedPair], pairs: Sequence[RecordedPair], gamma: int,
+                      weights: Sequence[float] = (0.1, 0.3, 0.6), neighbours: Sequence[int] = (5, 20)) -> float:
+    """MAT on `pairs` of a count or lookup draft reader (its settings kept, `refit`) fitted on `train`,
+    both carrying reference drafts (`reference_drafts`): what the reader would make of a perfect
+    draft model. A DraftRetrieval's mixing weight and neighbours are the best on `pairs` (the
+    settings chosen for real drafts need not suit perfect ones). An oracle: no deployed draft model
+    says its reference caption. Exact greedy SD (base.evaluate)."""
+    fitted = refit(reader, train)
+    grid = ([{"weight": float(w), "neighbours": int(k)} for w in weights for k in neighbours]
+            if hasattr(fitted, "weight") and hasattr(fitted, "neighbours") else [{}])
+    best = 0.0
+    for setting in grid:
+        for attr, value in setting.items():
+            setattr(fitted, attr, value)
+        best = max(best, evaluate(fitted, pairs, gamma).sd.mat)
     return best
 
 

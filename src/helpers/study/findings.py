@@ -299,6 +299,9 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
         if "retrieval" in o:
             text += (f" Retrieval keyed by the target's own answer, as if the draft named the clip perfectly, reaches "
                      f"{o['retrieval'] / o['mat']:.2f}x: a bound on what retrieving training answers could add.")
+        if "perfect_draft" in o:
+            text += (" A draft model that perceived every clip perfectly (each draft its reference caption) would "
+                     f"take `draft_retrieval` to {o['perfect_draft'] / o['mat']:.2f}x the prior's validation MAT.")
     agree = {r["facts"]: r for r in ev.get("fact_agreement") or []}
     if agree:
         from helpers.study.event_camera import FACT_LABELS
