@@ -248,7 +248,18 @@ def test_measured_speed_finding_reads_the_replay():
     assert "not from batch 32 on, where batched greedy's throughput is higher (measured with `b`)" in f.recommendation
     assert "`b` makes Video-LLaVA answer 1.20x faster with the same output (prefill included), drafting from the " \
            "target's latest answers 1.90x, against" in f.headline
-    assert "Batched (`b`), SD's throughput" in f.text
+    assert "Batched, SD's throughput over batched greedy is 1.20x at batch 1, 1.03x at batch 8, 0.93x at batch 32 " \
+           "with `b`." in f.text
+    # the latest answers measured batched too: their own batch figures decide where serving them stops paying
+    both = {"replay": {**online["replay"], "batched": {**online["replay"]["batched"],
+            "target_prior_recent|full|online|b1": {"summary": {"batch": 1, "throughput_ratio": 1.9}},
+            "target_prior_recent|full|online|b8": {"summary": {"batch": 8, "throughput_ratio": 0.97}}}}}
+    f = findings.measured_speed(chose_b, both, vm(3.4))
+    assert ("0.93x at batch 32 with `b`; 1.90x at batch 1, 0.97x at batch 8 with `target_prior_recent` (its store "
+            "taking in each batch's answers before the next batch).") in f.text
+    assert "not from batch 8 on, where batched greedy's throughput is higher." in f.recommendation   # its own figures
+    f = findings.measured_speed(chose_b, both, vm(2.8))                # serving b: b's figures, whatever the other's
+    assert "not from batch 32 on, where batched greedy's throughput is higher." in f.recommendation
     slow = {"replay": {**online["replay"], "drafters": {**online["replay"]["drafters"],
                                                         "target_prior_recent|full|online": {"summary": summ(1.01, 2.9)}}}}
     assert "does not pay" in findings.measured_speed(chose_b, slow, vm(3.4)).recommendation  # its own speed decides

@@ -168,7 +168,7 @@ def test_recorded_dsec_study_on_a_few_pairs(tmp_path, monkeypatch):
     (tmp_path / "run" / "35_event_camera").mkdir()
     (tmp_path / "run" / "35_event_camera" / "results.json").write_text(json.dumps({"recent": {"prior": chosen}}))
     on = replay_7b(str(tmp_path / "run"), [], tok, 5, "cpu", max_pairs=4, repeats=1, build=build, compile=False,
-                   log=lambda m: None, recent=True)
+                   log=lambda m: None, recent=True, batches=[1, 2])
     from helpers.study import event_camera as ec, metrics
     from helpers.study.data import load_study_data
     from helpers.study.drafters.lookup import RecentAnswers
@@ -178,6 +178,13 @@ def test_recorded_dsec_study_on_a_few_pairs(tmp_path, monkeypatch):
     assert [r["steps"] for r in got["rows"]] == [t.steps for t in expect]          # the online store's traces
     assert got["summary"]["mat"] == pytest.approx(metrics.summarize_sd(expect).mat) and 0 <= got["summary"]["alpha"] <= 1
     assert got["settings"] == chosen and got["summary"]["leviathan"] > 0
+    # batched: a batch's answers come together, so the store takes them in batch by batch (blocks of 2 here)
+    assert set(on["batched"]) == {"target_prior_recent|full|online|b1", "target_prior_recent|full|online|b2"}
+    blocks = ec.online_traces(RecentAnswers(**chosen).fit(split.train), split.train, split.test[:4], 5, 2)
+    assert [r["steps"] for r in on["batched"]["target_prior_recent|full|online|b2"]["rows"]] == \
+        [max(t.steps for t in blocks[i:i + 2]) for i in (0, 2)]
+    assert on["batched"]["target_prior_recent|full|online|b1"]["summary"]["tokens"] == \
+        on["batched"]["target_prior_recent|full|online|b2"]["summary"]["tokens"]
     import shutil
     shutil.rmtree(tmp_path / "run" / "35_event_camera")                       # a stand-in for the replay only
     # the speed chapters render measurement files of this form (what the GPU run writes), read from elsewhere
@@ -185,7 +192,8 @@ def test_recorded_dsec_study_on_a_few_pairs(tmp_path, monkeypatch):
     perf = tmp_path / "performance.json"
     perf.write_text(json.dumps(run_7b_tiny(monkeypatch), default=str))
     spec = tmp_path / "speculative.json"
-    spec.write_text(json.dumps({"replay": {**rep, "drafters": {**rep["drafters"], **on["drafters"]}, "device": "a CPU (test)"}},
+    spec.write_text(json.dumps({"replay": {**rep, "drafters": {**rep["drafters"], **on["drafters"]},
+                                           "batched": {**rep["batched"], **on["batched"]}, "device": "a CPU (test)"}},
                                default=str))
     monkeypatch.undo()
     rep2 = run_suite("dsec_recorded", overrides={"measurements_path": str(perf), "replay_path": str(spec)},
@@ -198,6 +206,7 @@ def test_recorded_dsec_study_on_a_few_pairs(tmp_path, monkeypatch):
     md = [o["data"]["text/markdown"] for c in chapter["cells"] for o in c.get("outputs", []) if "text/markdown" in o.get("data", {})]
     shown = "".join("".join(m) if isinstance(m, list) else m for m in md)                 # nbformat keeps either form
     assert "**The target's latest answers.** Taking each answer into the store before the next pair" in shown
+    assert "with target_prior_ngram " in shown and "with target_prior_recent " in shown     # both drafters' batches
     assert align["n_test_pairs"] == 20  # 100 pairs of 1 question: 60/20/20 clips
 
 

@@ -215,7 +215,8 @@ def replay(target: Backend, pixel_input: np.ndarray, question: str, pairs: Seque
 
 
 def replay_batched(target: Backend, pixel_input: np.ndarray, question: str, pairs: Sequence[RecordedPair],
-                   traces: Sequence, drafter=None, repeats: int = 3, width: int | None = None) -> pd.DataFrame:
+                   traces: Sequence, drafter=None, repeats: int = 3, width: int | None = None,
+                   before: Callable[[int], None] | None = None) -> pd.DataFrame:
     """Trace-driven SD at batch B = target.batch, against batched greedy on the same loop. Pairs go
     B at a time (a last, partial batch is left out); their rows stay ragged: at every step each row
     still inside its trace gets its drafter's real propose call (one after another on the CPU, as
@@ -223,7 +224,9 @@ def replay_batched(target: Backend, pixel_input: np.ndarray, question: str, pair
     traces' gamma + 1), and each row's cache advances by its own 1 + accepted. Finished rows idle
     until the batch's longest trace ends, as they do in batched greedy, whose baseline runs the
     batch's longest answer. One row per batch: tokens, greedy and SD ms (prefill included, medians
-    of `repeats`), verify steps, drafter ms."""
+    of `repeats`), verify steps, drafter ms. `before(j)`, when given, runs before the batch whose
+    first pair is j (and before the warm-up, with j = 0), outside the timing: an online drafter takes
+    in the answers of the batches before it."""
     B, dec = target.batch, target.decoder
     width = width or traces[0].gamma + 1
     visual = target.encode([pixel_input])[0]
@@ -267,8 +270,12 @@ def replay_batched(target: Backend, pixel_input: np.ndarray, question: str, pair
     if not chunks:
         raise ValueError(f"{len(pairs)} pairs cannot fill one batch of {B}")
     first = [pairs[i] for i in chunks[0]]
+    if before is not None:
+        before(0)
     greedy(first), sd(first, [traces[i] for i in chunks[0]])                      # warm-up: graphs captured
     for c in chunks:
+        if before is not None:
+            before(c.start)
         chunk, trs = [pairs[i] for i in c], [traces[i] for i in c]
         g = statistics.median(greedy(chunk) for _ in range(repeats))
         runs = [sd(chunk, trs) for _ in range(repeats)]
@@ -363,7 +370,9 @@ def replay_7b(study_run: str, drafter_names: Sequence[str], tokenizer, gamma: in
     latencies. With `recent`, the latest-answers prior that the study run's chapter 35 chose on
     validation (`target_prior_recent`) is replayed too, key 'target_prior_recent|full|online': each
     pair's answer is taken into its store before the next pair, in the traces (online_evals over the
-    replayed pairs, in order) and in the replayed drafter alike. build(device) -> (target model,
+    replayed pairs, in order) and in the replayed drafter alike; at each of `batches` its throughput
+    too, the store taking in a batch's answers before the next batch (answers of one batch come
+    together), keys 'target_prior_recent|full|online|b<B>'. build(device) -> (target model,
     adapter) replaces the 7B-shaped target (tests use a small one)."""
     from helpers.models import bench, shapes
     from helpers.study import alignment
@@ -403,6 +412,19 @@ def replay_7b(study_run: str, drafter_names: Sequence[str], tokenizer, gamma: in
         drafter_names = [*drafter_names, out["chosen"]]
     baseline: dict = {}
     full: dict = {}                        # name -> (drafter, its full-visibility evaluation), reused below
+    batch_backends: dict[int, Backend] = {}   # one per batch size, shared by the drafters measured batched
+
+    def batched(b, traces, drafter, before=None):
+        """replay_batched at batch b on its (cached) backend; None, logged, where b does not fit in memory."""
+        try:
+            if b not in batch_backends:
+                batch_backends[b] = Backend(target, tokenizer, b, max_len, ad, compile=compile, attention=attention)
+            return replay_batched(batch_backends[b], pixel, question, pairs, traces, drafter, repeats, before=before)
+        except torch.cuda.OutOfMemoryError:
+            batch_backends.pop(b, None)
+            bench._free()
+            log(f"batch {b}: CUDA out of memory, left out")
+            return None
     for name in drafter_names:
         drafter = zoo.load(stage_dir(study_run, "20_train_drafters", create=False), name)
         for vis in (FULL, streamed):
@@ -440,6 +462,25 @@ def replay_7b(study_run: str, drafter_names: Sequence[str], tokenizer, gamma: in
         out["drafters"]["target_prior_recent|full|online"] = {"summary": summ, "rows": df.to_dict("records"),
                                                               "settings": chosen["prior"]}
         log(f"target_prior_recent full online: {summ['speedup_ratio_of_means']:.2f}x (MAT {summ['mat']:.2f})")
+        for b in batches:                   # a batch's answers come together: the store takes them in batch by batch
+            if b == 1:
+                r = df
+                bdf = pd.DataFrame({"batch": 1, "tokens": r.n_tokens, "greedy_ms": r.greedy_ms, "sd_ms": r.sd_ms,
+                                    "drafter_ms": r.drafter_ms, "steps": r.steps, "greedy_steps": r.n_tokens - 1})
+            else:
+                traces_b = ec.online_traces(latest, data.split.train, pairs, gamma, b)
+                live_b, taken = ec.refit(latest, data.split.train), [0]
+
+                def take_batches(j, live_b=live_b, taken=taken):
+                    live_b.update(pairs[taken[0]:j])
+                    taken[0] = j
+                bdf = batched(b, traces_b, live_b, before=take_batches)
+                if bdf is None:
+                    continue
+            bsum = batched_summary(bdf)
+            out.setdefault("batched", {})[f"target_prior_recent|full|online|b{b}"] = {"summary": bsum,
+                                                                                      "rows": bdf.to_dict("records")}
+            log(f"target_prior_recent batch {b}: throughput {bsum['throughput_ratio']:.2f}x greedy")
     main = out["chosen"] if out["chosen"] in full else next(iter(full), None)
     if main is None:                        # the latest-answers prior alone: nothing chosen to go further with
         return out
@@ -464,24 +505,17 @@ def replay_7b(study_run: str, drafter_names: Sequence[str], tokenizer, gamma: in
         log(f"transformers generate on {len(h)} pairs: SD {out['hf_generate']['sd_vs_hf']:.2f}x, "
             f"compiled greedy {out['hf_generate']['greedy_vs_hf']:.2f}x faster")
     if batches:
-        out["batched"] = {}
         for b in batches:
             if b == 1:                      # batches of one are the chain replay's own rows
                 r = pd.DataFrame(out["drafters"][f"{main}|full"]["rows"])
                 df = pd.DataFrame({"batch": 1, "tokens": r.n_tokens, "greedy_ms": r.greedy_ms, "sd_ms": r.sd_ms,
                                    "drafter_ms": r.drafter_ms, "steps": r.steps, "greedy_steps": r.n_tokens - 1})
             else:
-                bb = Backend(target, tokenizer, b, max_len, ad, compile=compile, attention=attention)
-                try:
-                    df = replay_batched(bb, pixel, question, pairs, ev.traces, drafter, repeats)
-                except torch.cuda.OutOfMemoryError:
-                    log(f"batch {b}: CUDA out of memory, left out")
+                df = batched(b, ev.traces, drafter)
+                if df is None:
                     continue
-                finally:
-                    del bb
-                    bench._free()
             summ = batched_summary(df)
-            out["batched"][f"{main}|full|b{b}"] = {"summary": summ, "rows": df.to_dict("records")}
+            out.setdefault("batched", {})[f"{main}|full|b{b}"] = {"summary": summ, "rows": df.to_dict("records")}
             log(f"{main} batch {b}: throughput {summ['throughput_ratio']:.2f}x greedy "
                 f"({summ['sd_tokens_per_s']:.0f} vs {summ['greedy_tokens_per_s']:.0f} tokens/s)")
     return out

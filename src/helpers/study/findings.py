@@ -180,12 +180,18 @@ def measured_speed(align: dict, spec: dict, event: dict | None = None) -> Findin
     if hf:
         text += (f" Against transformers' `generate` the same answers come {hf['sd_vs_hf']:.1f}x faster, "
                  f"{hf['greedy_vs_hf']:.1f}x of it from the compiled loop alone.")
-    batched = {v["summary"]["batch"]: v["summary"]["throughput_ratio"] for v in rep.get("batched", {}).values()}
-    cross = min((bt for bt, r in batched.items() if r < 1), default=None)
+    batched: dict[str, dict[int, float]] = {}          # drafter -> batch -> SD / greedy throughput
+    for k, v in rep.get("batched", {}).items():
+        batched.setdefault(k.split("|")[0], {})[v["summary"]["batch"]] = v["summary"]["throughput_ratio"]
     if batched:
-        bname = next(iter(rep["batched"])).split("|")[0]
-        text += (f" Batched (`{bname}`), SD's throughput over batched greedy is "
-                 + ", ".join(f"{r:.2f}x at batch {bt}" for bt, r in sorted(batched.items())) + ".")
+        order = sorted(batched, key=lambda n: n == "target_prior_recent")          # the latest answers last
+        text += (" Batched, SD's throughput over batched greedy is " + "; ".join(
+            ", ".join(f"{r:.2f}x at batch {bt}" for bt, r in sorted(batched[n].items())) + f" with `{n}`"
+            + (" (its store taking in each batch's answers before the next batch)" if n == "target_prior_recent" else "")
+            for n in order) + ".")
+    served = "target_prior_recent" if serve_latest else name
+    bname = served if served in batched else name if name in batched else next(iter(batched), None)
+    cross = min((bt for bt, r in batched.get(bname, {}).items() if r < 1), default=None)
     gpu = spec.get("gpu_seconds") or []
     if gpu:
         g = gpu[-1]
@@ -201,7 +207,7 @@ def measured_speed(align: dict, spec: dict, event: dict | None = None) -> Findin
     rec = (f"Serve {what} with chains of gamma {rep['gamma']} (chosen on validation) on a compiled "
            "decode loop, " + ("for latency at small batches: speculative decoding pays here"
                              + (f", not from batch {cross} on, where batched greedy's throughput is higher"
-                                + (f" (measured with `{bname}`)" if serve_latest and bname != "target_prior_recent" else "")
+                                + (f" (measured with `{bname}`)" if bname != served else "")
                                 if cross else "")
                              + "." if best > 1.05 else
                              "only after improving the drafter: at these acceptance rates speculative decoding does not pay."))
