@@ -258,6 +258,10 @@ def test_measured_speed_finding_reads_the_replay():
     assert ("0.93x at batch 32 with `b`; 1.90x at batch 1, 0.97x at batch 8 with `target_prior_recent` (its store "
             "taking in each batch's answers before the next batch).") in f.text
     assert "not from batch 8 on, where batched greedy's throughput is higher." in f.recommendation   # its own figures
+    above = {"replay": {**both["replay"], "batched": {**both["replay"]["batched"],
+             "target_prior_recent|full|online|b8": {"summary": {"batch": 8, "throughput_ratio": 1.09}}}}}
+    assert findings.measured_speed(chose_b, above, vm(3.4)).recommendation.endswith(
+        "speculative decoding pays here; batched, its gain fades to 1.09x at batch 8.")
     f = findings.measured_speed(chose_b, both, vm(2.8))                # serving b: b's figures, whatever the other's
     assert "not from batch 32 on, where batched greedy's throughput is higher." in f.recommendation
     slow = {"replay": {**online["replay"], "drafters": {**online["replay"]["drafters"],

@@ -192,6 +192,8 @@ def measured_speed(align: dict, spec: dict, event: dict | None = None) -> Findin
     served = "target_prior_recent" if serve_latest else name
     bname = served if served in batched else name if name in batched else next(iter(batched), None)
     cross = min((bt for bt, r in batched.get(bname, {}).items() if r < 1), default=None)
+    top = max(batched.get(bname, {}), default=1)                  # the largest batch measured
+    fade = f"; batched, its gain fades to {batched[bname][top]:.2f}x at batch {top}" if bname == served and top > 1 else ""
     gpu = spec.get("gpu_seconds") or []
     if gpu:
         g = gpu[-1]
@@ -208,7 +210,7 @@ def measured_speed(align: dict, spec: dict, event: dict | None = None) -> Findin
            "decode loop, " + ("for latency at small batches: speculative decoding pays here"
                              + (f", not from batch {cross} on, where batched greedy's throughput is higher"
                                 + (f" (measured with `{bname}`)" if bname != served else "")
-                                if cross else "")
+                                if cross else fade)
                              + "." if best > 1.05 else
                              "only after improving the drafter: at these acceptance rates speculative decoding does not pay."))
     head = (f"Measured end to end at 7B shape on the recorded DSEC traces: `{name}` makes Video-LLaVA answer "
