@@ -89,6 +89,21 @@ def test_split_by_clip_is_deterministic_and_never_straddles():
         split_by_clip(pairs[:6], 0.6, 0.2)
 
 
+def test_a_locked_test_file_replaces_the_test_part():
+    """A held-out test set kept in its own file: the pairs given then split into train and validation
+    alone (in the ratio 0.6 : 0.2), the test part is the held-out pairs in clip order, and a clip in
+    both is refused."""
+    pairs = [_pair(c, q) for c in range(8) for q in range(2)]
+    locked = [_pair(c, q) for c in (12, 10, 11) for q in range(2)]
+    s = split_by_clip(pairs, 0.6, 0.2, test=locked)
+    assert [{p.clip_index for p in part} for part in (s.train, s.val)] == [set(range(6)), {6, 7}]
+    assert [p.clip_index for p in s.test] == [10, 10, 11, 11, 12, 12]
+    assert len(split_by_clip(pairs, 0.6, 0.2, max_train_pairs=3, test=locked).train) == 3
+    assert split_by_clip(pairs, 0.7, 0.3, test=locked).sizes()["test"] == 6       # no share left for a test part: fine
+    with pytest.raises(ValueError, match="both in the held-out test pairs"):
+        split_by_clip(pairs, 0.6, 0.2, test=locked + [_pair(3, 0)])
+
+
 def test_llama_tokenizer_pieces_and_round_trip():
     tok = load_tokenizer(require_shared(LLAMA_TOKENIZER))
     pairs = load_seed_json(require_shared(DEV_PAIRS))

@@ -127,6 +127,34 @@ def test_every_page_reads_as_a_report(smoke_run):
 
 
 @pytest.mark.slow
+def test_a_locked_test_file_is_evaluated_and_never_trained_on(tmp_path):
+    """The recorded study with its test pairs in their own file (how a locked test set is checked):
+    train and validation come from pairs_path alone, every test figure from the locked file, and
+    no training or selection stage opens it."""
+    require_shared(DEV_PAIRS)
+    doc = json.loads(DEV_PAIRS.read_text())
+    for name, rows in (("dev.json", doc["results"][:90]), ("locked.json", doc["results"][700:740])):
+        (tmp_path / name).write_text(json.dumps({"questions": doc["questions"], "results": rows}))
+    rep = run_suite("dsec_recorded", overrides={
+        "pairs_path": str(tmp_path / "dev.json"), "test_pairs_path": str(tmp_path / "locked.json"),
+        "adapter_epochs": 1, "cm_epochs": 1, "n_boot": 50, "ec_tree_sizes": [5], "ec_curve_sizes": [], "ec_cost_calls": 5,
+        "drafters": ["target_prior_kn", "target_prior_suffix", "draft_retrieval"],
+        "notebooks": ["10_data", "20_train_drafters", "30_alignment", "35_event_camera"]},
+        out=tmp_path / "run", book=False, progress=False)
+    assert rep.exit_code == 0, [(s.stem, s.exception, s.message) for s in rep.failures]
+    data = json.loads((tmp_path / "run" / "10_data" / "results.json").read_text())
+    assert data["split"] == {"train": 67, "val": 23, "test": 40}                  # 90 clips at 0.6 : 0.2, the locked 40
+    locked = list(range(700, 740))
+    align = json.loads((tmp_path / "run" / "30_alignment" / "results.json").read_text())
+    event = json.loads((tmp_path / "run" / "35_event_camera" / "results.json").read_text())
+    assert align["test_clips"] == event["test_clips"] == locked and align["n_test_pairs"] == 40
+    assert event["recent"]["n_consecutive"]["test"] == 39                          # the latest answers, clip after clip
+    for stage in ("20_train_drafters",):                                           # training never opens the locked file
+        read = [r["path"] for r in json.loads((tmp_path / "run" / stage / "provenance.json").read_text())["inputs_read"]]
+        assert not any(p.endswith(("pairs_test.parquet", "locked.json")) for p in read), stage
+
+
+@pytest.mark.slow
 def test_recorded_dsec_study_on_a_few_pairs(tmp_path, monkeypatch):
     require_shared(DEV_PAIRS)
     rep = run_suite("dsec_recorded", overrides={"max_pairs": 100, "adapter_epochs": 1, "cm_epochs": 1, "n_boot": 50,
