@@ -286,6 +286,13 @@ def replay_batched(target: Backend, pixel_input: np.ndarray, question: str, pair
     return pd.DataFrame(rows)
 
 
+def batch_of_one(rows: pd.DataFrame) -> pd.DataFrame:
+    """A batch-1 chain replay's rows (`replay`) in replay_batched's form: batches of one are the chain
+    replay's own rows, measured once."""
+    return pd.DataFrame({"batch": 1, "tokens": rows.n_tokens, "greedy_ms": rows.greedy_ms, "sd_ms": rows.sd_ms,
+                         "drafter_ms": rows.drafter_ms, "steps": rows.steps, "greedy_steps": rows.n_tokens - 1})
+
+
 def batched_summary(df: pd.DataFrame) -> dict:
     """Throughput of a batched replay: tokens per second of SD and greedy, and their ratio."""
     return {"batch": int(df.batch.iloc[0]), "batches": len(df), "tokens": int(df.tokens.sum()),
@@ -464,9 +471,7 @@ def replay_7b(study_run: str, drafter_names: Sequence[str], tokenizer, gamma: in
         log(f"target_prior_recent full online: {summ['speedup_ratio_of_means']:.2f}x (MAT {summ['mat']:.2f})")
         for b in batches:                   # a batch's answers come together: the store takes them in batch by batch
             if b == 1:
-                r = df
-                bdf = pd.DataFrame({"batch": 1, "tokens": r.n_tokens, "greedy_ms": r.greedy_ms, "sd_ms": r.sd_ms,
-                                    "drafter_ms": r.drafter_ms, "steps": r.steps, "greedy_steps": r.n_tokens - 1})
+                bdf = batch_of_one(df)
             else:
                 traces_b = ec.online_traces(latest, data.split.train, pairs, gamma, b)
                 live_b, taken = ec.refit(latest, data.split.train), [0]
@@ -506,10 +511,8 @@ def replay_7b(study_run: str, drafter_names: Sequence[str], tokenizer, gamma: in
             f"compiled greedy {out['hf_generate']['greedy_vs_hf']:.2f}x faster")
     if batches:
         for b in batches:
-            if b == 1:                      # batches of one are the chain replay's own rows
-                r = pd.DataFrame(out["drafters"][f"{main}|full"]["rows"])
-                df = pd.DataFrame({"batch": 1, "tokens": r.n_tokens, "greedy_ms": r.greedy_ms, "sd_ms": r.sd_ms,
-                                   "drafter_ms": r.drafter_ms, "steps": r.steps, "greedy_steps": r.n_tokens - 1})
+            if b == 1:
+                df = batch_of_one(pd.DataFrame(out["drafters"][f"{main}|full"]["rows"]))
             else:
                 df = batched(b, ev.traces, drafter)
                 if df is None:
