@@ -234,7 +234,7 @@ def test_recorded_dsec_study_on_a_few_pairs(tmp_path, monkeypatch):
     md = [o["data"]["text/markdown"] for c in chapter["cells"] for o in c.get("outputs", []) if "text/markdown" in o.get("data", {})]
     shown = "".join("".join(m) if isinstance(m, list) else m for m in md)                 # nbformat keeps either form
     assert "**The target's latest answers.** Taking each answer into the store before the next pair" in shown
-    assert "with target_prior_ngram " in shown and "with target_prior_recent " in shown     # both drafters' batches
+    assert "throughput over batched greedy: target_prior_ngram " in shown and "; target_prior_recent " in shown  # both
     assert align["n_test_pairs"] == 20  # 100 pairs of 1 question: 60/20/20 clips
 
 
