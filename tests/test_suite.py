@@ -62,6 +62,8 @@ def test_smoke_preset_runs_every_stage_and_builds_the_book(smoke_run):
     assert 0.0 <= align["direct_match"] <= 1.0
     oracle = json.loads((rep.run_dir / "35_event_camera" / "results.json").read_text())["oracle"]
     assert 1.0 <= oracle["perfect_draft"] <= align["gamma"] + 1    # the world's reference captions read as drafts
+    read35 = [r["path"] for r in json.loads((rep.run_dir / "35_event_camera" / "provenance.json").read_text())["inputs_read"]]
+    assert any(p.endswith("EventGPT_Instruction_Subset.json") for p in read35)   # the references it read are recorded
     data = json.loads((rep.run_dir / "10_data" / "results.json").read_text())
     assert align["n_test_pairs"] == data["split"]["test"] > 0
     # provenance hashes what each stage read, earlier stages' files included
