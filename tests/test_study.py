@@ -172,22 +172,22 @@ def test_findings_wording_follows_the_numbers():
     no_gain = findings.draft_content(align_results(-0.1, 0.1))
     gain = findings.draft_content(align_results(0.05, 0.3))
     loss = findings.draft_content(align_results(-0.3, -0.05))
-    assert "No detectable gain" in no_gain.text and "helps" in gain.text and "hurts" in loss.text
-    assert "With the draft still streaming in, it hurts" in gain.text            # the streamed interval lies below 0
+    assert "No detectable gain" in no_gain.body and "helps" in gain.body and "hurts" in loss.body
+    assert "With the draft still streaming in, it hurts" in gain.body            # the streamed interval lies below 0
     assert "+8.8%" in gain.headline and "`target_prior_ngram`" in gain.headline   # 0.175 / 2.0 of the prior's MAT
     seed = findings.seed_adapter(align_results(0, 0), data)
-    assert f"{literature.STUDY_1Q_TOKEN_MATCH[200]:.1%}" in seed.text
-    assert "within 3 points" in seed.text and "below the content-free" in seed.text
+    assert f"{literature.STUDY_1Q_TOKEN_MATCH[200]:.1%}" in seed.body
+    assert "within 3 points" in seed.body and "below the content-free" in seed.body
     assert findings.seed_adapter(align_results(0, 0, seed_mat=3.0), data).recommendation == ""
     sp = findings.speed(align_results(0, 0))
-    assert "(MAT - 1) / gamma = 0.200" in sp.text                                  # (2.0 - 1) / 5
+    assert "(MAT - 1) / gamma = 0.200" in sp.body                                  # (2.0 - 1) / 5
     assert "Draft 3 token(s)" in sp.recommendation and "1.57x" in sp.recommendation   # 1.8 / (3 * 0.05 + 1)
     assert "0.72x" in findings.speed(align_results(0, 0, cost_ratio_c=0.5)).recommendation  # 1.8 / 2.5
     vis = findings.visibility(align_results(0, 0, streamed=1.5))
-    assert "1.50 instead of 2.00" in vis.text and "25.0% less" in vis.text and vis.recommendation
+    assert "1.50 instead of 2.00" in vis.body and "25.0% less" in vis.body and vis.recommendation
     assert findings.visibility(align_results(0, 0)).recommendation == ""          # nothing reads late tokens
-    assert "(the same)" in findings.visibility(align_results(0, 0)).text
-    assert "2.04 instead of 2.00 with the draft finished (2.0% more" in findings.visibility(align_results(0, 0, streamed=2.04)).text
+    assert "accepts MAT 2.00 with the draft streaming as with it finished. No drafter" in findings.visibility(align_results(0, 0)).body
+    assert "2.04 instead of 2.00 with the draft finished (2.0% more" in findings.visibility(align_results(0, 0, streamed=2.04)).body
     md = findings.to_markdown(findings.findings(data, {"drafters": {}}, align_results(-0.1, 0.1)))
     assert md.count("**") == 2 * 5 and "*Recommendation:*" in md
     assert len(findings.headlines(findings.findings(data, {"drafters": {}}, align_results(-0.1, 0.1)))) == 2
@@ -197,7 +197,7 @@ def test_training_finding_flags_drafters_still_improving():
     train = {"drafters": {"a": {"best_epoch": 12, "epochs_run": 12, "stop_reason": "all 12 epochs run"},
                           "b": {"best_epoch": 3, "epochs_run": 13, "stop_reason": "no validation improvement for 10 epochs"}}}
     f = findings.training(train)
-    assert "`a`" in f.text and "`b`" not in f.text
+    assert "`a`" in f.body and "`b`" not in f.body
     assert findings.training({"drafters": {"b": train["drafters"]["b"]}}) is None
 
 
@@ -219,19 +219,19 @@ def test_measured_speed_finding_reads_the_replay():
             "end_to_end": {"where": "CPU", "exact_match": 1.0}}
     chose_b = {**align_results(0, 0), "headline": "b"}               # this run chose the replay's drafter
     f = findings.measured_speed(chose_b, spec)
-    assert "`b`, the drafter chosen on validation, with the draft finished gives 1.20x" in f.text
-    assert "token trees of 20 nodes it reaches MAT 2.70 and 1.40x" in f.text and "100.0% of the speculative answers" in f.text
-    assert "2.10x" not in f.text + f.headline                        # no argmax over test-set measurements
+    assert "`b`, the drafter chosen on validation, with the draft finished gives 1.20x" in f.body
+    assert "token trees of 20 nodes, `b` reaches MAT 2.70 and 1.40x" in f.body and "100.0% of the speculative answers" in f.body
+    assert "2.10x" not in f.body + f.headline                        # no argmax over test-set measurements
     assert "1.20x" in f.headline and "1.40x" not in f.headline       # nor between shapes: validation chose the chain
     assert f.recommendation.startswith("Serve `b` with chains of gamma 5 (chosen on validation)")   # the replay's gamma
     assert "pays here, not from batch 32 on" in f.recommendation
-    assert "6.5x faster, 5.4x of it from the compiled loop" in f.text and "1.03x at batch 8" in f.text
-    assert "1.58 times greedy's GPU-seconds" in f.text
+    assert "6.5x faster, 5.4x of it from the compiled loop" in f.body and "1.03x at batch 8" in f.body
+    assert "1.58 times greedy's GPU-seconds" in f.body
     other = {**align_results(0, 0), "headline": "a"}                 # this run chose another drafter than the replay's
     assert "`b`, the drafter the replayed study run chose on validation (this run chose `a`), with" in \
-        findings.measured_speed(other, spec).text
+        findings.measured_speed(other, spec).body
     no_choice = {"replay": {**spec["replay"], "chosen": None}}
-    assert "`a`, the first drafter replayed" in findings.measured_speed(chose_b, no_choice).text  # first replayed
+    assert "`a`, the first drafter replayed" in findings.measured_speed(chose_b, no_choice).body  # first replayed
     titles = [x.title for x in findings.findings({"split": {}}, {"drafters": {}}, align_results(0, 0), spec)]
     assert "Measured speed" in titles and "What speculative decoding can gain" not in titles
     # the latest-answers prior replayed: reported always; served only where chapter 35's validation pairs prefer it
@@ -240,7 +240,7 @@ def test_measured_speed_finding_reads_the_replay():
     vm = lambda prior: {"recent": {"validation_mat": {"offline": 2.4, "prior": prior, "reader": prior, "store": 2.9}}}  # noqa: E731
     for event in (None, vm(2.8)):                                    # no chapter 35, or validation prefers the store
         f = findings.measured_speed(chose_b, online, event)
-        assert "(`target_prior_recent`, its settings chosen on validation; " in f.text and "MAT 2.90 and 1.90x end" in f.text
+        assert "(`target_prior_recent`, its settings chosen on validation; " in f.body and "MAT 2.90 and 1.90x end" in f.body
         assert f.recommendation.startswith("Serve `b` with chains") and "1.90x" not in f.headline
     f = findings.measured_speed(chose_b, online, vm(3.4))
     assert f.recommendation.startswith("Serve `target_prior_recent` (the target's latest answers, recommended above "
@@ -248,15 +248,15 @@ def test_measured_speed_finding_reads_the_replay():
     assert "not from batch 32 on, where batched greedy's throughput is higher (measured with `b`)" in f.recommendation
     assert "`b` makes Video-LLaVA answer 1.20x faster with the same output (prefill included), drafting from the " \
            "target's latest answers 1.90x, against" in f.headline
-    assert "Batched, SD's throughput over batched greedy is 1.20x at batch 1, 1.03x at batch 8, 0.93x at batch 32 " \
-           "with `b`." in f.text
+    assert "SD's throughput over batched greedy is 1.20x at batch 1, 1.03x at batch 8, 0.93x at batch 32 " \
+           "with `b`." in f.body
     # the latest answers measured batched too: their own batch figures decide where serving them stops paying
     both = {"replay": {**online["replay"], "batched": {**online["replay"]["batched"],
             "target_prior_recent|full|online|b1": {"summary": {"batch": 1, "throughput_ratio": 1.9}},
             "target_prior_recent|full|online|b8": {"summary": {"batch": 8, "throughput_ratio": 0.97}}}}}
     f = findings.measured_speed(chose_b, both, vm(3.4))
     assert ("0.93x at batch 32 with `b`; 1.90x at batch 1, 0.97x at batch 8 with `target_prior_recent` (its store "
-            "taking in each batch's answers before the next batch).") in f.text
+            "taking in each batch's answers before the next batch).") in f.body
     assert "not from batch 8 on, where batched greedy's throughput is higher." in f.recommendation   # its own figures
     above = {"replay": {**both["replay"], "batched": {**both["replay"]["batched"],
              "target_prior_recent|full|online|b8": {"summary": {"batch": 8, "throughput_ratio": 1.09}}}}}
@@ -294,16 +294,19 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
     feat = {**event_results(1.02, 1.2), "draft_features": {
         "ratio_vs_ablation": {"ratio": 1.0, "lo": 0.96, "hi": 1.04, "mat_a": 2.0, "mat_b": 2.0},
         "mat": {"draft_features": 2.0, "target_prior_neural_same_net": 2.0}, "prior": "target_prior_kn",
-        "prior_mat": 2.5}}
+        "prior_mat": 2.5, "max_minutes": 0.5}}
     assert ("the features add nothing this test split can detect in this run (both networks train under a "
             "wall-clock budget: repeat it before relying on its sign). Against `target_prior_kn` it reaches 0.80x") \
-        in findings.event_camera(feat, bar=1.15).text
+        in findings.event_camera(feat, bar=1.15).body
+    epochs = {**feat, "draft_features": {**feat["draft_features"], "max_minutes": 0}}   # trained for fixed epochs
+    assert "in this run (one seed on few pairs: repeat it with other seeds before relying on its sign)." \
+        in findings.event_camera(epochs, bar=1.15).body and "wall-clock" not in findings.event_camera(epochs).body
     retr = {**event_results(0.99, 1.01, 1.0), "draft_features": {**feat["draft_features"], "retrieval": {
         "ratio_vs_prior": {"ratio": 1.035, "lo": 1.009, "hi": 1.058, "mat_a": 3.88, "mat_b": 3.75}}}}
     r = findings.event_camera(retr, bar=1.15)
     assert ("(`draft_feature_retrieval`: they exist after its prefill, so a streaming draft costs it nothing) against "
             "`target_prior_kn`: 1.035x (95% interval 1.009 to 1.058; MAT 3.88 vs 3.75); the hidden states help where "
-            "the words do not.") in r.text
+            "the words do not.") in r.body
     assert r.recommendation.startswith("Where the draft model runs next to the target, key the datastore by its "
                                        "hidden states (`draft_feature_retrieval`): 1.03x the MAT of `target_prior_kn`")
     # with the network mixed into the prior as well, validation chooses which one is recommended, never test
@@ -318,9 +321,9 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
     m = findings.event_camera(both, bar=1.15)
     assert ("Mixed with `target_prior_question` (the network weighted 0.5, chosen on validation), the hidden-state "
             "network against `target_prior_kn`: 1.020x (95% interval 1.004 to 1.040; MAT 3.83 vs 3.75); the hidden "
-            "states add to the prior. Against the same mixture with the features zeroed: 1.027x") in m.text
+            "states add to the prior. Against the same mixture with the features zeroed: 1.027x") in m.body
     assert "most often where the prior does not (teacher-forced, test pairs): 'car' (36 against 6), 'bus' (21 against 8)." \
-        in m.text                                                        # a token the prior wins on net is left out
+        in m.body                                                        # a token the prior wins on net is left out
     assert m.recommendation.startswith("Where the draft model runs next to the target, mix a network that reads its "
                                        "hidden states with the prior (`draft_features_mix`, the network weighted 0.5): "
                                        "1.02x the MAT of `target_prior_kn`, interval 1.00 to 1.04, with no streaming "
@@ -363,7 +366,7 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
                 "gpu_cost_ms": {**costly["gpu_cost_ms"], "draft_features_heads": {"runs": "network", "chain (GPU)": 0.15}}}
     o = findings.event_camera(one_pass, bar=1.15)
     assert ("The same mixture drafting its chain from one network pass (`draft_features_heads`: 4 heads for the tokens "
-            "after the next on the frozen network, weights chosen on validation) against `target_prior_kn`: 1.016x") in o.text
+            "after the next on the frozen network, weights chosen on validation) against `target_prior_kn`: 1.016x") in o.body
     assert o.recommendation.startswith("Where the draft model runs next to the target, draft with `draft_features_heads`: "
                                        "one network pass per chain, 1.02x the MAT of `target_prior_kn` (interval 1.00 to "
                                        "1.03); it costs 0.15 ms per chain") and "implies 3.71x over greedy decoding against 3.69x" \
@@ -383,55 +386,59 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
     for no_gain in ({**mix, "weight": 0.0}, {**mix, "gain_on_validation": False}):   # weight 0, or a tie with it
         unused = {**both, "draft_features": {**both["draft_features"], "mix": no_gain}}
         u = findings.event_camera(unused, bar=1.15)
-        assert "scores no higher on validation than the prior alone" in u.text and "mix a network" not in u.recommendation
+        assert "scores no higher on validation than the prior alone" in u.body and "mix a network" not in u.recommendation
     assert "hidden states lift MAT 1.03x" in r.headline and "its words (1.00x) do not" in r.headline
     flat = {**retr, "draft_features": {**retr["draft_features"], "retrieval": {
         "ratio_vs_prior": {"ratio": 1.0, "lo": 0.98, "hi": 1.02, "mat_a": 3.75, "mat_b": 3.75}}}}
     f = findings.event_camera(flat, bar=1.15)
-    assert "no difference this test split can detect." in f.text and "content-free `target_prior_kn`" in f.recommendation
+    assert "no difference this test split can detect." in f.body and "content-free `target_prior_kn`" in f.recommendation
     words_help = findings.event_camera({**retr, "ratio_chain": event_results(1.02, 1.2)["ratio_chain"]}, bar=1.15)
-    assert "; the hidden states help." in words_help.text and words_help.recommendation.startswith("Use `draft_copy`")
+    assert "; the hidden states help." in words_help.body and words_help.recommendation.startswith("Use `draft_copy`")
     loss = findings.event_camera(event_results(0.9, 0.97))
-    assert "meets the bar of 1.15x" in bar.text and bar.recommendation.startswith("Use `draft_copy`")
-    assert "below the bar" in gain.text and "below the 1.15x bar" in gain.headline
-    assert "no difference" in none.text and "content-free `target_prior_kn`" in none.recommendation
-    assert "1.000x (95% interval 0.990 to 1.010; MAT 2.00 vs 2.00)" in none.text
-    assert "does worse" in loss.text and "only 0.94x" in loss.headline
-    assert "no detectable difference" in none.text                      # streamed interval 0.9..1.1 contains 1
-    assert "still ahead" in findings.event_camera(event_results(1.02, 1.2, s_lo=1.01, s_hi=1.05)).text
-    assert "trees of 40 nodes" in none.text and "3.50" in none.text      # the largest tree reported
-    assert "10% of a 5.8 ms" in none.text                                 # 0.58 / 5.8
+    assert "meets the bar of 1.15x" in bar.body and bar.recommendation.startswith("Use `draft_copy`")
+    assert "below the bar" in gain.body and "below the 1.15x bar" in gain.headline
+    assert "no difference" in none.body and "content-free `target_prior_kn`" in none.recommendation
+    assert "1.000x (95% interval 0.990 to 1.010; MAT 2.00 vs 2.00)" in none.body
+    assert "does worse" in loss.body and "only 0.94x" in loss.headline
+    assert "no detectable difference" in none.body                      # streamed interval 0.9..1.1 contains 1
+    assert "still ahead" in findings.event_camera(event_results(1.02, 1.2, s_lo=1.01, s_hi=1.05)).body
+    assert "trees of 40 nodes" in none.body and "3.50" in none.body      # the largest tree reported
+    assert "10% of a 5.8 ms" in none.body                                 # 0.58 / 5.8
     slow = {**event_results(0.99, 1.01), "cost_ms": {"draft_copy": {"chain (CPU)": 58.0, "chain (GPU)": 2.9}}}
-    assert "10.0 times a 5.8 ms compiled 7B target decode step (2.90 ms on the GPU, 50% of it)" in findings.event_camera(slow).text
-    assert "on the GPU" not in none.text
-    assert "stays flat" in none.text and "extrapolation" in none.text
-    assert "training pairs the ratio stays flat" in none.text                # its reader is on the curve
+    assert "10.0 times a 5.8 ms compiled 7B target decode step (2.90 ms on the GPU, 50% of it)" in findings.event_camera(slow).body
+    assert "on the GPU" not in none.body
+    assert "stays flat" in none.body and "extrapolation" in none.body
+    assert "training pairs the ratio stays flat" in none.body                # its reader is on the curve
     net = {**event_results(0.99, 1.01), "best": {"prior": "target_prior_kn", "reader": "cross_modal"}}
     assert ("training pairs the ratio (among the drafters refitted per size, which `cross_modal` is not) stays flat"
-            in findings.event_camera(net).text)                              # a network reader is not refitted per size
-    assert "grows (+0.050 per doubling" in findings.event_camera(event_results(0.99, 1.01, slope=0.05)).text
-    assert "shrinks" in findings.event_camera(event_results(0.99, 1.01, slope=-0.05)).text
+            in findings.event_camera(net).body)                              # a network reader is not refitted per size
+    assert "grows (+0.050 per doubling" in findings.event_camera(event_results(0.99, 1.01, slope=0.05)).body
+    assert "shrinks" in findings.event_camera(event_results(0.99, 1.01, slope=-0.05)).body
     line = {**event_results(0.99, 1.01, slope=0.05), "learning_curve_line_at": {"5200": 1.04, "52000": 1.21, "9": float("nan")}}
-    text = findings.event_camera(line).text
+    text = findings.event_camera(line).body
     assert "1.04 at 5,200 pairs (extrapolated to 11 times the largest size measured) and 1.21 at 52,000 pairs (extrapolated to 108 times" in text and " at 9 pairs" not in text
     inside = {**line, "learning_curve": [{"train pairs": 100}, {"train pairs": 5600}]}
-    assert "1.04 at 5,200 pairs (inside the measured sizes)" in findings.event_camera(inside).text
-    assert "trees" not in findings.event_camera(event_results(0.99, 1.01, trees=False)).text
+    assert "1.04 at 5,200 pairs (inside the measured sizes)" in findings.event_camera(inside).body
+    assert "trees" not in findings.event_camera(event_results(0.99, 1.01, trees=False)).body
     oracle = {**event_results(0.99, 1.01), "oracle": {"prior": "target_prior_kn", "mat": 2.0, "bag": 2.2, "remaining": 2.5}}
-    assert "to 1.10x its validation MAT (1.25x when told" in findings.event_camera(oracle).text
-    assert "Retrieval keyed" not in findings.event_camera(oracle).text
+    assert "to 1.10x its validation MAT (1.25x when told" in findings.event_camera(oracle).body
+    assert "Retrieval keyed" not in findings.event_camera(oracle).body
     oracle["oracle"]["retrieval"] = 2.02
-    assert "perfectly, reaches 1.01x" in findings.event_camera(oracle).text
-    assert "perceived every clip perfectly" not in findings.event_camera(oracle).text       # recorded pairs: no references
+    assert "perfectly, reaches 1.01x" in findings.event_camera(oracle).body
+    assert "perceived every clip perfectly" not in findings.event_camera(oracle).body       # recorded pairs: no references
     oracle["oracle"]["perfect_draft"] = 2.06
-    assert "would take `draft_retrieval` to 1.03x the prior's validation MAT" in findings.event_camera(oracle).text
-    assert "oracle" not in none.text
+    assert "would take `draft_retrieval` to 1.03x the prior's validation MAT" in findings.event_camera(oracle).body
+    assert "oracle" not in none.body
+    md = findings.to_markdown([none])               # the answer first, each piece of evidence a labelled bullet
+    assert "**1. What the event camera adds over the best prior.** The best draft reader" in md
+    assert "\n\n- *Token trees.* With token trees of 40 nodes" in md and "\n- *Cost.* `draft_copy` costs" in md
+    assert "trees" not in md.split("\n")[0] and md.index("- *Cost.*") < md.index("*Recommendation:*")
     agree = {**event_results(0.99, 1.01), "fact_agreement": [
         {"facts": "objects", "named by the draft": 10, "agreement": 0.37, "chance": 0.365, "lift": 1.0137},
         {"facts": "scene", "named by the draft": 3, "agreement": 0.0, "chance": 0.0, "lift": float("nan")}]}
-    t = findings.event_camera(agree).text
+    t = findings.event_camera(agree).body
     assert "the target's answer names 37% of the objects (lift 1.01 over a draft of another clip) on the training" in t
-    assert "scene-level" not in t and "Of the facts the draft names" not in none.text
+    assert "scene-level" not in t and "Of the facts the draft names" not in none.body
     assert "the content is there" not in findings.event_camera(agree).recommendation      # lift 1.01: not there
     agree["fact_agreement"][0]["lift"] = 3.1
     assert "3.1 times as often as a draft of another clip's: the content is there" in findings.event_camera(agree).recommendation
@@ -441,8 +448,8 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
         "online_mat": {"target_prior_suffix": 2.5, "draft_retrieval": 2.4},
         "ratio": {"ratio": 0.96, "lo": 0.9, "hi": 1.02, "mat_a": 2.4, "mat_b": 2.5}}}
     assert ("taken in every 8 pairs, as a deployment answering clip after clip has them) lifts `target_prior_suffix` "
-            "1.25x; with it the best reader `draft_retrieval` against that prior: 0.960x") in findings.event_camera(online).text
-    assert "online datastore" not in none.text
+            "1.25x; with it the best reader `draft_retrieval` against that prior: 0.960x") in findings.event_camera(online).body
+    assert "online datastore" not in none.body
     assert "keep the target's recent answers in its datastore: on these pairs that alone lifts MAT 1.25x" in \
         findings.event_camera(online).recommendation
     small = {**online, "online": {**online["online"], "online_mat": {"target_prior_suffix": 2.02, "draft_retrieval": 2.0}}}
@@ -456,8 +463,8 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
     t = findings.event_camera(recent)
     assert ("latest answers to the same question (`target_prior_recent`, content-free): 1.50x `target_prior_suffix`'s "
             "test MAT without a store; weighing those answers by the draft's resemblance (`draft_recent`) against it: "
-            "1.001x (95% interval 0.997 to 1.006") in t.text
-    assert "consecutive clips: r = 0.02 on the validation pairs." in t.text and "nan" not in t.text
+            "1.001x (95% interval 0.997 to 1.006") in t.body
+    assert "consecutive clips: r = 0.02 on the validation pairs." in t.body and "nan" not in t.body
     assert ("draft from the target's latest answers to the same question, each taken into the store before the next "
             "clip (`target_prior_recent`): on these pairs that alone lifts MAT 1.50x (interval 1.40 to 1.60)") in t.recommendation
     assert "keep the target's recent answers" not in t.recommendation                # one store recommended, not two
@@ -476,4 +483,4 @@ def test_event_camera_finding_follows_the_ratio_and_its_interval():
     heads = findings.headlines(items)
     assert len(heads) == 2 and heads[0] == items[0].headline and not any("content adds" in h for h in heads)
     content = next(f for f in items if f.title == "What the event-camera draft adds")
-    assert content.recommendation == "" and "the one the recommendation follows" in content.text   # one voice
+    assert content.recommendation == "" and "the one the recommendation follows" in content.body   # one voice

@@ -9,7 +9,7 @@ the test pairs'. Pure functions: tested on hand-made results.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from helpers.study.literature import STUDY_1Q_TOKEN_MATCH, STUDY_E2E
 from helpers.study.metrics import speedup_from_mat
@@ -18,9 +18,26 @@ from helpers.study.metrics import speedup_from_mat
 @dataclass
 class Finding:
     title: str
-    text: str
+    text: str                # the answer, first
     recommendation: str = ""
     headline: str = ""  # one sentence for the landing page ("" = not a headline)
+    details: list[tuple[str, str]] = field(default_factory=list)   # (label, sentences): the evidence, one bullet each
+
+    @property
+    def body(self) -> str:
+        """The answer and its evidence as one paragraph (what the page shows, without the bullets)."""
+        return " ".join([self.text] + [d for _, d in self.details])
+
+
+def _adder(details: list[tuple[str, str]]):
+    """`add(label, sentences)`: a bullet of evidence, or more sentences for the bullet just added."""
+    def add(label: str, sentences: str) -> None:
+        sentences = sentences.strip()
+        if details and details[-1][0] == label:
+            details[-1] = (label, f"{details[-1][1]} {sentences}")
+        else:
+            details.append((label, sentences))
+    return add
 
 
 def _interval(c: dict, key: str) -> str:
@@ -94,11 +111,12 @@ def visibility(align: dict) -> Finding:
     b = d[best]
     loss = 1 - b["mat_streamed"] / b["mat"]
     readers = [n for n, r in d.items() if r["mat_streamed"] < r["mat"] - 1e-9]
+    same = abs(loss) < 0.0005
     text = (f"If the draft model's tokens arrive while the target verifies (lead {v['lead']:.1f} tokens, "
             f"{v['rate']:.2f} per verify step, from {v['source']}), `{best}` accepts MAT {b['mat_streamed']:.2f} "
-            f"instead of {b['mat']:.2f} with the draft finished ("
-            + (f"{loss:.1%} less). " if loss >= 0.0005 else f"{-loss:.1%} more). "
-               if loss <= -0.0005 else "the same). ")
+            + ("with the draft streaming as with it finished. " if same else
+               f"instead of {b['mat']:.2f} with the draft finished ("
+               + (f"{loss:.1%} less). " if loss > 0 else f"{-loss:.1%} more). "))
             + (f"Drafters that lose acceptance when the draft streams: {', '.join(f'`{n}`' for n in readers)}."
                if readers else "No drafter loses acceptance: none depends on draft tokens that arrive late."))
     rec = ("Report streamed-visibility numbers for any drafter that reads the draft's tokens: a finished draft "
@@ -159,33 +177,36 @@ def measured_speed(align: dict, spec: dict, event: dict | None = None) -> Findin
                if rep.get("chosen") == name else "the first drafter replayed")
             + ", with the draft "
             f"finished gives {b['speedup_ratio_of_means']:.2f}x end to end with the prefill "
-            f"({b['decode_speedup_ratio_of_means']:.2f}x in the decode phase) at MAT {b['mat']:.2f}")
+            f"({b['decode_speedup_ratio_of_means']:.2f}x in the decode phase) at MAT {b['mat']:.2f}. The original "
+            f"study measured {STUDY_E2E['speedup']:.2f}x.")
+    details: list[tuple[str, str]] = []
+    add = _adder(details)
+    add("Where the time goes", f"A chain's verify step costs {b['verify_step_ms']:.2f} ms against "
+        f"{b['decode_step_ms']:.2f} ms for a decode step, the drafter {b['drafter_ms_per_step']:.2f} ms, and the "
+        f"prefill ({b['prefill_ms']:.0f} ms) is not shortened by any drafter.")
     if tree_key:
         t = rep["drafters"][tree_key]["summary"]
-        text += (f"; proposing token trees of {t['tree_nodes']} nodes it reaches MAT {t['mat']:.2f} and "
-                 f"{t['speedup_ratio_of_means']:.2f}x (its tree costs {t['drafter_ms_per_step']:.2f} ms to draft and "
-                 f"{t['verify_step_ms']:.2f} ms to verify per step)")
-    text += (f". The original study measured {STUDY_E2E['speedup']:.2f}x. A chain's verify step costs "
-             f"{b['verify_step_ms']:.2f} ms against {b['decode_step_ms']:.2f} ms for a decode step, the drafter "
-             f"{b['drafter_ms_per_step']:.2f} ms, and the prefill ({b['prefill_ms']:.0f} ms) is not shortened by any drafter.")
+        add("Token trees", f"Proposing token trees of {t['tree_nodes']} nodes, `{name}` reaches MAT {t['mat']:.2f} and "
+            f"{t['speedup_ratio_of_means']:.2f}x (its tree costs {t['drafter_ms_per_step']:.2f} ms to draft and "
+            f"{t['verify_step_ms']:.2f} ms to verify per step).")
     online = rep["drafters"].get("target_prior_recent|full|online")
     latest = online["summary"] if online else None
     serve_latest = latest is not None and recommends_recent(event)
     if latest:
-        text += (f" Drafting from the target's latest answers to the same question (`target_prior_recent`, its "
+        add("The latest answers", f" Drafting from the target's latest answers to the same question (`target_prior_recent`, its "
                  "settings chosen on validation; the store starting empty at the first replayed pair and taking each "
                  f"answer in before the next): MAT {latest['mat']:.2f} and {latest['speedup_ratio_of_means']:.2f}x end "
                  f"to end, its propose call {latest['drafter_ms_per_step']:.2f} ms per step.")
     hf = rep.get("hf_generate")
     if hf:
-        text += (f" Against transformers' `generate` the same answers come {hf['sd_vs_hf']:.1f}x faster, "
+        add("Against transformers' `generate`", f"The same answers come {hf['sd_vs_hf']:.1f}x faster, "
                  f"{hf['greedy_vs_hf']:.1f}x of it from the compiled loop alone.")
     batched: dict[str, dict[int, float]] = {}          # drafter -> batch -> SD / greedy throughput
     for k, v in rep.get("batched", {}).items():
         batched.setdefault(k.split("|")[0], {})[v["summary"]["batch"]] = v["summary"]["throughput_ratio"]
     if batched:
         order = sorted(batched, key=lambda n: n == "target_prior_recent")          # the latest answers last
-        text += (" Batched, SD's throughput over batched greedy is " + "; ".join(
+        add("Batched", "SD's throughput over batched greedy is " + "; ".join(
             ", ".join(f"{r:.2f}x at batch {bt}" for bt, r in sorted(batched[n].items())) + f" with `{n}`"
             + (" (its store taking in each batch's answers before the next batch)" if n == "target_prior_recent" else "")
             for n in order) + ".")
@@ -197,11 +218,11 @@ def measured_speed(align: dict, spec: dict, event: dict | None = None) -> Findin
     gpu = spec.get("gpu_seconds") or []
     if gpu:
         g = gpu[-1]
-        text += (f" With the draft model on a second GPU, an answer takes {g['GPU-seconds vs greedy']:.2f} times "
+        add("Two GPUs", f" With the draft model on a second GPU, an answer takes {g['GPU-seconds vs greedy']:.2f} times "
                  "greedy's GPU-seconds.")
     e2e = spec.get("end_to_end")
     if e2e:
-        text += (f" End to end on this run's own models ({e2e['where']}), {e2e['exact_match']:.1%} of the speculative "
+        add("Lossless", f" End to end on this run's own models ({e2e['where']}), {e2e['exact_match']:.1%} of the speculative "
                  "answers equal the target's greedy answers.")
     best = (latest if serve_latest else b)["speedup_ratio_of_means"]
     what = ("`target_prior_recent` (the target's latest answers, recommended above on validation)" if serve_latest
@@ -217,7 +238,7 @@ def measured_speed(align: dict, spec: dict, event: dict | None = None) -> Findin
             f"{b['speedup_ratio_of_means']:.2f}x faster with the same output (prefill included)"
             + (f", drafting from the target's latest answers {latest['speedup_ratio_of_means']:.2f}x" if serve_latest else "")
             + f", against the original study's {STUDY_E2E['speedup']:.2f}x.")
-    return Finding("Measured speed", text, rec, head)
+    return Finding("Measured speed", text, rec, head, details)
 
 
 def iid_model(align: dict) -> Finding:
@@ -299,43 +320,46 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
             f"{lead}. With the draft streaming in: {_ratio_text(stream)}, "
             + {"bar": "still at the bar.", "gain": "still ahead of the prior.", "none": "no detectable difference.",
                "loss": "behind the prior."}[vs])
+    details: list[tuple[str, str]] = []
+    add = _adder(details)
     o = ev.get("oracle") or {}
     if o:
-        text += (f" An oracle told which tokens the target's answer contains lifts `{o['prior']}` to "
+        add("Bounds", f" An oracle told which tokens the target's answer contains lifts `{o['prior']}` to "
                  f"{o['bag'] / o['mat']:.2f}x its validation MAT ({o['remaining'] / o['mat']:.2f}x when told the "
                  "tokens still to come): a bound on what the draft's words could add.")
         if "retrieval" in o:
-            text += (f" Retrieval keyed by the target's own answer, as if the draft named the clip perfectly, reaches "
+            add("Bounds", f" Retrieval keyed by the target's own answer, as if the draft named the clip perfectly, reaches "
                      f"{o['retrieval'] / o['mat']:.2f}x: a bound on what retrieving training answers could add.")
         if "perfect_draft" in o:
-            text += (" A draft model that perceived every clip perfectly (each draft its reference caption) would "
+            add("Bounds", " A draft model that perceived every clip perfectly (each draft its reference caption) would "
                      f"take `draft_retrieval` to {o['perfect_draft'] / o['mat']:.2f}x the prior's validation MAT.")
     agree = {r["facts"]: r for r in ev.get("fact_agreement") or []}
     if agree:
         from helpers.study.event_camera import FACT_LABELS
-        text += (" Of the facts the draft names, the target's answer names " + "; ".join(
+        add("What the draft names", "Of the facts the draft names, the target's answer names " + "; ".join(
             f"{r['agreement']:.0%} of the {FACT_LABELS.get(f, f)} (lift {r['lift']:.2f} over a draft of another clip)"
             for f, r in agree.items() if r["lift"] == r["lift"]) + " on the training pairs.")
     trees = ev.get("tree", {}).get("by_size", {})
     if trees:
         k = max(trees, key=lambda n: int(n))
         t = trees[k]["full"]
-        text += (f" With token trees of {int(k)} nodes the best prior accepts MAT {t['mat_b']:.2f} instead of "
+        add("Token trees", f" With token trees of {int(k)} nodes the best prior accepts MAT {t['mat_b']:.2f} instead of "
                  f"{full['mat_b']:.2f} for a chain, and the draft reader {t['mat_a']:.2f}: ratio {_ratio_text(t)}.")
     slope = ev.get("learning_curve_slope_per_doubling")
     sizes = sorted({r["train pairs"] for r in ev.get("learning_curve", [])})
     if slope is not None and slope == slope and len(sizes) > 1:
         trend = ("grows" if slope > 0.01 else "shrinks" if slope < -0.01 else "stays flat")
         refitted = {r.get("drafter") for r in ev["learning_curve"]}
-        text += (f" From {sizes[0]:,} to {sizes[-1]:,} training pairs the ratio"
+        lc = (f" From {sizes[0]:,} to {sizes[-1]:,} training pairs the ratio"
                  + ("" if reader in refitted else f" (among the drafters refitted per size, which `{reader}` is not)")
                  + f" {trend} ({slope:+.3f} per doubling of the data)")
         at = {int(n): v for n, v in ev.get("learning_curve_line_at", {}).items() if v == v}
         if at:
-            text += "; the line reads " + " and ".join(
+            lc += "; the line reads " + " and ".join(
                 f"{v:.2f} at {n:,} pairs ({'inside the measured sizes' if n <= sizes[-1] else f'extrapolated to {n / sizes[-1]:.0f} times the largest size measured'})"
                 for n, v in sorted(at.items()))
-        text += f"; continuing it beyond {sizes[-1]:,} pairs is an extrapolation, not a measurement."
+        lc += f"; continuing it beyond {sizes[-1]:,} pairs is an extrapolation, not a measurement."
+        add("More data", lc)
     feat = ev.get("draft_features")
     fret = (feat or {}).get("retrieval")
     fmix = (feat or {}).get("mix")
@@ -347,7 +371,7 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
     fv_chosen = _ratio_verdict(chosen_ratio, bar) if chosen_ratio else None
     fv_ret = _ratio_verdict(fret["ratio_vs_prior"], bar) if fret else None
     if fret:
-        text += (" Retrieval keyed by the draft model's hidden states instead of its words (`draft_feature_retrieval`: "
+        add("Hidden states", " Retrieval keyed by the draft model's hidden states instead of its words (`draft_feature_retrieval`: "
                  "they exist after its prefill, so a streaming draft costs it nothing) against "
                  f"`{prior}`: {_ratio_text(fret['ratio_vs_prior'])}; "
                  + {"bar": "the hidden states carry the scene", "gain": "the hidden states help where the words do not"
@@ -356,28 +380,30 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
     if feat:
         r = feat["ratio_vs_ablation"]
         fv = _ratio_verdict(r, bar)
-        text += (" Drafting from the draft model's hidden states instead of its words (`draft_features`, available "
+        add("Hidden states", " Drafting from the draft model's hidden states instead of its words (`draft_features`, available "
                  "after its prefill, before any draft token) against the same network with the features zeroed: "
                  f"{_ratio_text(r)}; "
                  + {"bar": "the features carry the scene", "gain": "the features help",
                     "none": "the features add nothing this test split can detect",
                     "loss": "the features hurt"}[fv]
-                 + " in this run (both networks train under a wall-clock budget: repeat it before relying on its sign)."
+                 + (" in this run (both networks train under a wall-clock budget: repeat it before relying on its sign)."
+                    if feat.get("max_minutes") else " in this run (one seed on few pairs: repeat it with other seeds "
+                    "before relying on its sign).")
                  + f" Against `{feat['prior']}` it reaches {feat['mat']['draft_features'] / feat['prior_mat']:.2f}x "
                    "its MAT.")
     if fmix and not mix_gain:
-        text += (f" Mixed with `{fmix['prior']}`, the hidden-state network scores no higher on validation than the prior "
+        add("Hidden states", f" Mixed with `{fmix['prior']}`, the hidden-state network scores no higher on validation than the prior "
                  "alone at any weight.")
     elif fmix:
         fv_mix = _ratio_verdict(fmix["ratio_vs_prior"], bar)
-        text += (f" Mixed with `{fmix['prior']}` (the network weighted {fmix['weight']:g}, chosen on validation), the "
+        add("Hidden states", f" Mixed with `{fmix['prior']}` (the network weighted {fmix['weight']:g}, chosen on validation), the "
                  f"hidden-state network against `{prior}`: {_ratio_text(fmix['ratio_vs_prior'])}; "
                  + {"bar": "the hidden states carry the scene", "gain": "the hidden states add to the prior",
                     "none": "no difference this test split can detect", "loss": "behind the prior"}[fv_mix]
                  + f". Against the same mixture with the features zeroed: {_ratio_text(fmix['ratio_vs_ablation'])}.")
         won = [r for r in fmix.get("token_wins") or [] if r["net"] > 0][:5]
         if won:
-            text += (" The target tokens it gets right most often where the prior does not (teacher-forced, test pairs): "
+            add("Hidden states", " The target tokens it gets right most often where the prior does not (teacher-forced, test pairs): "
                      + ", ".join(f"'{r['token'].strip()}' ({r['reader wins']} against {r['prior wins']})" for r in won) + ".")
     hd = (feat or {}).get("heads") if mix_gain else None
     hpays = _feature_pays(ev, hd["name"], prior, hd["ratio_vs_prior"]) if hd and ev.get("target_step_ms") else None
@@ -385,20 +411,20 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
     hpays_val = (_feature_pays(ev, hd["name"], prior, {"mat_a": hd["val_mat"], "mat_b": ev["val_mat"][prior]})
                  if hpays and prior in ev.get("val_mat", {}) else None)
     if hd:
-        text += (f" The same mixture drafting its chain from one network pass (`{hd['name']}`: {hd['n_heads']} heads for "
+        add("Hidden states", f" The same mixture drafting its chain from one network pass (`{hd['name']}`: {hd['n_heads']} heads for "
                  "the tokens after the next on the frozen network, weights chosen on validation) against "
                  f"`{prior}`: {_ratio_text(hd['ratio_vs_prior'])}" + (f"; {hpays['text']}" if hpays else "") + ".")
     on = ev.get("online")
     lift = on["online_mat"][on["prior"]] / on["offline_mat"][on["prior"]] if on else None   # the store alone
     if on:
-        text += (f" An online datastore of the target's own earlier answers (taken in every {on['every']} pairs, as a "
+        add("The target's earlier answers", f" An online datastore of the target's own earlier answers (taken in every {on['every']} pairs, as a "
                  f"deployment answering clip after clip has them) lifts `{on['prior']}` {lift:.2f}x; "
                  f"with it the best reader `{on['reader']}` against that prior: {_ratio_text(on['ratio'])}.")
     rc = ev.get("recent")
     if rc:
         corr = "; ".join(f"r = {c:.2f} on the {part} pairs" for part, c in rc["similarity_corr"].items() if c == c) \
             or "too few consecutive pairs to tell"
-        text += (f" Taking each answer into the store before the next clip and drafting from the latest answers to the "
+        add("The target's earlier answers", f" Taking each answer into the store before the next clip and drafting from the latest answers to the "
                  f"same question (`target_prior_recent`, content-free): {rc['ratio_prior_vs_offline']['ratio']:.2f}x "
                  f"`{rc['offline_prior']}`'s test MAT without a store; weighing those answers by the draft's resemblance "
                  f"(`draft_recent`) against it: {_ratio_text(rc['ratio_reader_vs_prior'])}. Whether the draft answer "
@@ -409,7 +435,7 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
         return f"{c / step:.0%} of" if c < step else f"{c / step:.1f} times"
     if reader in cost and step:
         c, g = cost[reader]["chain (CPU)"], cost[reader].get("chain (GPU)")
-        text += (f" `{reader}` costs {c:.2f} ms per chain of {ev['gamma']} drafts on the CPU, "
+        add("Cost", f" `{reader}` costs {c:.2f} ms per chain of {ev['gamma']} drafts on the CPU, "
                  f"{share(c)} a {step:.1f} ms compiled 7B target decode step"
                  + (f" ({g:.2f} ms on the GPU, {share(g)} it)." if g is not None else "."))
     if v == "bar":
@@ -495,7 +521,7 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
     elif lift is not None and lift >= 1.05:
         rec += (f" Whichever drafter runs, keep the target's recent answers in its datastore: on these pairs that "
                 f"alone lifts MAT {lift:.2f}x.")
-    return Finding("What the event camera adds over the best prior", text, rec, head)
+    return Finding("What the event camera adds over the best prior", text, rec, head, details)
 
 
 def findings(data: dict, train: dict, align: dict, spec: dict | None = None, event: dict | None = None) -> list[Finding]:
@@ -519,6 +545,9 @@ def to_markdown(items: list[Finding]) -> str:
     lines = []
     for i, f in enumerate(items, 1):
         lines.append(f"**{i}. {f.title}.** {f.text}")
+        if f.details:
+            lines.append("")
+            lines.extend(f"- *{label}.* {d}" for label, d in f.details)
         if f.recommendation:
             lines.append(f"\n*Recommendation:* {f.recommendation}")
         lines.append("")
