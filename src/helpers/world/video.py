@@ -36,7 +36,10 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, fps_internal: 
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height = w + pad_w, h + pad_h
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        # asm=0: x264's SIMD routines gave a different bitstream (decoded pixels off by up to 50 levels)
+        # from one encode of the same frames to the next, so one seed gave two worlds; the C routines
+        # are deterministic and cost about 5 ms more per clip at these sizes
+        stream.options = {"crf": str(crf), "preset": "veryfast", "x264-params": "asm=0"}
         stream.codec_context.thread_count = 1
         for f in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
