@@ -641,3 +641,19 @@ def test_a_count_prior_mixed_into_a_network_is_bound_to_each_pairs_question(tmp_
         d.set_prior(CrossModalDrafter(CrossModalConfig(use_draft=False)), 0.5)   # content-free, but a network
     with pytest.raises(ValueError, match="by must be"):
         choose_prior_weight(d, prior, val, [0.5], by="loss")
+
+
+@pytest.mark.parametrize("name", ["seed_token_adapter", "target_prior_neural"])
+def test_network_drafters_train_the_same_whatever_ran_before(name):
+    """A network's initial weights come from the recipe's seed, not from the global RNG state that
+    earlier drafters left: the default preset trains by epochs so that one command gives one book."""
+    import torch
+    recipe = zoo.Recipe(adapter_epochs=2, cm_epochs=2, cm_d_model=32, text_vocab=32, progress=False)
+    states = []
+    for before in (1, 2):
+        torch.manual_seed(before)
+        torch.rand(before * 7)                           # whatever ran before left the generator elsewhere
+        d, _ = zoo.train(name, toy_pairs(24, 1), toy_pairs(8, 2), recipe, {})
+        states.append({k: v.clone() for k, v in d.model.state_dict().items()})
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
