@@ -79,6 +79,9 @@ def test_smoke_preset_runs_every_stage_and_builds_the_book(smoke_run):
     assert 1.0 <= oracle["perfect_draft"] <= align["gamma"] + 1    # the world's reference captions read as drafts
     read35 = [r["path"] for r in json.loads((rep.run_dir / "35_event_camera" / "provenance.json").read_text())["inputs_read"]]
     assert any(p.endswith("EventGPT_Instruction_Subset.json") for p in read35)   # the references it read are recorded
+    timed = {r["method"] for r in json.loads((rep.run_dir / "60_speculative" / "results.json").read_text())
+             ["end_to_end"]["speedups"]}
+    assert align["headline"] in timed and "target_prior_ngram" in timed   # validation's choice is timed, with sd_drafters
     data = json.loads((rep.run_dir / "10_data" / "results.json").read_text())
     assert align["n_test_pairs"] == data["split"]["test"] > 0
     # provenance hashes what each stage read, earlier stages' files included
