@@ -193,14 +193,14 @@ def measured_speed(align: dict, spec: dict, event: dict | None = None) -> Findin
     latest = online["summary"] if online else None
     serve_latest = latest is not None and recommends_recent(event)
     if latest:
-        add("The latest answers", f" Drafting from the target's latest answers to the same question (`target_prior_recent`, its "
-                 "settings chosen on validation; the store starting empty at the first replayed pair and taking each "
-                 f"answer in before the next): MAT {latest['mat']:.2f} and {latest['speedup_ratio_of_means']:.2f}x end "
-                 f"to end, its propose call {latest['drafter_ms_per_step']:.2f} ms per step.")
+        add("The latest answers", f"Drafting from the target's latest answers to the same question (`target_prior_recent`, its "
+            "settings chosen on validation; the store starting empty at the first replayed pair and taking each "
+            f"answer in before the next): MAT {latest['mat']:.2f} and {latest['speedup_ratio_of_means']:.2f}x end "
+            f"to end, its propose call {latest['drafter_ms_per_step']:.2f} ms per step.")
     hf = rep.get("hf_generate")
     if hf:
         add("Against transformers' `generate`", f"The same answers come {hf['sd_vs_hf']:.1f}x faster, "
-                 f"{hf['greedy_vs_hf']:.1f}x of it from the compiled loop alone.")
+            f"{hf['greedy_vs_hf']:.1f}x of it from the compiled loop alone.")
     batched: dict[str, dict[int, float]] = {}          # drafter -> batch -> SD / greedy throughput
     for k, v in rep.get("batched", {}).items():
         batched.setdefault(k.split("|")[0], {})[v["summary"]["batch"]] = v["summary"]["throughput_ratio"]
@@ -218,12 +218,12 @@ def measured_speed(align: dict, spec: dict, event: dict | None = None) -> Findin
     gpu = spec.get("gpu_seconds") or []
     if gpu:
         g = gpu[-1]
-        add("Two GPUs", f" With the draft model on a second GPU, an answer takes {g['GPU-seconds vs greedy']:.2f} times "
-                 "greedy's GPU-seconds.")
+        add("Two GPUs", f"With the draft model on a second GPU, an answer takes {g['GPU-seconds vs greedy']:.2f} times "
+            "greedy's GPU-seconds.")
     e2e = spec.get("end_to_end")
     if e2e:
-        add("Lossless", f" End to end on this run's own models ({e2e['where']}), {e2e['exact_match']:.1%} of the speculative "
-                 "answers equal the target's greedy answers.")
+        add("Lossless", f"End to end on this run's own models ({e2e['where']}), {e2e['exact_match']:.1%} of the speculative "
+            "answers equal the target's greedy answers.")
     best = (latest if serve_latest else b)["speedup_ratio_of_means"]
     what = ("`target_prior_recent` (the target's latest answers, recommended above on validation)" if serve_latest
             else f"`{name}`")
@@ -324,15 +324,15 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
     add = _adder(details)
     o = ev.get("oracle") or {}
     if o:
-        add("Bounds", f" An oracle told which tokens the target's answer contains lifts `{o['prior']}` to "
-                 f"{o['bag'] / o['mat']:.2f}x its validation MAT ({o['remaining'] / o['mat']:.2f}x when told the "
-                 "tokens still to come): a bound on what the draft's words could add.")
+        add("Bounds", f"An oracle told which tokens the target's answer contains lifts `{o['prior']}` to "
+            f"{o['bag'] / o['mat']:.2f}x its validation MAT ({o['remaining'] / o['mat']:.2f}x when told the "
+            "tokens still to come): a bound on what the draft's words could add.")
         if "retrieval" in o:
-            add("Bounds", f" Retrieval keyed by the target's own answer, as if the draft named the clip perfectly, reaches "
-                     f"{o['retrieval'] / o['mat']:.2f}x: a bound on what retrieving training answers could add.")
+            add("Bounds", f"Retrieval keyed by the target's own answer, as if the draft named the clip perfectly, reaches "
+                f"{o['retrieval'] / o['mat']:.2f}x: a bound on what retrieving training answers could add.")
         if "perfect_draft" in o:
-            add("Bounds", " A draft model that perceived every clip perfectly (each draft its reference caption) would "
-                     f"take `draft_retrieval` to {o['perfect_draft'] / o['mat']:.2f}x the prior's validation MAT.")
+            add("Bounds", "A draft model that perceived every clip perfectly (each draft its reference caption) would "
+                f"take `draft_retrieval` to {o['perfect_draft'] / o['mat']:.2f}x the prior's validation MAT.")
     agree = {r["facts"]: r for r in ev.get("fact_agreement") or []}
     if agree:
         from helpers.study.event_camera import FACT_LABELS
@@ -343,8 +343,8 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
     if trees:
         k = max(trees, key=lambda n: int(n))
         t = trees[k]["full"]
-        add("Token trees", f" With token trees of {int(k)} nodes the best prior accepts MAT {t['mat_b']:.2f} instead of "
-                 f"{full['mat_b']:.2f} for a chain, and the draft reader {t['mat_a']:.2f}: ratio {_ratio_text(t)}.")
+        add("Token trees", f"With token trees of {int(k)} nodes the best prior accepts MAT {t['mat_b']:.2f} instead of "
+            f"{full['mat_b']:.2f} for a chain, and the draft reader {t['mat_a']:.2f}: ratio {_ratio_text(t)}.")
     slope = ev.get("learning_curve_slope_per_doubling")
     sizes = sorted({r["train pairs"] for r in ev.get("learning_curve", [])})
     if slope is not None and slope == slope and len(sizes) > 1:
@@ -371,73 +371,73 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
     fv_chosen = _ratio_verdict(chosen_ratio, bar) if chosen_ratio else None
     fv_ret = _ratio_verdict(fret["ratio_vs_prior"], bar) if fret else None
     if fret:
-        add("Hidden states", " Retrieval keyed by the draft model's hidden states instead of its words (`draft_feature_retrieval`: "
-                 "they exist after its prefill, so a streaming draft costs it nothing) against "
-                 f"`{prior}`: {_ratio_text(fret['ratio_vs_prior'])}; "
-                 + {"bar": "the hidden states carry the scene", "gain": "the hidden states help where the words do not"
-                    if v in ("none", "loss") else "the hidden states help",
-                    "none": "no difference this test split can detect", "loss": "behind the prior"}[fv_ret] + ".")
+        add("Hidden states", "Retrieval keyed by the draft model's hidden states instead of its words (`draft_feature_retrieval`: "
+            "they exist after its prefill, so a streaming draft costs it nothing) against "
+            f"`{prior}`: {_ratio_text(fret['ratio_vs_prior'])}; "
+            + {"bar": "the hidden states carry the scene", "gain": "the hidden states help where the words do not"
+               if v in ("none", "loss") else "the hidden states help",
+               "none": "no difference this test split can detect", "loss": "behind the prior"}[fv_ret] + ".")
     if feat:
         r = feat["ratio_vs_ablation"]
         fv = _ratio_verdict(r, bar)
-        add("Hidden states", " Drafting from the draft model's hidden states instead of its words (`draft_features`, available "
-                 "after its prefill, before any draft token) against the same network with the features zeroed: "
-                 f"{_ratio_text(r)}; "
-                 + {"bar": "the features carry the scene", "gain": "the features help",
-                    "none": "the features add nothing this test split can detect",
-                    "loss": "the features hurt"}[fv]
-                 + (" in this run (both networks train under a wall-clock budget: repeat it before relying on its sign)."
-                    if feat.get("max_minutes") else " in this run (one seed on few pairs: repeat it with other seeds "
-                    "before relying on its sign).")
-                 + f" Against `{feat['prior']}` it reaches {feat['mat']['draft_features'] / feat['prior_mat']:.2f}x "
-                   "its MAT.")
+        add("Hidden states", "Drafting from the draft model's hidden states instead of its words (`draft_features`, available "
+            "after its prefill, before any draft token) against the same network with the features zeroed: "
+            f"{_ratio_text(r)}; "
+            + {"bar": "the features carry the scene", "gain": "the features help",
+               "none": "the features add nothing this test split can detect",
+               "loss": "the features hurt"}[fv]
+            + (" in this run (both networks train under a wall-clock budget: repeat it before relying on its sign)."
+               if feat.get("max_minutes") else " in this run (one seed on few pairs: repeat it with other seeds "
+               "before relying on its sign).")
+            + f" Against `{feat['prior']}` it reaches {feat['mat']['draft_features'] / feat['prior_mat']:.2f}x "
+              "its MAT.")
     if fmix and not mix_gain:
-        add("Hidden states", f" Mixed with `{fmix['prior']}`, the hidden-state network scores no higher on validation than the prior "
-                 "alone at any weight.")
+        add("Hidden states", f"Mixed with `{fmix['prior']}`, the hidden-state network scores no higher on validation than the prior "
+            "alone at any weight.")
     elif fmix:
         fv_mix = _ratio_verdict(fmix["ratio_vs_prior"], bar)
-        add("Hidden states", f" Mixed with `{fmix['prior']}` (the network weighted {fmix['weight']:g}, chosen on validation), the "
-                 f"hidden-state network against `{prior}`: {_ratio_text(fmix['ratio_vs_prior'])}; "
-                 + {"bar": "the hidden states carry the scene", "gain": "the hidden states add to the prior",
-                    "none": "no difference this test split can detect", "loss": "behind the prior"}[fv_mix]
-                 + f". Against the same mixture with the features zeroed: {_ratio_text(fmix['ratio_vs_ablation'])}.")
+        add("Hidden states", f"Mixed with `{fmix['prior']}` (the network weighted {fmix['weight']:g}, chosen on validation), the "
+            f"hidden-state network against `{prior}`: {_ratio_text(fmix['ratio_vs_prior'])}; "
+            + {"bar": "the hidden states carry the scene", "gain": "the hidden states add to the prior",
+               "none": "no difference this test split can detect", "loss": "behind the prior"}[fv_mix]
+            + f". Against the same mixture with the features zeroed: {_ratio_text(fmix['ratio_vs_ablation'])}.")
         won = [r for r in fmix.get("token_wins") or [] if r["net"] > 0][:5]
         if won:
-            add("Hidden states", " The target tokens it gets right most often where the prior does not (teacher-forced, test pairs): "
-                     + ", ".join(f"'{r['token'].strip()}' ({r['reader wins']} against {r['prior wins']})" for r in won) + ".")
+            add("Hidden states", "The target tokens it gets right most often where the prior does not (teacher-forced, test pairs): "
+                + ", ".join(f"'{r['token'].strip()}' ({r['reader wins']} against {r['prior wins']})" for r in won) + ".")
     hd = (feat or {}).get("heads") if mix_gain else None
     hpays = _feature_pays(ev, hd["name"], prior, hd["ratio_vs_prior"]) if hd and ev.get("target_step_ms") else None
     # whether to recommend the one-pass drafter is decided on validation MAT at the measured costs, never on test
     hpays_val = (_feature_pays(ev, hd["name"], prior, {"mat_a": hd["val_mat"], "mat_b": ev["val_mat"][prior]})
                  if hpays and prior in ev.get("val_mat", {}) else None)
     if hd:
-        add("Hidden states", f" The same mixture drafting its chain from one network pass (`{hd['name']}`: {hd['n_heads']} heads for "
-                 "the tokens after the next on the frozen network, weights chosen on validation) against "
-                 f"`{prior}`: {_ratio_text(hd['ratio_vs_prior'])}" + (f"; {hpays['text']}" if hpays else "") + ".")
+        add("Hidden states", f"The same mixture drafting its chain from one network pass (`{hd['name']}`: {hd['n_heads']} heads for "
+            "the tokens after the next on the frozen network, weights chosen on validation) against "
+            f"`{prior}`: {_ratio_text(hd['ratio_vs_prior'])}" + (f"; {hpays['text']}" if hpays else "") + ".")
     on = ev.get("online")
     lift = on["online_mat"][on["prior"]] / on["offline_mat"][on["prior"]] if on else None   # the store alone
     if on:
-        add("The target's earlier answers", f" An online datastore of the target's own earlier answers (taken in every {on['every']} pairs, as a "
-                 f"deployment answering clip after clip has them) lifts `{on['prior']}` {lift:.2f}x; "
-                 f"with it the best reader `{on['reader']}` against that prior: {_ratio_text(on['ratio'])}.")
+        add("The target's earlier answers", f"An online datastore of the target's own earlier answers (taken in every {on['every']} pairs, as a "
+            f"deployment answering clip after clip has them) lifts `{on['prior']}` {lift:.2f}x; "
+            f"with it the best reader `{on['reader']}` against that prior: {_ratio_text(on['ratio'])}.")
     rc = ev.get("recent")
     if rc:
         corr = "; ".join(f"r = {c:.2f} on the {part} pairs" for part, c in rc["similarity_corr"].items() if c == c) \
             or "too few consecutive pairs to tell"
-        add("The target's earlier answers", f" Taking each answer into the store before the next clip and drafting from the latest answers to the "
-                 f"same question (`target_prior_recent`, content-free): {rc['ratio_prior_vs_offline']['ratio']:.2f}x "
-                 f"`{rc['offline_prior']}`'s test MAT without a store; weighing those answers by the draft's resemblance "
-                 f"(`draft_recent`) against it: {_ratio_text(rc['ratio_reader_vs_prior'])}. Whether the draft answer "
-                 f"changes with the target's between consecutive clips: {corr}.")
+        add("The target's earlier answers", f"Taking each answer into the store before the next clip and drafting from the latest answers to the "
+            f"same question (`target_prior_recent`, content-free): {rc['ratio_prior_vs_offline']['ratio']:.2f}x "
+            f"`{rc['offline_prior']}`'s test MAT without a store; weighing those answers by the draft's resemblance "
+            f"(`draft_recent`) against it: {_ratio_text(rc['ratio_reader_vs_prior'])}. Whether the draft answer "
+            f"changes with the target's between consecutive clips: {corr}.")
     cost = ev.get("cost_ms", {})
     step = ev.get("target_step_ms")
     def share(c):
         return f"{c / step:.0%} of" if c < step else f"{c / step:.1f} times"
     if reader in cost and step:
         c, g = cost[reader]["chain (CPU)"], cost[reader].get("chain (GPU)")
-        add("Cost", f" `{reader}` costs {c:.2f} ms per chain of {ev['gamma']} drafts on the CPU, "
-                 f"{share(c)} a {step:.1f} ms compiled 7B target decode step"
-                 + (f" ({g:.2f} ms on the GPU, {share(g)} it)." if g is not None else "."))
+        add("Cost", f"`{reader}` costs {c:.2f} ms per chain of {ev['gamma']} drafts on the CPU, "
+            f"{share(c)} a {step:.1f} ms compiled 7B target decode step"
+            + (f" ({g:.2f} ms on the GPU, {share(g)} it)." if g is not None else "."))
     if v == "bar":
         rec = f"Use `{reader}`: the event camera's draft adds at least {bar - 1:.0%} MAT over the best prior."
         head = (f"Reading the event-camera draft, `{reader}` lifts MAT {full['ratio']:.2f}x over the best "
