@@ -257,6 +257,7 @@ class CrossModalDrafter(ModelDevice):
     def fit(self, train, val, tcfg: TrainConfig):
         self.batch_size = tcfg.batch_size
         self._build_vocab(train)
+        torch.manual_seed(tcfg.seed)      # the initial weights depend on the seed alone, not on what ran before
         self.model = EncoderDecoder(self.cfg, len(self.itos)).to(self.device)
         return fit_token_model(self.model, self._batches, train, val, tcfg, desc=self.name)
 

@@ -104,6 +104,8 @@ class SeedAdapterDrafter(ModelDevice):
 
     def fit(self, train, val, tcfg: TrainConfig):
         self.batch_size = tcfg.batch_size
+        torch.manual_seed(tcfg.seed)      # fresh initial weights from the seed alone, not from what ran before
+        self.model = TokenAdapter(self.cfg).to(self.device)
         if self.cfg.output_vocab == "train":
             self._set_out_ids(torch.tensor(sorted({t for p in train for t in p.target_ids[1:]})))
         elif self.cfg.output_vocab == "full":

@@ -25,8 +25,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
 from helpers.study.drafters.base import RawDraft, evaluate
 from helpers.study.drafters import lookup
 from helpers.study.drafters.cross_modal import CrossModalConfig, CrossModalDrafter, choose_prior_weight
@@ -235,7 +233,6 @@ def train(name: str, train: Sequence[RecordedPair], val: Sequence[RecordedPair],
                        "best_epoch": None, "epochs_run": None, "val_token_match": scores[ngram.order],
                        "stop_reason": f"order {ngram.order} chosen on validation", "order": ngram.order,
                        "val_token_match_by_order": scores}
-    torch.manual_seed(recipe.seed)   # a network's initial weights depend on the seed alone, not on what ran before
     if name == "seed_token_adapter":
         d = SeedAdapterDrafter(AdapterConfig(text_vocab=recipe.text_vocab, output_vocab=recipe.adapter_output_vocab),
                                recipe.device)
