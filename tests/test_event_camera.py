@@ -1,6 +1,8 @@
 """The event-camera study (helpers.study.event_camera) on toy pairs: roles, choices on validation,
 tree SD of a drafter equal to its chain SD when the tree is a chain, where the gain sits, costs,
 learning curves."""
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -389,3 +391,36 @@ def test_online_sweep_equals_a_store_per_setting():
         assert [t.emitted for t in traces] == [t.emitted for t in ec.online_traces(one, train, val, 3, 1)], s
     assert len({tuple(tuple(t.emitted) for t in traces) for traces in swept}) > 1  # the settings do differ here
     assert d.settings()["tau"] == 1.0 and not hasattr(d, "train_docs")       # the drafter passed in is left as it was
+
+
+def test_far_partners_pair_each_clip_with_one_half_the_recording_away_asked_the_same_question():
+    pairs = [RecordedPair(f"c{i}", i, q, f"q{q}", (1,), (1, 2)) for i in range(6) for q in (0, 1)]
+    pairs.append(RecordedPair("c9", 9, 2, "asked once", (1,), (1, 2)))
+    other = ec.far_partners(pairs)
+    assert len(pairs) - 1 not in other                          # no other clip was asked that question
+    assert sorted(other.values()) == sorted(other)               # a permutation: every draft used once
+    for i, j in other.items():
+        assert pairs[i].question == pairs[j].question and abs(pairs[i].clip_index - pairs[j].clip_index) == 3
+    kept, swapped = ec.swapped_drafts([dataclasses.replace(p, draft_ids=(int(p.clip_id[1:]),)) for p in pairs])
+    assert kept == sorted(other)
+    for i, s in zip(kept, swapped):
+        j = other[i]
+        assert s.target_ids == pairs[i].target_ids and s.clip_index == pairs[i].clip_index
+        assert s.question == pairs[i].question and s.clip_id == pairs[j].clip_id     # the key a feature drafter reads
+        assert s.draft_ids == (int(pairs[j].clip_id[1:]),)
+    assert len({s.key for s in swapped}) == len(swapped)
+
+
+def test_content_control_credits_a_reader_with_its_own_clips_draft_and_a_prior_with_nothing():
+    train, test = toy_pairs(60, 1), toy_pairs(24, 4)
+    prior = lookup.KneserNeyPrior(order=3).fit(train)
+    reader = lookup.DraftCopy(boost=3.0, order=3).fit(train)
+    gamma = 6                                                     # a whole toy answer fits in one verify step
+    own = {n: evaluate(d, test, gamma).traces for n, d in (("prior", prior), ("reader", reader))}
+    out = ec.content_control({"prior": prior, "reader": reader}, test, own, gamma, n_boot=500)
+    assert out["prior"]["ratio"] == 1.0 and out["prior"]["lo"] == out["prior"]["hi"] == 1.0   # reads no draft
+    assert out["reader"]["lo"] > 1 and out["reader"]["n_pairs"] == len(test)   # the toy draft names the target's words
+    kept, swapped = ec.swapped_drafts(test)
+    assert out["reader"]["mat_b"] == pytest.approx(metrics.summarize_sd(evaluate(reader, swapped, gamma).traces).mat)
+    with pytest.raises(ValueError, match="rows of its own SD"):
+        ec.content_control({"reader": reader}, test, {"reader": own["reader"][:-1]}, gamma, n_boot=10)

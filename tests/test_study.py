@@ -287,6 +287,22 @@ def event_results(lo, hi, ratio=None, s_lo=0.9, s_hi=1.1, slope=0.0, trees=True)
     return out
 
 
+def test_event_camera_finding_says_what_the_clips_own_draft_is_worth():
+    r = lambda x, lo, hi, a, b: {"ratio": x, "lo": lo, "hi": hi, "mat_a": a, "mat_b": b}   # noqa: E731
+    base = event_results(0.99, 1.01)
+    assert "This clip's draft" not in findings.to_markdown([findings.event_camera(base)])
+    none = findings.event_camera({**base, "content_control": {"draft_copy": r(1.003, 0.998, 1.009, 2.56, 2.55)}})
+    md = findings.to_markdown([none])
+    assert ("- *This clip's draft.* `draft_copy` reading each pair's own draft against the same drafter given the draft "
+            "of a clip half the recording away: 1.003x (95% interval 0.998 to 1.009; MAT 2.56 vs 2.55); no difference "
+            "this test split can detect, so it cannot credit the reader's gain or loss against the prior to what the draft "
+            "says about the clip.") in md
+    gain = findings.event_camera({**base, "content_control": {"draft_copy": r(1.05, 1.02, 1.08, 2.1, 2.0)}}).body
+    assert "the clip's content adds that much through it." in gain
+    other = findings.event_camera({**base, "content_control": {"cross_modal": r(1.05, 1.02, 1.08, 2.1, 2.0)}}).body
+    assert "This clip" not in other and "half the recording away" not in other     # only the chosen reader's
+
+
 def test_event_camera_finding_follows_the_ratio_and_its_interval():
     bar = findings.event_camera(event_results(1.16, 1.3), bar=1.15)
     gain = findings.event_camera(event_results(1.02, 1.2), bar=1.15)

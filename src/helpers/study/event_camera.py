@@ -176,6 +176,54 @@ def perfect_draft_mat(reader, train: Sequence[RecordedPair], pairs: Sequence[Rec
     return best
 
 
+def far_partners(pairs: Sequence[RecordedPair]) -> dict[int, int]:
+    """Pair index -> the index of the pair asked the same question half the recording away (in clip
+    order): a permutation within each question's pairs, so every clip's draft is used once. Pairs
+    whose question no other clip was asked have no partner and are left out."""
+    by_question: dict[str, list[int]] = {}
+    for i in sorted(range(len(pairs)), key=lambda i: (pairs[i].clip_index, pairs[i].question_index)):
+        by_question.setdefault(pairs[i].question, []).append(i)
+    other = {}
+    for idx in by_question.values():
+        if len({pairs[i].clip_id for i in idx}) > 1:
+            other.update({i: idx[(k + max(1, len(idx) // 2)) % len(idx)] for k, i in enumerate(idx)})
+    return other
+
+
+def swapped_drafts(pairs: Sequence[RecordedPair]) -> tuple[list[int], list[RecordedPair]]:
+    """The pairs that have a far partner (`far_partners`), each with the draft model's output for
+    that partner's clip instead of its own: its draft tokens, text and clip id (the key under which
+    a drafter finds the draft model's hidden states). The target's answer, the question and the
+    clip's place in the recording stay this pair's. Returns (indices into `pairs`, swapped pairs)."""
+    other = far_partners(pairs)
+    kept = sorted(other)
+    return kept, [dataclasses.replace(pairs[i], clip_id=pairs[other[i]].clip_id, draft_ids=pairs[other[i]].draft_ids,
+                                      draft_text=pairs[other[i]].draft_text) for i in kept]
+
+
+def content_control(readers: dict, pairs: Sequence[RecordedPair], own_rows: Mapping[str, Sequence], gamma: int,
+                    n_boot: int, seed: int = 0) -> dict[str, dict]:
+    """What this clip's draft adds through each draft reader: its exact greedy SD at gamma (full
+    visibility) with each pair's own draft (`own_rows[name]`: SDTraces or (tokens, steps) rows in the
+    order of `pairs`) against the same drafter with the draft of a clip half the recording away
+    (`swapped_drafts`), on the pairs that have one. Per reader the clip-bootstrap MAT ratio own /
+    other (alignment.mat_ratio_bootstrap: mat_a with its own draft, mat_b with the other's). A ratio
+    near 1 says the reader's MAT comes from what it learned of the target's answers, not from what
+    the draft says about this clip."""
+    kept, swapped = swapped_drafts(pairs)
+    if not kept:
+        return {}
+    clips = [pairs[i].clip_index for i in kept]
+    out = {}
+    for name, drafter in readers.items():
+        own = alignment.tokens_and_steps(own_rows[name])
+        if len(own) != len(pairs):
+            raise ValueError(f"{name}: {len(own)} rows of its own SD for {len(pairs)} pairs")
+        other = evaluate(drafter, swapped, gamma).traces
+        out[name] = alignment.mat_ratio_bootstrap(own[kept], other, clips, n_boot, seed)
+    return out
+
+
 FACT_LABELS = {"objects": "objects", "motion": "agent motions", "scene": "scene-level facts"}   # for the book's prose
 
 
@@ -190,13 +238,7 @@ def fact_agreement(pairs: Sequence[RecordedPair], categories: Sequence[str] = ("
     from helpers.world.grounding import answer_facts
     draft = [answer_facts(p.draft_text) for p in pairs]
     target = [answer_facts(p.target_text) for p in pairs]
-    by_question: dict[str, list[int]] = {}
-    for i in sorted(range(len(pairs)), key=lambda i: (pairs[i].clip_index, pairs[i].question_index)):
-        by_question.setdefault(pairs[i].question, []).append(i)
-    other = {}
-    for idx in by_question.values():                       # each pair -> the pair half the recording away
-        if len({pairs[i].clip_id for i in idx}) > 1:
-            other.update({i: idx[(k + max(1, len(idx) // 2)) % len(idx)] for k, i in enumerate(idx)})
+    other = far_partners(pairs)
     rows = []
     for c in categories:
         named = sum(len(d[c]) for d in draft)

@@ -339,6 +339,15 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
         add("What the draft names", "Of the facts the draft names, the target's answer names " + "; ".join(
             f"{r['agreement']:.0%} of the {FACT_LABELS.get(f, f)} (lift {r['lift']:.2f} over a draft of another clip)"
             for f, r in agree.items() if r["lift"] == r["lift"]) + " on the training pairs.")
+    own = (ev.get("content_control") or {}).get(reader)
+    if own:
+        cv = _ratio_verdict(own, bar)
+        add("This clip's draft", f"`{reader}` reading each pair's own draft against the same drafter given the draft of a "
+            f"clip half the recording away: {_ratio_text(own)}; "
+            + {"bar": "the clip's content carries the reader.", "gain": "the clip's content adds that much through it.",
+               "none": "no difference this test split can detect, so it cannot credit the reader's gain or loss "
+                       "against the prior to what the draft says about the clip.",
+               "loss": "the clip's own draft misleads it."}[cv])
     trees = ev.get("tree", {}).get("by_size", {})
     if trees:
         k = max(trees, key=lambda n: int(n))
