@@ -42,7 +42,8 @@ def main(argv=None) -> int:
     ap.add_argument("--curve-names", nargs="*", default=list(zoo.LOOKUP) + ["target_prior_ngram"])
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--cost-calls", type=int, default=200)
-    ap.add_argument("--cm-max-minutes", type=float, default=1.5)
+    ap.add_argument("--cm-max-minutes", type=float, default=0.0,
+                    help="wall-clock cap per network in minutes (0: none; they stop after 20 epochs, as in dsec_recorded)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     t_start = time.perf_counter()
@@ -89,6 +90,12 @@ def main(argv=None) -> int:
         "full": ec.ratio(test_full[reader].traces, test_full[prior].traces, test, a.n_boot),
         "streamed": ec.ratio(test_stream[reader].traces, test_stream[prior].traces, test, a.n_boot)}
     log("chain ratio", out["ratio_chain"])
+
+    # --- each reader with another clip's draft: what its own clip's draft is worth (test pairs) ------
+    readers = {n: d for n, d in drafters.items() if ec.reads_draft(n)}
+    out["content_control"] = ec.content_control(readers, test, {n: test_full[n].traces for n in readers},
+                                                a.gamma, a.n_boot)
+    log("own draft vs another clip's", {n: round(r["ratio"], 4) for n, r in out["content_control"].items()})
 
     # --- the oracle bound on bag-of-words content (validation pairs) --------------------------------
     count_priors = [n for n in drafters if not ec.reads_draft(n) and hasattr(drafters[n], "dist")]
