@@ -301,6 +301,18 @@ def test_event_camera_finding_says_what_the_clips_own_draft_is_worth():
     assert "the clip's content adds that much through it." in gain
     other = findings.event_camera({**base, "content_control": {"cross_modal": r(1.05, 1.02, 1.08, 2.1, 2.0)}}).body
     assert "This clip" not in other and "half the recording away" not in other     # only the chosen reader's
+    feat = {**base, "draft_features": {"ratio_vs_ablation": r(1.0, 0.96, 1.04, 2.0, 2.0), "prior": "target_prior_kn",
+                                       "mat": {"draft_features": 2.0}, "prior_mat": 2.0, "max_minutes": 0,
+                                       "chosen": "draft_feature_retrieval",
+                                       "retrieval": {"ratio_vs_prior": r(1.03, 1.01, 1.05, 2.06, 2.0)},
+                                       "content_control": {"draft_feature_retrieval": r(1.04, 1.01, 1.07, 2.08, 2.0),
+                                                           "draft_features_mix": r(0.9, 0.8, 0.95, 1.8, 2.0)}}}
+    body = findings.event_camera(feat).body
+    assert ("`draft_feature_retrieval` (the hidden-state drafter validation prefers) with each pair's own hidden states "
+            "against those of a clip half the recording away, asked the same question: 1.040x (95% interval 1.010 to "
+            "1.070; MAT 2.08 vs 2.00); what the draft model saw in this clip adds that much, beyond the question its "
+            "hidden states also encode.") in body
+    assert "mislead" not in body                                          # only the chosen drafter's control
 
 
 def test_event_camera_finding_follows_the_ratio_and_its_interval():

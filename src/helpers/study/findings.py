@@ -414,6 +414,14 @@ def event_camera(ev: dict, bar: float = 1.15) -> Finding:
         if won:
             add("Hidden states", "The target tokens it gets right most often where the prior does not (teacher-forced, test pairs): "
                 + ", ".join(f"'{r['token'].strip()}' ({r['reader wins']} against {r['prior wins']})" for r in won) + ".")
+    fcc = ((feat or {}).get("content_control") or {}).get(chosen)
+    if fcc:
+        add("Hidden states", f"`{chosen}` (the hidden-state drafter validation prefers) with each pair's own hidden states "
+            f"against those of a clip half the recording away, asked the same question: {_ratio_text(fcc)}; "
+            + {"bar": "what the draft model saw in this clip carries it", "gain": "what the draft model saw in this clip "
+               "adds that much, beyond the question its hidden states also encode",
+               "none": "no difference this test split can detect, so nothing it gains or loses can be credited to what "
+                       "the draft model saw in this clip", "loss": "the clip's own hidden states mislead it"}[_ratio_verdict(fcc, bar)] + ".")
     hd = (feat or {}).get("heads") if mix_gain else None
     hpays = _feature_pays(ev, hd["name"], prior, hd["ratio_vs_prior"]) if hd and ev.get("target_step_ms") else None
     # whether to recommend the one-pass drafter is decided on validation MAT at the measured costs, never on test
